@@ -1,0 +1,30 @@
+# pgcdcws: PGXS build. `make && make install`, then `make installcheck`
+# (pg_regress on a temporary instance with the library preloaded).
+# `make unit` and `make fuzz-smoke` run the parser tests (no Postgres needed).
+
+MODULE_big = pgcdcws
+EXTENSION = pgcdcws
+DATA = extension/pgcdcws--0.1.0.sql
+PGFILEDESC = "pgcdcws - Postgres changes over WebSocket, decoded in-server"
+
+SRCS = $(wildcard src/*.cpp src/*/*.cpp)
+OBJS = $(SRCS:.cpp=.o)
+
+REGRESS = init ack slots errors
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=pgcdcws
+
+PG_CONFIG ?= pg_config
+PG_CXXFLAGS = -std=c++17 -O2 -Wall -Wno-register -Wno-missing-field-initializers -fno-omit-frame-pointer -I$(srcdir)/src
+SHLIB_LINK += -lstdc++ -lwebsockets -luv
+
+# Debian's LLVM bitcode rule ignores PG_CXXFLAGS; pgcdcws does not use JIT inlining.
+override with_llvm = no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: unit fuzz-smoke
+unit:
+	$(MAKE) -C test/unit run
+fuzz-smoke:
+	$(MAKE) -C test/fuzz smoke

@@ -1,0 +1,29 @@
+-- pgcdcws SQL API. Reference: docs/PROTOCOL.md, section "SQL API".
+\echo Use "CREATE EXTENSION pgcdcws" to load this file. \quit
+
+CREATE FUNCTION cdc_init(slot_name text DEFAULT NULL, temporary boolean DEFAULT false)
+RETURNS TABLE(slot_name text, lsn pg_lsn, snapshot_name text)
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_init'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+COMMENT ON FUNCTION cdc_init(text, boolean) IS
+  'Create a pgcdcws logical slot and export a snapshot consistent with its start LSN';
+
+CREATE FUNCTION cdc_ack(slot_name text, lsn pg_lsn)
+RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_ack'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_ack(text, pg_lsn) IS
+  'Confirm a pgcdcws slot up to an LSN (durably), with or without a connected client';
+
+CREATE FUNCTION cdc_slots()
+RETURNS TABLE(slot_name text, temporary boolean, active boolean, client_addr inet,
+              confirmed_flush_lsn pg_lsn, restart_lsn pg_lsn, retained_wal_bytes numeric)
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_slots'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_slots() IS 'The pgcdcws slots of this database and their stream clients';
+
+CREATE FUNCTION cdc_drop(slot_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_drop'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_drop(text) IS 'Disconnect the stream client of a pgcdcws slot and drop the slot';

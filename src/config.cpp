@@ -1,0 +1,60 @@
+#include "pg/pg.hpp"
+
+#include "config.hpp"
+
+namespace pgcdcws::config {
+
+int port = 12312;
+char *listen_addresses = nullptr;
+char *database = nullptr;
+int auth = static_cast<int>(AuthMode::Trust);
+int max_changes_per_message = 1000;
+int max_streams = 16;
+int stream_buffer_kb = 1024;
+int ping_interval_s = 10;
+int snapshot_timeout_s = 3600;
+
+namespace {
+const struct config_enum_entry auth_options[] = {
+    {"trust", static_cast<int>(AuthMode::Trust), false},
+    {nullptr, 0, false},
+};
+}  // namespace
+
+void define_settings() {
+    DefineCustomIntVariable("pgcdcws.port", "TCP port of the pgcdcws WebSocket/HTTP server.", nullptr, &port,
+                            12312, 1, 65535, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.listen_addresses",
+                               "Addresses the pgcdcws server listens on: comma-separated host names or IP "
+                               "addresses, or * for all.",
+                               nullptr, &listen_addresses, "localhost", PGC_POSTMASTER, GUC_LIST_INPUT, nullptr,
+                               nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.database", "Database whose replication slots pgcdcws serves.", nullptr,
+                               &database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable("pgcdcws.auth", "How WebSocket/HTTP clients are authenticated.",
+                             "trust: every client that can reach the port is accepted.", &auth,
+                             static_cast<int>(AuthMode::Trust), auth_options, PGC_SIGHUP, 0, nullptr, nullptr,
+                             nullptr);
+    DefineCustomIntVariable("pgcdcws.max_changes_per_message",
+                            "Largest number of changes in one stream message; bigger transactions are split.",
+                            nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("pgcdcws.max_streams", "Largest number of streams (slots with a client) at once.",
+                            "Each stream uses one background worker; raise max_worker_processes to match.",
+                            &max_streams, 16, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.stream_buffer_size",
+                            "Shared memory buffer between a decoder and the server, per stream.", nullptr,
+                            &stream_buffer_kb, 1024, 128, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.ping_interval",
+                            "Seconds without client traffic before the server pings a WebSocket client.",
+                            "A client that stays silent for twice this long is disconnected.", &ping_interval_s,
+                            10, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.snapshot_timeout",
+                            "How long a snapshot exported by cdc_init() is held open at most.",
+                            "A held snapshot holds back vacuum.", &snapshot_timeout_s, 3600, 1, INT_MAX,
+                            PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    MarkGUCPrefixReserved("pgcdcws");
+}
+
+}  // namespace pgcdcws::config

@@ -1,0 +1,20 @@
+// pgcdcws.* settings (GUCs). Defined in config.cpp, registered from _PG_init.
+#pragma once
+
+namespace pgcdcws::config {
+
+enum class AuthMode { Trust = 0 };
+
+extern int port;                     // pgcdcws.port (postmaster)
+extern char *listen_addresses;       // pgcdcws.listen_addresses (postmaster)
+extern char *database;               // pgcdcws.database (postmaster)
+extern int auth;                     // pgcdcws.auth (sighup), AuthMode
+extern int max_changes_per_message;  // pgcdcws.max_changes_per_message (sighup)
+extern int max_streams;              // pgcdcws.max_streams (postmaster)
+extern int stream_buffer_kb;         // pgcdcws.stream_buffer_size (postmaster), kB per stream
+extern int ping_interval_s;          // pgcdcws.ping_interval (postmaster), seconds
+extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), seconds
+
+void define_settings();
+
+}  // namespace pgcdcws::config

@@ -1,0 +1,313 @@
+#include <cstring>
+
+#include "decoder/worker.hpp"
+
+#include "config.hpp"
+#include "output/plugin.hpp"
+#include "shmem/state.hpp"
+#include "slots/slots.hpp"
+
+namespace pgcdcws::decoder {
+
+namespace {
+
+// How often a decoder that has nothing to read looks again without being woken.
+// Commits wake decoders (see module.cpp), so this matters for async commits only.
+constexpr long kIdlePollMs = 100;
+// Acks are applied (and fsynced) at most this often while decoding flat out.
+constexpr long kAckApplyIntervalMs = 10;
+// Idle progress (confirming past empty transactions) is written at most this often.
+constexpr long kIdleConfirmIntervalMs = 500;
+
+struct DecoderState {
+    int index;
+    std::uint32_t generation;
+    std::uint32_t server_generation;
+    shmem::Channel *channel;
+    shmem::Ring *ring;
+    std::size_t max_record;
+    XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
+    TimestampTz last_ack_apply;
+    TimestampTz last_idle_confirm;
+};
+
+DecoderState self;
+
+bool stop_wanted() {
+    shmem::Channel *ch = self.channel;
+    return ch->stop_requested.load(std::memory_order_acquire) || ch->drop_requested.load(std::memory_order_acquire) ||
+           ch->generation != self.generation ||
+           shmem::state()->server_generation.load(std::memory_order_acquire) != self.server_generation;
+}
+
+// Releases the slot (dropping it if cdc_drop() asked or it is temporary) and
+// exits. Safe from inside decoding callbacks: proc_exit aborts the
+// transaction the reorder buffer may have open.
+[[noreturn]] void finish() {
+    if (MyReplicationSlot) {
+        char name[NAMEDATALEN];
+        strlcpy(name, NameStr(MyReplicationSlot->data.name), NAMEDATALEN);
+        const bool drop = self.channel->drop_requested.load() || slots::is_temporary(name);
+        if (drop) {
+            ReplicationSlotRelease();
+            ReplicationSlotDrop(name, true);
+            slots::unmark_temporary(name);
+            ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\"", name)));
+        } else {
+            ReplicationSlotRelease();
+        }
+    }
+    proc_exit(0);
+}
+
+void on_exit(int, Datum) {
+    shmem::Channel *ch = self.channel;
+    if (!ch)
+        return;
+    if (ch->decoder_status.load() != static_cast<std::uint32_t>(shmem::DecoderStatus::Failed))
+        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Exited));
+    ch->decoder_latch.store(nullptr);
+    ch->decoder_pid.store(0);
+    shmem::wake_server();
+    ConditionVariableBroadcast(&shmem::state()->changed);
+}
+
+// Confirms the slot up to `lsn` and writes it to disk, so an ack survives a crash.
+void confirm(XLogRecPtr lsn) {
+    if (lsn <= MyReplicationSlot->data.confirmed_flush)
+        return;
+    LogicalConfirmReceivedLocation(lsn);
+    ReplicationSlotMarkDirty();
+    ReplicationSlotSave();
+    self.channel->confirmed_lsn.store(lsn, std::memory_order_release);
+    ConditionVariableBroadcast(&shmem::state()->changed);
+}
+
+void apply_acks(bool force) {
+    const std::uint64_t wanted = self.channel->ack_request_lsn.load(std::memory_order_acquire);
+    if (wanted <= MyReplicationSlot->data.confirmed_flush) {
+        // Below the confirmed position: nothing to do, but tell waiters where we are.
+        if (wanted != 0 && self.channel->confirmed_lsn.load() != MyReplicationSlot->data.confirmed_flush) {
+            self.channel->confirmed_lsn.store(MyReplicationSlot->data.confirmed_flush);
+            ConditionVariableBroadcast(&shmem::state()->changed);
+        }
+        return;
+    }
+    const TimestampTz now = GetCurrentTimestamp();
+    if (!force && !TimestampDifferenceExceeds(self.last_ack_apply, now, kAckApplyIntervalMs))
+        return;
+    self.last_ack_apply = now;
+    confirm(wanted);
+}
+
+// With nothing sent and unacknowledged, the slot may move to the end of what was
+// read: transactions there produced no message (DDL, other databases, empty), so
+// no client needs them. This keeps an idle stream from pinning WAL.
+void confirm_idle(LogicalDecodingContext *ctx) {
+    const std::uint64_t acked = self.channel->ack_request_lsn.load(std::memory_order_acquire);
+    const XLogRecPtr confirmed = MyReplicationSlot->data.confirmed_flush;
+    if (self.last_emitted_end > acked && self.last_emitted_end > confirmed)
+        return;
+    const XLogRecPtr target = ctx->reader->EndRecPtr;
+    if (target <= confirmed)
+        return;
+    const TimestampTz now = GetCurrentTimestamp();
+    if (!TimestampDifferenceExceeds(self.last_idle_confirm, now, kIdleConfirmIntervalMs))
+        return;
+    self.last_idle_confirm = now;
+    confirm(target);
+}
+
+// Puts one record in the ring, sleeping while it is full. The server wakes us
+// when it frees space; the timeout covers a lost wakeup and lets us notice stops.
+void push_record(std::uint32_t flags, std::uint64_t lsn, const char *data, std::uint32_t length) {
+    for (;;) {
+        if (self.ring->try_push(flags, lsn, data, length)) {
+            shmem::wake_server();
+            return;
+        }
+        self.channel->producer_waiting.store(true);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (self.ring->try_push(flags, lsn, data, length)) {
+            self.channel->producer_waiting.store(false);
+            shmem::wake_server();
+            return;
+        }
+        shmem::wake_server();
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        self.channel->producer_waiting.store(false);
+        CHECK_FOR_INTERRUPTS();
+        if (stop_wanted())
+            finish();
+        apply_acks(true);
+    }
+}
+
+void prepare_write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) { resetStringInfo(ctx->out); }
+
+// Splits what the plugin wrote into ring records; the last record of a message
+// carries kRecordMessageEnd and, if it ends a transaction, its nextlsn.
+void write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool last_write) {
+    const XLogRecPtr txn_end = last_write ? output::finished_transaction_lsn(ctx) : InvalidXLogRecPtr;
+    const char *data = ctx->out->data;
+    std::size_t remaining = static_cast<std::size_t>(ctx->out->len);
+    do {
+        const std::size_t n = remaining < self.max_record ? remaining : self.max_record;
+        const bool last = last_write && n == remaining;
+        push_record(last ? shmem::kRecordMessageEnd : 0, last ? txn_end : 0, data, static_cast<std::uint32_t>(n));
+        data += n;
+        remaining -= n;
+    } while (remaining > 0);
+    if (txn_end != InvalidXLogRecPtr)
+        self.last_emitted_end = txn_end;
+}
+
+// read_local_xlog_page waits in 1 ms sleeps, without latch or postmaster-death
+// checks, for WAL that is not flushed yet. Returning -1 instead makes
+// XLogReadRecord return NULL without an error; it resumes on the next call.
+int read_flushed_page(XLogReaderState *state, XLogRecPtr target_page, int req_len, XLogRecPtr target_rec,
+                      char *cur_page) {
+    if (target_page + req_len > PGCDCWS_FLUSH_PTR())
+        return -1;
+    return read_local_xlog_page(state, target_page, req_len, target_rec, cur_page);
+}
+
+XLogReaderRoutine reader_routine;
+
+void stream(const char *slot_name) {
+    CheckLogicalDecodingRequirements();
+    slots::check_plugin_allowed();
+
+    PGCDCWS_SLOT_ACQUIRE(slot_name, true);
+    if (!SlotIsLogical(MyReplicationSlot) || MyReplicationSlot->data.database != MyDatabaseId)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("replication slot \"%s\" is not a logical slot of database \"%s\"", slot_name,
+                               config::database)));
+    if (MyReplicationSlot->data.restart_lsn == InvalidXLogRecPtr)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("replication slot \"%s\" was invalidated and cannot be streamed", slot_name),
+                        errdetail("Its WAL was removed, most likely because of max_slot_wal_keep_size."),
+                        errhint("Drop it with cdc_drop() and create a new one with cdc_init().")));
+
+    reader_routine.page_read = read_flushed_page;
+    reader_routine.segment_open = wal_segment_open;
+    reader_routine.segment_close = wal_segment_close;
+
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    List *options = list_make1(makeDefElem(pstrdup("stream-fragments"), (Node *)makeString(pstrdup("true")), -1));
+    LogicalDecodingContext *ctx =
+        CreateDecodingContext(InvalidXLogRecPtr, options, false, &reader_routine, prepare_write, write, nullptr);
+    MemoryContextSwitchTo(old);
+    XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
+
+    self.channel->confirmed_lsn.store(MyReplicationSlot->data.confirmed_flush);
+    self.channel->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Streaming));
+    shmem::wake_server();
+    ConditionVariableBroadcast(&shmem::state()->changed);
+    ereport(DEBUG1, (errmsg("pgcdcws: streaming slot \"%s\" from %X/%X", slot_name,
+                            LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush))));
+
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        if (stop_wanted())
+            finish();
+        apply_acks(false);
+
+        char *errm = nullptr;
+        XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
+        if (errm)
+            ereport(ERROR, (errmsg("pgcdcws: could not read WAL at %X/%X: %s",
+                                   LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm)));
+        if (record) {
+            LogicalDecodingProcessRecord(ctx, ctx->reader);
+            continue;
+        }
+
+        // Caught up with flushed WAL.
+        apply_acks(true);
+        confirm_idle(ctx);
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kIdlePollMs, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+}
+
+}  // namespace
+
+BackgroundWorkerHandle *launch(int index, std::uint32_t generation) {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = BGW_NEVER_RESTART;
+    strlcpy(worker.bgw_library_name, "pgcdcws", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "pgcdcws_decoder_main", BGW_MAXLEN);
+    snprintf(worker.bgw_name, BGW_MAXLEN, "pgcdcws decoder for slot %s", shmem::channel(index)->slot_name);
+    strlcpy(worker.bgw_type, "pgcdcws decoder", BGW_MAXLEN);
+    worker.bgw_main_arg = Int32GetDatum(index);
+    std::memcpy(worker.bgw_extra, &generation, sizeof generation);
+    worker.bgw_notify_pid = MyProcPid;
+    BackgroundWorkerHandle *handle = nullptr;
+    if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+        return nullptr;
+    return handle;
+}
+
+}  // namespace pgcdcws::decoder
+
+extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
+    using namespace pgcdcws;
+    using decoder::self;
+
+    pqsignal(SIGTERM, die);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    BackgroundWorkerUnblockSignals();
+
+    self.index = DatumGetInt32(main_arg);
+    std::memcpy(&self.generation, MyBgworkerEntry->bgw_extra, sizeof self.generation);
+    if (!shmem::available() || self.index < 0 || self.index >= shmem::state()->num_channels)
+        proc_exit(1);
+    shmem::Channel *ch = shmem::channel(self.index);
+    if (!ch->in_use || ch->generation != self.generation)
+        proc_exit(0);  // the client left before we started
+    self.channel = ch;
+    self.ring = shmem::ring(self.index);
+    self.max_record = self.ring->max_payload() < static_cast<std::size_t>(output::kFragmentBytes)
+                          ? self.ring->max_payload()
+                          : static_cast<std::size_t>(output::kFragmentBytes);
+    self.server_generation = shmem::state()->server_generation.load();
+    ch->decoder_pid.store(MyProcPid);
+    ch->decoder_latch.store(MyLatch, std::memory_order_release);
+    before_shmem_exit(decoder::on_exit, 0);
+
+    char slot_name[NAMEDATALEN];
+    strlcpy(slot_name, ch->slot_name, NAMEDATALEN);
+
+    BackgroundWorkerInitializeConnection(config::database, nullptr, 0);
+    pgstat_report_appname("pgcdcws decoder");
+    {
+        char activity[NAMEDATALEN + 96];
+        snprintf(activity, sizeof activity, "streaming slot %s to %s", slot_name, ch->client_addr);
+        pgstat_report_activity(STATE_RUNNING, activity);
+    }
+
+    PG_TRY();
+    {
+        decoder::stream(slot_name);
+    }
+    PG_CATCH();
+    {
+        // Tell the server why, so the client gets close 1011 with the reason.
+        MemoryContextSwitchTo(TopMemoryContext);
+        ErrorData *edata = CopyErrorData();
+        strlcpy(ch->error, edata->message ? edata->message : "unknown error", sizeof ch->error);
+        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Failed));
+        shmem::wake_server();
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+}

@@ -1,0 +1,450 @@
+#include <cmath>
+#include <cstring>
+
+#include "output/plugin.hpp"
+#include "output/json_writer.hpp"
+#include "output/relation_cache.hpp"
+#include "protocol/lsn.hpp"
+
+namespace pgcdcws::output {
+
+namespace {
+
+// Frame state lives across callbacks: a message opens at a transaction's first
+// change and closes at its commit or when it reaches max_changes_per_message.
+struct PluginState {
+    MemoryContext change_context;  // reset after every change
+    bool fragments;                // stream-fragments option
+    bool frame_open;
+    int changes_in_frame;
+    int max_changes;
+    XLogRecPtr finished_lsn;  // see finished_transaction_lsn()
+    TransactionId xid;
+    XLogRecPtr end_lsn;
+    TimestampTz commit_time;
+    int scratch_natts;
+    Datum *values[2];
+    bool *nulls[2];
+};
+
+StringInfoStream frame_stream;
+JsonWriter *frame_writer = nullptr;
+int database_encoding = -1;
+
+}  // namespace
+
+}  // namespace pgcdcws::output
+
+// Read at each transaction's start, so a reload applies from the next transaction.
+namespace pgcdcws::config {
+extern int max_changes_per_message;
+}
+
+namespace pgcdcws::output {
+
+namespace {
+
+bool option_bool(DefElem *elem) {
+    if (elem->arg == nullptr)
+        return true;
+    bool value = false;
+    if (!parse_bool(strVal(elem->arg), &value))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("could not parse value \"%s\" for parameter \"%s\"", strVal(elem->arg),
+                               elem->defname),
+                        errhint("Use true or false.")));
+    return value;
+}
+
+void startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_init) {
+    auto *state = static_cast<PluginState *>(MemoryContextAllocZero(ctx->context, sizeof(PluginState)));
+    state->change_context = AllocSetContextCreate(ctx->context, "pgcdcws change", ALLOCSET_DEFAULT_SIZES);
+    ctx->output_plugin_private = state;
+    options->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+    options->receive_rewrites = false;
+
+    ListCell *cell;
+    foreach (cell, ctx->output_plugin_options) {
+        DefElem *elem = static_cast<DefElem *>(lfirst(cell));
+        if (std::strcmp(elem->defname, "stream-fragments") == 0)
+            state->fragments = option_bool(elem);
+        else
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
+                            errhint("pgcdcws takes no options; its format is described in docs/PROTOCOL.md.")));
+    }
+    (void)is_init;
+
+    if (!frame_writer)
+        frame_writer = make_process_writer(&frame_stream);
+    if (database_encoding < 0)
+        database_encoding = GetDatabaseEncoding();
+}
+
+void shutdown(LogicalDecodingContext *ctx) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    if (state)
+        MemoryContextDelete(state->change_context);
+}
+
+void begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    state->xid = txn->xid;
+    state->end_lsn = txn->end_lsn;
+    state->commit_time = txn->xact_time.commit_time;
+    state->max_changes = config::max_changes_per_message;
+    state->frame_open = false;
+    state->changes_in_frame = 0;
+}
+
+void open_frame(LogicalDecodingContext *ctx, PluginState *state) {
+    OutputPluginPrepareWrite(ctx, false);
+    frame_stream.buf = ctx->out;
+    JsonWriter &w = *frame_writer;
+    w.Reset(frame_stream);
+    w.StartObject();
+    w.Key("xid");
+    w.Uint(state->xid);
+    w.Key("timestamp");
+    const char *ts = timestamptz_to_str(state->commit_time);
+    w.String(ts, static_cast<rapidjson::SizeType>(std::strlen(ts)));
+    w.Key("change");
+    w.StartArray();
+    state->frame_open = true;
+    state->changes_in_frame = 0;
+}
+
+void close_frame(LogicalDecodingContext *ctx, PluginState *state, bool ends_transaction) {
+    JsonWriter &w = *frame_writer;
+    w.EndArray();
+    if (ends_transaction) {
+        char lsn[protocol::kLsnTextSize];
+        const std::size_t n = protocol::format_lsn(state->end_lsn, lsn);
+        w.Key("nextlsn");
+        w.String(lsn, static_cast<rapidjson::SizeType>(n));
+    }
+    w.EndObject();
+    frame_stream.terminate();
+    state->finished_lsn = ends_transaction ? state->end_lsn : InvalidXLogRecPtr;
+    OutputPluginWrite(ctx, true);
+    state->finished_lsn = InvalidXLogRecPtr;
+    state->frame_open = false;
+}
+
+// Called before each change: opens a message, or rolls over to the next one.
+void before_change(LogicalDecodingContext *ctx, PluginState *state) {
+    if (state->frame_open && state->changes_in_frame >= state->max_changes)
+        close_frame(ctx, state, false);
+    if (!state->frame_open)
+        open_frame(ctx, state);
+    state->changes_in_frame++;
+}
+
+// In stream-fragments mode, hands what is built so far to the writer so that a
+// message never has to fit in memory at once.
+void maybe_flush_fragment(LogicalDecodingContext *ctx, PluginState *state) {
+    if (state->fragments && ctx->out->len >= kFragmentBytes) {
+        frame_stream.terminate();
+        OutputPluginWrite(ctx, false);
+        OutputPluginPrepareWrite(ctx, false);
+        frame_stream.buf = ctx->out;
+    }
+}
+
+void write_text(JsonWriter &w, const char *data, int length) {
+    if (database_encoding != PG_UTF8 && database_encoding != PG_SQL_ASCII) {
+        const char *converted = pg_server_to_any(data, length, PG_UTF8);
+        if (converted != data)
+            length = static_cast<int>(std::strlen(converted));
+        data = converted;
+    }
+    w.String(data, static_cast<rapidjson::SizeType>(length));
+}
+
+// NaN and infinities are strings: JSON has no literal for them, and null would lose them.
+bool write_special_number(JsonWriter &w, const char *text) {
+    if (std::strcmp(text, "NaN") == 0 || std::strcmp(text, "Infinity") == 0 || std::strcmp(text, "-Infinity") == 0) {
+        w.String(text, static_cast<rapidjson::SizeType>(std::strlen(text)));
+        return true;
+    }
+    return false;
+}
+
+void write_value(JsonWriter &w, const Column &col, Datum value, bool isnull) {
+    if (isnull) {
+        w.Null();
+        return;
+    }
+    char buf[64];
+    int n;
+    switch (col.kind) {
+    case ValueKind::Int2:
+        n = pg_ltoa(DatumGetInt16(value), buf);
+        w.RawValue(buf, n, rapidjson::kNumberType);
+        return;
+    case ValueKind::Int4:
+        n = pg_ltoa(DatumGetInt32(value), buf);
+        w.RawValue(buf, n, rapidjson::kNumberType);
+        return;
+    case ValueKind::Int8:
+        n = pg_lltoa(DatumGetInt64(value), buf);
+        w.RawValue(buf, n, rapidjson::kNumberType);
+        return;
+    case ValueKind::Oid:
+        n = pg_ultoa_n(DatumGetObjectId(value), buf);
+        w.RawValue(buf, n, rapidjson::kNumberType);
+        return;
+    case ValueKind::Float4:
+    case ValueKind::Float8:
+        // Same digits as float4out/float8out: shortest exact form when
+        // extra_float_digits > 0 (the default), the output function otherwise.
+        if (extra_float_digits > 0) {
+            if (col.kind == ValueKind::Float4)
+                n = float_to_shortest_decimal_buf(DatumGetFloat4(value), buf);
+            else
+                n = double_to_shortest_decimal_buf(DatumGetFloat8(value), buf);
+            if (!write_special_number(w, buf))
+                w.RawValue(buf, n, rapidjson::kNumberType);
+            return;
+        }
+        break;
+    case ValueKind::Numeric: {
+        const char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&col.output), value);
+        if (!write_special_number(w, text))
+            w.RawValue(text, std::strlen(text), rapidjson::kNumberType);
+        return;
+    }
+    case ValueKind::Bool:
+        w.Bool(DatumGetBool(value));
+        return;
+    case ValueKind::Text: {
+        struct varlena *v = pg_detoast_datum_packed(reinterpret_cast<struct varlena *>(DatumGetPointer(value)));
+        write_text(w, VARDATA_ANY(v), static_cast<int>(VARSIZE_ANY_EXHDR(v)));
+        return;
+    }
+    case ValueKind::Other:
+        break;
+    }
+    const char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&col.output), value);
+    write_text(w, text, static_cast<int>(std::strlen(text)));
+}
+
+void ensure_scratch(PluginState *state, int natts) {
+    if (natts <= state->scratch_natts)
+        return;
+    MemoryContext parent = GetMemoryChunkContext(state);
+    for (int i = 0; i < 2; i++) {
+        state->values[i] = static_cast<Datum *>(MemoryContextAlloc(parent, sizeof(Datum) * natts));
+        state->nulls[i] = static_cast<bool *>(MemoryContextAlloc(parent, sizeof(bool) * natts));
+    }
+    state->scratch_natts = natts;
+}
+
+void write_prefix(JsonWriter &w, const char *kind, const RelationInfo *info) {
+    w.StartObject();
+    w.Key("kind");
+    w.String(kind);
+    w.Key("schema");
+    w.String(info->schema);
+    w.Key("table");
+    w.String(info->table);
+}
+
+bool is_unchanged_toast(const Column &col, Datum value, bool isnull) {
+    return col.varlena && !isnull && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
+}
+
+// oldkeys from `values` (the old tuple, or the new one when the key did not change).
+void write_old_keys(JsonWriter &w, const RelationInfo *info, const Datum *values, const bool *nulls) {
+    w.Key("oldkeys");
+    w.StartObject();
+    if (info->identity == Identity::Full) {
+        w.Key("keynames");
+        w.RawValue(info->names_json, info->names_json_len, rapidjson::kArrayType);
+        w.Key("keytypes");
+        w.RawValue(info->types_json, info->types_json_len, rapidjson::kArrayType);
+        w.Key("keyvalues");
+        w.StartArray();
+        for (int i = 0; i < info->ncolumns; i++) {
+            const Column &col = info->columns[i];
+            const int a = col.attnum - 1;
+            // An old row is flattened by Postgres; a TOAST pointer here cannot be read.
+            if (is_unchanged_toast(col, values[a], nulls[a]))
+                w.Null();
+            else
+                write_value(w, col, values[a], nulls[a]);
+        }
+        w.EndArray();
+    } else {
+        w.Key("keynames");
+        w.RawValue(info->key_names_json, info->key_names_json_len, rapidjson::kArrayType);
+        w.Key("keytypes");
+        w.RawValue(info->key_types_json, info->key_types_json_len, rapidjson::kArrayType);
+        w.Key("keyvalues");
+        w.StartArray();
+        for (int k = 0; k < info->nkeys; k++) {
+            const Column &col = info->columns[info->key_columns[k]];
+            const int a = col.attnum - 1;
+            write_value(w, col, values[a], nulls[a]);
+        }
+        w.EndArray();
+    }
+    w.EndObject();
+}
+
+// columnnames/columntypes/columnvalues of a new row; unchanged TOAST columns are
+// left out and listed in unchangedtoast.
+void write_new_row(LogicalDecodingContext *ctx, PluginState *state, JsonWriter &w, const RelationInfo *info,
+                   const Datum *values, const bool *nulls) {
+    bool any_unchanged = false;
+    for (int i = 0; i < info->ncolumns && !any_unchanged; i++) {
+        const Column &col = info->columns[i];
+        any_unchanged = is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]);
+    }
+    if (!any_unchanged) {
+        w.Key("columnnames");
+        w.RawValue(info->names_json, info->names_json_len, rapidjson::kArrayType);
+        w.Key("columntypes");
+        w.RawValue(info->types_json, info->types_json_len, rapidjson::kArrayType);
+        w.Key("columnvalues");
+        w.StartArray();
+        for (int i = 0; i < info->ncolumns; i++) {
+            const Column &col = info->columns[i];
+            write_value(w, col, values[col.attnum - 1], nulls[col.attnum - 1]);
+            maybe_flush_fragment(ctx, state);
+        }
+        w.EndArray();
+        return;
+    }
+    w.Key("columnnames");
+    w.StartArray();
+    for (int i = 0; i < info->ncolumns; i++) {
+        const Column &col = info->columns[i];
+        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
+            w.RawValue(col.name_json, std::strlen(col.name_json), rapidjson::kStringType);
+    }
+    w.EndArray();
+    w.Key("columntypes");
+    w.StartArray();
+    for (int i = 0; i < info->ncolumns; i++) {
+        const Column &col = info->columns[i];
+        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
+            w.RawValue(col.type_json, std::strlen(col.type_json), rapidjson::kStringType);
+    }
+    w.EndArray();
+    w.Key("columnvalues");
+    w.StartArray();
+    for (int i = 0; i < info->ncolumns; i++) {
+        const Column &col = info->columns[i];
+        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1])) {
+            write_value(w, col, values[col.attnum - 1], nulls[col.attnum - 1]);
+            maybe_flush_fragment(ctx, state);
+        }
+    }
+    w.EndArray();
+    w.Key("unchangedtoast");
+    w.StartArray();
+    for (int i = 0; i < info->ncolumns; i++) {
+        const Column &col = info->columns[i];
+        if (is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
+            w.RawValue(col.name_json, std::strlen(col.name_json), rapidjson::kStringType);
+    }
+    w.EndArray();
+}
+
+void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+
+    RelationInfo *info = relation_info(relation);
+    TupleDesc desc = RelationGetDescr(relation);
+    ensure_scratch(state, desc->natts);
+    before_change(ctx, state);
+    JsonWriter &w = *frame_writer;
+
+    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
+    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
+    Datum *new_values = state->values[0], *old_values = state->values[1];
+    bool *new_nulls = state->nulls[0], *old_nulls = state->nulls[1];
+
+    switch (change->action) {
+    case REORDER_BUFFER_CHANGE_INSERT:
+        write_prefix(w, "insert", info);
+        if (newtuple) {
+            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+            write_new_row(ctx, state, w, info, new_values, new_nulls);
+        }
+        break;
+    case REORDER_BUFFER_CHANGE_UPDATE:
+        write_prefix(w, "update", info);
+        if (newtuple) {
+            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+            write_new_row(ctx, state, w, info, new_values, new_nulls);
+        }
+        if (info->identity != Identity::None) {
+            if (oldtuple) {
+                heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
+                write_old_keys(w, info, old_values, old_nulls);
+            } else if (info->identity == Identity::Key && newtuple) {
+                // Key unchanged: Postgres logged no old key, the new row holds it.
+                write_old_keys(w, info, new_values, new_nulls);
+            }
+        }
+        break;
+    case REORDER_BUFFER_CHANGE_DELETE:
+        write_prefix(w, "delete", info);
+        if (info->identity != Identity::None && oldtuple) {
+            heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
+            write_old_keys(w, info, old_values, old_nulls);
+        }
+        break;
+    default:
+        break;
+    }
+    w.EndObject();
+    maybe_flush_fragment(ctx, state);
+
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(state->change_context);
+}
+
+void truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
+              ReorderBufferChange *) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    for (int i = 0; i < nrelations; i++) {
+        RelationInfo *info = relation_info(relations[i]);
+        before_change(ctx, state);
+        write_prefix(*frame_writer, "truncate", info);
+        frame_writer->EndObject();
+    }
+    maybe_flush_fragment(ctx, state);
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(state->change_context);
+}
+
+void commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    // A transaction without rows sends nothing; the decoder still confirms past it.
+    if (state->frame_open)
+        close_frame(ctx, state, true);
+}
+
+}  // namespace
+
+XLogRecPtr finished_transaction_lsn(LogicalDecodingContext *ctx) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    return state ? state->finished_lsn : InvalidXLogRecPtr;
+}
+
+}  // namespace pgcdcws::output
+
+extern "C" void _PG_output_plugin_init(OutputPluginCallbacks *cb) {
+    using namespace pgcdcws::output;
+    cb->startup_cb = startup;
+    cb->begin_cb = begin;
+    cb->change_cb = change;
+    cb->truncate_cb = truncate;
+    cb->commit_cb = commit;
+    cb->shutdown_cb = shutdown;
+}

@@ -1,0 +1,175 @@
+#include <cstring>
+#include <new>
+
+#include "output/relation_cache.hpp"
+#include "output/json_writer.hpp"
+
+namespace pgcdcws::output {
+
+namespace {
+
+HTAB *cache = nullptr;
+StringInfoStream scratch_stream;
+JsonWriter *scratch_writer = nullptr;
+
+void invalidate(Datum, Oid relid) {
+    if (!cache)
+        return;
+    if (relid == InvalidOid) {
+        HASH_SEQ_STATUS status;
+        hash_seq_init(&status, cache);
+        while (auto *entry = static_cast<RelationInfo *>(hash_seq_search(&status)))
+            entry->valid = false;
+        return;
+    }
+    auto *entry = static_cast<RelationInfo *>(hash_search(cache, &relid, HASH_FIND, nullptr));
+    if (entry)
+        entry->valid = false;
+}
+
+void ensure_cache() {
+    if (cache)
+        return;
+    HASHCTL ctl;
+    std::memset(&ctl, 0, sizeof ctl);
+    ctl.keysize = sizeof(Oid);
+    ctl.entrysize = sizeof(RelationInfo);
+    ctl.hcxt = CacheMemoryContext;
+    cache = hash_create("pgcdcws relation cache", 128, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+    CacheRegisterRelcacheCallback(invalidate, 0);
+}
+
+ValueKind kind_for(Oid type) {
+    switch (getBaseType(type)) {
+    case INT2OID: return ValueKind::Int2;
+    case INT4OID: return ValueKind::Int4;
+    case INT8OID: return ValueKind::Int8;
+    case OIDOID: return ValueKind::Oid;
+    case FLOAT4OID: return ValueKind::Float4;
+    case FLOAT8OID: return ValueKind::Float8;
+    case NUMERICOID: return ValueKind::Numeric;
+    case BOOLOID: return ValueKind::Bool;
+    case TEXTOID:
+    case VARCHAROID:
+    case BPCHAROID: return ValueKind::Text;
+    default: return ValueKind::Other;
+    }
+}
+
+// Renders `text` as a JSON string into memory of the current context.
+const char *json_string(const char *text) {
+    StringInfoData buf;
+    initStringInfo(&buf);
+    scratch_stream.buf = &buf;
+    scratch_writer->Reset(scratch_stream);
+    scratch_writer->String(text, static_cast<rapidjson::SizeType>(std::strlen(text)));
+    scratch_stream.terminate();
+    return buf.data;
+}
+
+// Joins pre-rendered JSON strings into an array: ["a","b"].
+const char *json_array(const char *const *items, int n, int *length) {
+    StringInfoData buf;
+    initStringInfo(&buf);
+    appendStringInfoChar(&buf, '[');
+    for (int i = 0; i < n; i++) {
+        if (i > 0)
+            appendStringInfoChar(&buf, ',');
+        appendStringInfoString(&buf, items[i]);
+    }
+    appendStringInfoChar(&buf, ']');
+    *length = buf.len;
+    return buf.data;
+}
+
+void build(RelationInfo *info, Relation relation) {
+    if (info->context)
+        MemoryContextDelete(info->context);
+    info->context = AllocSetContextCreate(CacheMemoryContext, "pgcdcws relation", ALLOCSET_SMALL_SIZES);
+    MemoryContext old = MemoryContextSwitchTo(info->context);
+
+    // Valid from here: an invalidation arriving while we read catalogs below
+    // clears it again, and the next change rebuilds.
+    info->valid = true;
+
+    TupleDesc desc = RelationGetDescr(relation);
+    info->schema = get_namespace_name(RelationGetNamespace(relation));
+    info->table = pstrdup(RelationGetRelationName(relation));
+
+    Bitmapset *key_attrs = nullptr;
+    const char replident = relation->rd_rel->relreplident;
+    if (replident == REPLICA_IDENTITY_FULL) {
+        info->identity = Identity::Full;
+    } else if (replident == REPLICA_IDENTITY_NOTHING) {
+        info->identity = Identity::None;
+    } else {
+        key_attrs = RelationGetIndexAttrBitmap(relation, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+        info->identity = bms_is_empty(key_attrs) ? Identity::None : Identity::Key;
+    }
+
+    info->columns = static_cast<Column *>(palloc0(sizeof(Column) * desc->natts));
+    info->key_columns = static_cast<int *>(palloc0(sizeof(int) * desc->natts));
+    const char **names = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
+    const char **types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
+    const char **key_names = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
+    const char **key_types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
+    int n = 0, nkeys = 0;
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute attr = TupleDescAttr(desc, i);
+        if (attr->attisdropped || attr->attgenerated)
+            continue;
+        Column *col = &info->columns[n];
+        col->attnum = attr->attnum;
+        col->kind = kind_for(attr->atttypid);
+        col->varlena = attr->attlen == -1;
+        col->is_key = info->identity == Identity::Key &&
+                      bms_is_member(attr->attnum - FirstLowInvalidHeapAttributeNumber, key_attrs);
+        Oid output_fn;
+        bool is_varlena;
+        getTypeOutputInfo(attr->atttypid, &output_fn, &is_varlena);
+        fmgr_info_cxt(output_fn, &col->output, info->context);
+        col->name = pstrdup(NameStr(attr->attname));
+        col->name_json = json_string(col->name);
+        col->type_json = json_string(format_type_with_typemod(attr->atttypid, attr->atttypmod));
+        names[n] = col->name_json;
+        types[n] = col->type_json;
+        if (col->is_key) {
+            key_names[nkeys] = col->name_json;
+            key_types[nkeys] = col->type_json;
+            info->key_columns[nkeys++] = n;
+        }
+        n++;
+    }
+    info->ncolumns = n;
+    info->nkeys = nkeys;
+    info->names_json = json_array(names, n, &info->names_json_len);
+    info->types_json = json_array(types, n, &info->types_json_len);
+    info->key_names_json = json_array(key_names, nkeys, &info->key_names_json_len);
+    info->key_types_json = json_array(key_types, nkeys, &info->key_types_json_len);
+    MemoryContextSwitchTo(old);
+}
+
+}  // namespace
+
+RelationInfo *relation_info(Relation relation) {
+    ensure_cache();
+    if (!scratch_writer)
+        scratch_writer = make_process_writer(&scratch_stream);
+    const Oid relid = RelationGetRelid(relation);
+    bool found = false;
+    auto *info = static_cast<RelationInfo *>(hash_search(cache, &relid, HASH_ENTER, &found));
+    if (!found) {
+        info->context = nullptr;
+        info->valid = false;
+    }
+    if (!info->valid)
+        build(info, relation);
+    return info;
+}
+
+JsonWriter *make_process_writer(StringInfoStream *stream) {
+    void *memory = MemoryContextAlloc(TopMemoryContext, sizeof(JsonWriter));
+    return new (memory) JsonWriter(*stream);
+}
+
+}  // namespace pgcdcws::output

@@ -1,0 +1,59 @@
+// Per-relation facts the output plugin needs for every change, computed once per
+// relation (and again after a relcache invalidation): live columns, output
+// functions, fast-path kind, replica identity key, and the column name/type
+// arrays already rendered as JSON.
+#pragma once
+
+#include <cstdint>
+
+#include "pg/pg.hpp"
+
+namespace pgcdcws::output {
+
+// How a column's value is written; everything but Other avoids the type's output function.
+enum class ValueKind : std::uint8_t { Int2, Int4, Int8, Oid, Float4, Float8, Numeric, Bool, Text, Other };
+
+enum class Identity : std::uint8_t {
+    None,  // REPLICA IDENTITY NOTHING, or DEFAULT without a primary key: no oldkeys
+    Key,   // DEFAULT with a primary key, or USING INDEX
+    Full,  // REPLICA IDENTITY FULL: oldkeys is the whole old row
+};
+
+struct Column {
+    AttrNumber attnum;  // 1-based attribute number in the tuple
+    ValueKind kind;
+    bool varlena;  // typlen == -1: may be an unchanged TOAST pointer
+    bool is_key;
+    FmgrInfo output;
+    const char *name;       // attname, plain
+    const char *name_json;  // attname as a JSON string, quotes included
+    const char *type_json;  // format_type() as a JSON string
+};
+
+struct RelationInfo {
+    Oid relid;  // hash key
+    bool valid;
+    MemoryContext context;  // owns everything below
+    const char *schema;
+    const char *table;
+    Identity identity;
+    int ncolumns;
+    Column *columns;
+    int nkeys;
+    int *key_columns;  // indexes into columns
+    // Rendered JSON arrays, e.g. ["id","name"] and ["integer","text"].
+    const char *names_json;
+    int names_json_len;
+    const char *types_json;
+    int types_json_len;
+    const char *key_names_json;
+    int key_names_json_len;
+    const char *key_types_json;
+    int key_types_json_len;
+};
+
+// Cached facts for `relation`, rebuilt when invalidated. Needs catalog access
+// (the reorder buffer provides the historic snapshot and transaction).
+RelationInfo *relation_info(Relation relation);
+
+}  // namespace pgcdcws::output

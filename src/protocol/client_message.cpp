@@ -1,0 +1,59 @@
+#include "protocol/client_message.hpp"
+
+#include "protocol/lsn.hpp"
+#include "protocol/rapidjson_config.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+namespace pgcdcws::protocol {
+
+namespace {
+
+ClientMessage invalid(std::string why) {
+    ClientMessage m;
+    m.kind = ClientMessage::Kind::Invalid;
+    m.error = std::move(why);
+    return m;
+}
+
+}  // namespace
+
+ClientMessage parse_client_message(const char *data, std::size_t length) {
+    if (length > kMaxClientMessageSize)
+        return invalid("message too large: at most 4096 bytes");
+
+    rapidjson::Document doc;
+    // kParseStopWhenDoneFlag is not used: trailing garbage must be an error.
+    doc.Parse<rapidjson::kParseValidateEncodingFlag>(data, length);
+    if (doc.HasParseError()) {
+        return invalid(std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) +
+                       ": " + rapidjson::GetParseError_En(doc.GetParseError()));
+    }
+    if (!doc.IsObject())
+        return invalid("expected a JSON object such as {\"lsn\": \"0/16B3748\"}");
+
+    auto it = doc.FindMember("lsn");
+    if (it == doc.MemberEnd())
+        return invalid("missing \"lsn\": expected {\"lsn\": \"X/Y\"}");
+    if (!it->value.IsString())
+        return invalid("\"lsn\" must be a string such as \"0/16B3748\"");
+    for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
+        if (std::string_view(m->name.GetString(), m->name.GetStringLength()) != "lsn")
+            return invalid(std::string("unknown field \"") + m->name.GetString() + "\"");
+    }
+
+    const std::string_view text(it->value.GetString(), it->value.GetStringLength());
+    auto lsn = parse_lsn(text);
+    if (!lsn)
+        return invalid("\"lsn\" is not a valid LSN (expected X/Y in hexadecimal, e.g. \"0/16B3748\")");
+    if (*lsn == 0)
+        return invalid("\"lsn\" must not be 0/0");
+
+    ClientMessage m;
+    m.kind = ClientMessage::Kind::Ack;
+    m.lsn = *lsn;
+    return m;
+}
+
+}  // namespace pgcdcws::protocol

@@ -1,0 +1,18 @@
+// Which endpoint a request path names. Every request passes through the server's
+// request gate (server/gate.cpp), which uses this to pick a handler; auth and
+// limits will sit there too. Pure function, unit-tested.
+#pragma once
+
+#include <string_view>
+
+namespace pgcdcws::protocol {
+
+enum class Route {
+    NotFound,
+    Stream,  // GET /v1/lr/stream?slotName=S  (WebSocket)
+};
+
+// path excludes the query string.
+Route route_for_path(std::string_view path);
+
+}  // namespace pgcdcws::protocol

@@ -1,0 +1,177 @@
+#include <cstring>
+
+#include "server/pg_bridge.hpp"
+
+#include "config.hpp"
+#include "decoder/worker.hpp"
+#include "shmem/state.hpp"
+#include "slots/slots.hpp"
+
+namespace pgcdcws::server::bridge {
+
+namespace {
+
+Oid database_oid = InvalidOid;
+// Decoder handles, by channel; process-local.
+BackgroundWorkerHandle **handles = nullptr;
+
+void refuse(Refusal *r, int status, const char *fmt, const char *arg) {
+    r->status = status;
+    snprintf(r->message, sizeof r->message, fmt, arg);
+}
+
+bool decoder_stopped(int index) {
+    shmem::Channel *ch = shmem::channel(index);
+    const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
+    if (handles[index] != nullptr) {
+        pid_t pid;
+        const BgwHandleStatus hs = GetBackgroundWorkerPid(handles[index], &pid);
+        if (hs == BGWH_STOPPED || hs == BGWH_POSTMASTER_DIED)
+            return true;
+        return false;
+    }
+    return ch->decoder_pid.load() == 0 && status != shmem::DecoderStatus::Starting;
+}
+
+}  // namespace
+
+void register_server() {
+    shmem::SharedState *st = shmem::state();
+    handles = static_cast<BackgroundWorkerHandle **>(
+        MemoryContextAllocZero(TopMemoryContext, sizeof(BackgroundWorkerHandle *) * st->num_channels));
+    LWLockAcquire(st->lock, LW_EXCLUSIVE);
+    st->server_generation.fetch_add(1);
+    st->server_pid.store(MyProcPid);
+    st->server_latch.store(MyLatch, std::memory_order_release);
+    // Channels of a previous server process: their decoders notice the new
+    // generation and exit; a decoder not started yet sees its channel's
+    // generation change and exits at once.
+    for (int i = 0; i < st->num_channels; i++) {
+        shmem::Channel *ch = shmem::channel(i);
+        if (!ch->in_use)
+            continue;
+        ch->stop_requested.store(true);
+        ch->generation++;
+        if (ch->decoder_pid.load() == 0)
+            ch->in_use = false;
+    }
+    LWLockRelease(st->lock);
+    slots::drop_leftover_temporary();
+}
+
+void unregister_server(int, Datum) {
+    shmem::SharedState *st = shmem::state();
+    st->server_latch.store(nullptr);
+    st->server_pid.store(0);
+}
+
+Oid served_database() {
+    if (database_oid != InvalidOid)
+        return database_oid;
+    // pg_database is a shared catalog: readable without a database connection.
+    StartTransactionCommand();
+    database_oid = get_database_oid(config::database, true);
+    CommitTransactionCommand();
+    return database_oid;
+}
+
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal) {
+    if (!slots::plugin_allowed()) {
+        refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
+        return -1;
+    }
+    const Oid database = served_database();
+    slots::SlotInfo info;
+    if (database == InvalidOid || !slots::find(slot_name, &info) || !slots::is_ours(info, database)) {
+        refuse(refusal, 404, "replication slot \"%s\" does not exist (create it with cdc_init())", slot_name);
+        return -1;
+    }
+    if (info.invalidated) {
+        refuse(refusal, 410, "replication slot \"%s\" was invalidated (max_slot_wal_keep_size); drop it and create a new one",
+               slot_name);
+        return -1;
+    }
+
+    shmem::SharedState *st = shmem::state();
+    int index = -1;
+    LWLockAcquire(st->lock, LW_EXCLUSIVE);
+    if (shmem::find_channel_locked(slot_name) >= 0 || info.active_pid != 0) {
+        LWLockRelease(st->lock);
+        refuse(refusal, 409, "replication slot \"%s\" already has a consumer", slot_name);
+        return -1;
+    }
+    for (int i = 0; i < st->num_channels; i++) {
+        if (!shmem::channel(i)->in_use && handles[i] == nullptr) {
+            index = i;
+            break;
+        }
+    }
+    std::uint32_t generation = 0;
+    if (index >= 0) {
+        shmem::Channel *ch = shmem::channel(index);
+        ch->in_use = true;
+        generation = ++ch->generation;
+        strlcpy(ch->slot_name, slot_name, NAMEDATALEN);
+        strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
+        ch->stop_requested.store(false);
+        ch->drop_requested.store(false);
+        ch->ack_request_lsn.store(0);
+        ch->confirmed_lsn.store(info.confirmed_flush);
+        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Starting));
+        ch->decoder_pid.store(0);
+        ch->decoder_latch.store(nullptr);
+        ch->producer_waiting.store(false);
+        ch->error[0] = '\0';
+        shmem::ring(index)->clear();
+    }
+    LWLockRelease(st->lock);
+    if (index < 0) {
+        refusal->status = 503;
+        snprintf(refusal->message, sizeof refusal->message,
+                 "all %d streams are in use (pgcdcws.max_streams); try again later", st->num_channels);
+        return -1;
+    }
+
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    BackgroundWorkerHandle *handle = decoder::launch(index, generation);
+    MemoryContextSwitchTo(old);
+    if (handle == nullptr) {
+        LWLockAcquire(st->lock, LW_EXCLUSIVE);
+        shmem::channel(index)->in_use = false;
+        LWLockRelease(st->lock);
+        refuse(refusal, 503, "%s", "no background worker slot is free for a decoder; raise max_worker_processes");
+        return -1;
+    }
+    handles[index] = handle;
+    return index;
+}
+
+void close_stream(int index) {
+    shmem::Channel *ch = shmem::channel(index);
+    ch->stop_requested.store(true);
+    shmem::wake_decoder(ch);
+}
+
+void reap_channels(const bool *has_client) {
+    shmem::SharedState *st = shmem::state();
+    for (int i = 0; i < st->num_channels; i++) {
+        shmem::Channel *ch = shmem::channel(i);
+        const bool busy = ch->in_use || handles[i] != nullptr;
+        if (!busy || has_client[i] || !decoder_stopped(i))
+            continue;
+        LWLockAcquire(st->lock, LW_EXCLUSIVE);
+        ch->in_use = false;
+        LWLockRelease(st->lock);
+        if (handles[i]) {
+            pfree(handles[i]);
+            handles[i] = nullptr;
+        }
+        ConditionVariableBroadcast(&st->changed);
+    }
+}
+
+void log_message(int level, const char *message) { ereport(level, (errmsg("pgcdcws: %s", message))); }
+
+void reload_config() { ProcessConfigFile(PGC_SIGHUP); }
+
+}  // namespace pgcdcws::server::bridge

@@ -1,0 +1,39 @@
+// Everything the server's event loop asks of Postgres, as plain functions that
+// the C++ side calls through pg::guarded(): none of them may be entered from a
+// frame that Postgres' longjmp could skip.
+#pragma once
+
+#include <cstdint>
+
+#include "pg/pg.hpp"
+
+namespace pgcdcws::server::bridge {
+
+// Why a stream request cannot be served, as an HTTP status and message.
+struct Refusal {
+    int status = 0;  // 0: accepted
+    char message[384] = {0};
+};
+
+// Registers this process as the server and retires channels of a previous server.
+void register_server();
+void unregister_server(int, Datum);
+
+// Resolves pgcdcws.database (InvalidOid while it does not exist).
+Oid served_database();
+
+// Checks the slot, reserves a channel and launches its decoder. On success
+// returns the channel index (>= 0); otherwise fills `refusal`.
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal);
+
+// The client is gone: the decoder releases the slot and exits; the channel is
+// freed by housekeeping once the decoder has stopped.
+void close_stream(int channel);
+
+// Frees channels whose client is gone and whose decoder has stopped.
+void reap_channels(const bool *has_client);
+
+void log_message(int level, const char *message);
+void reload_config();
+
+}  // namespace pgcdcws::server::bridge

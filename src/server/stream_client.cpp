@@ -1,0 +1,142 @@
+#include <cstring>
+#include <vector>
+
+#include "server/stream_client.hpp"
+
+#include "protocol/client_message.hpp"
+#include "protocol/http_response.hpp"
+#include "protocol/lsn.hpp"
+
+namespace pgcdcws::server {
+
+namespace {
+
+// More pending error replies than this means the client is not reading: cut it off.
+constexpr std::size_t kMaxPendingReplies = 32;
+
+// One buffer for every client: LWS_PRE headroom, then one ring record.
+std::vector<unsigned char> &send_buffer() {
+    static std::vector<unsigned char> *buffer = new std::vector<unsigned char>();
+    return *buffer;
+}
+
+std::string lsn_text(std::uint64_t lsn) {
+    char buf[protocol::kLsnTextSize];
+    return std::string(buf, protocol::format_lsn(lsn, buf));
+}
+
+}  // namespace
+
+StreamClient::StreamClient(struct lws *wsi, int channel)
+    : wsi_(wsi), channel_(channel), ch_(shmem::channel(channel)), ring_(shmem::ring(channel)) {}
+
+bool StreamClient::wants_write() const {
+    if (close_code_ != 0 && (close_now_ || !in_message_))
+        return true;
+    if (!in_message_ && !replies_.empty())
+        return true;
+    return !ring_->empty();
+}
+
+void StreamClient::request_close(int code, std::string reason, bool immediately) {
+    if (close_code_ != 0)
+        return;
+    close_code_ = code;
+    close_now_ = immediately;
+    if (reason.size() > 120)
+        reason.resize(120);  // a close frame carries at most 123 bytes of reason
+    close_reason_ = std::move(reason);
+}
+
+void StreamClient::queue_reply(const std::string &error) {
+    if (replies_.size() >= kMaxPendingReplies) {
+        request_close(LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many invalid messages", false);
+        return;
+    }
+    replies_.push_back(protocol::json_error_body(error));
+}
+
+void StreamClient::handle_message(const char *data, std::size_t length) {
+    const protocol::ClientMessage msg = protocol::parse_client_message(data, length);
+    if (msg.kind == protocol::ClientMessage::Kind::Invalid) {
+        queue_reply(msg.error);
+        return;
+    }
+    // At or below the slot's confirmed position: nothing to do, and not an error.
+    if (msg.lsn <= ch_->confirmed_lsn.load(std::memory_order_acquire))
+        return;
+    if (msg.lsn > sent_end_) {
+        queue_reply("lsn " + lsn_text(msg.lsn) + " is beyond the last transaction sent (" +
+                    (sent_end_ ? lsn_text(sent_end_) : std::string("none sent yet")) + ")");
+        return;
+    }
+    if (shmem::raise_lsn(ch_->ack_request_lsn, msg.lsn))
+        shmem::wake_decoder(ch_);
+}
+
+int StreamClient::on_receive(const char *data, std::size_t length, bool binary, bool final_fragment) {
+    if (binary) {
+        static const char reason[] = "binary messages are not supported; send acks as text";
+        lws_close_reason(wsi_, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         reinterpret_cast<unsigned char *>(const_cast<char *>(reason)), sizeof reason - 1);
+        return -1;
+    }
+    if (!rx_too_large_) {
+        if (rx_.size() + length > protocol::kMaxClientMessageSize)
+            rx_too_large_ = true;
+        else
+            rx_.append(data, length);
+    }
+    if (!final_fragment)
+        return 0;
+    if (rx_too_large_)
+        queue_reply("message too large: at most 4096 bytes");
+    else
+        handle_message(rx_.data(), rx_.size());
+    rx_.clear();
+    rx_too_large_ = false;
+    return 0;
+}
+
+int StreamClient::on_writable() {
+    if (close_code_ != 0 && (close_now_ || !in_message_)) {
+        lws_close_reason(wsi_, static_cast<lws_close_status>(close_code_),
+                         reinterpret_cast<unsigned char *>(close_reason_.data()), close_reason_.size());
+        return -1;
+    }
+    std::vector<unsigned char> &buf = send_buffer();
+    if (!in_message_ && !replies_.empty()) {
+        const std::string &reply = replies_.front();
+        buf.resize(LWS_PRE + reply.size());
+        std::memcpy(buf.data() + LWS_PRE, reply.data(), reply.size());
+        if (lws_write(wsi_, buf.data() + LWS_PRE, reply.size(), LWS_WRITE_TEXT) < static_cast<int>(reply.size()))
+            return -1;
+        replies_.pop_front();
+    } else {
+        shmem::RecordHeader header;
+        if (ring_->peek(header)) {
+            buf.resize(LWS_PRE + header.length);
+            ring_->copy_payload(header, reinterpret_cast<char *>(buf.data() + LWS_PRE));
+            const bool last = (header.flags & shmem::kRecordMessageEnd) != 0;
+            int mode = in_message_ ? LWS_WRITE_CONTINUATION : LWS_WRITE_TEXT;
+            if (!last)
+                mode |= LWS_WRITE_NO_FIN;
+            const int written =
+                lws_write(wsi_, buf.data() + LWS_PRE, header.length, static_cast<enum lws_write_protocol>(mode));
+            ring_->pop(header);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (ch_->producer_waiting.load())
+                shmem::wake_decoder(ch_);
+            if (written < static_cast<int>(header.length))
+                return -1;
+            in_message_ = !last;
+            if (last && header.lsn != 0)
+                sent_end_ = header.lsn;
+        }
+    }
+    if (wants_write())
+        lws_callback_on_writable(wsi_);
+    return 0;
+}
+
+}  // namespace pgcdcws::server

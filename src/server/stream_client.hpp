@@ -1,0 +1,53 @@
+// One WebSocket stream client: moves message fragments from its channel's ring
+// to the socket (one lws_write per writable callback, so lws holds at most one
+// fragment per client), and turns its text messages into acks.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+
+#include <libwebsockets.h>
+
+#include "shmem/ring.hpp"
+#include "shmem/state.hpp"
+
+namespace pgcdcws::server {
+
+class StreamClient {
+public:
+    StreamClient(struct lws *wsi, int channel);
+
+    int channel() const { return channel_; }
+    struct lws *wsi() const { return wsi_; }
+
+    // lws events; a negative result closes the connection.
+    int on_receive(const char *data, std::size_t length, bool binary, bool final_fragment);
+    int on_writable();
+
+    // Closes with `code` once the current message is complete (or at once).
+    void request_close(int code, std::string reason, bool immediately);
+    bool closing() const { return close_code_ != 0; }
+
+    // Whether a writable callback would have something to do.
+    bool wants_write() const;
+
+private:
+    void queue_reply(const std::string &error);
+    void handle_message(const char *data, std::size_t length);
+
+    struct lws *wsi_;
+    int channel_;
+    shmem::Channel *ch_;
+    shmem::Ring *ring_;
+    std::uint64_t sent_end_ = 0;  // nextlsn of the last whole transaction sent
+    bool in_message_ = false;     // a fragmented message is half sent
+    std::string rx_;
+    bool rx_too_large_ = false;
+    std::deque<std::string> replies_;
+    int close_code_ = 0;
+    bool close_now_ = false;
+    std::string close_reason_;
+};
+
+}  // namespace pgcdcws::server

@@ -1,0 +1,102 @@
+// pgcdcws shared memory: one Channel (+ Ring) per stream, one SnapshotEntry per
+// cdc_init() snapshot, and the server's identity. Sized from GUCs at
+// shmem_request time; every process of the cluster maps it at the same address.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "pg/pg.hpp"
+#include "shmem/ring.hpp"
+
+namespace pgcdcws::shmem {
+
+// Lifecycle of a stream channel. Allocation and release happen under
+// SharedState::lock; the other fields are atomics written by one side each.
+enum class DecoderStatus : std::uint32_t {
+    Starting = 0,   // server reserved the channel and launched a decoder
+    Streaming = 1,  // decoder holds the slot and produces into the ring
+    Failed = 2,     // decoder stopped with an error (see Channel::error)
+    Exited = 3,     // decoder released the slot and is gone
+};
+
+struct Channel {
+    // Under SharedState::lock.
+    bool in_use;
+    std::uint32_t generation;  // bumped on each allocation; a decoder checks it is still wanted
+    char slot_name[NAMEDATALEN];
+    char client_addr[64];  // text form of the stream client's address
+
+    // Server -> decoder.
+    std::atomic<bool> stop_requested;   // client gone: release (or drop, if temporary) and exit
+    std::atomic<bool> drop_requested;   // cdc_drop(): drop the slot on the way out
+    std::atomic<std::uint64_t> ack_request_lsn;  // highest ack from the client or cdc_ack()
+
+    // Decoder -> server / SQL.
+    std::atomic<std::uint32_t> decoder_status;  // DecoderStatus
+    std::atomic<int> decoder_pid;
+    std::atomic<Latch *> decoder_latch;
+    std::atomic<bool> producer_waiting;  // decoder sleeps until the ring has room
+    std::atomic<std::uint64_t> confirmed_lsn;  // slot confirmed_flush after the last applied ack
+    char error[256];  // with DecoderStatus::Failed
+};
+
+enum class SnapshotState : std::uint32_t {
+    Free = 0,
+    Starting = 1,  // worker creating the slot / waiting for a consistent point
+    Ready = 2,     // slot persisted, snapshot exported and held
+    Failed = 3,    // creation failed (error_* filled)
+};
+
+// One cdc_init() request and the snapshot its worker holds. Under SharedState::lock.
+struct SnapshotEntry {
+    SnapshotState state;
+    bool cancelled;          // requester gave up: worker must not persist the slot
+    bool release_requested;  // snapshot no longer needed
+    bool temporary;
+    char slot_name[NAMEDATALEN];
+    int requester_pid;
+    int worker_pid;
+    Oid database;
+    Oid requester_role;
+    std::uint64_t lsn;
+    char snapshot_name[64];
+    TimestampTz held_since;
+    int error_code;
+    char error_message[512];
+    char error_detail[256];
+    char error_hint[256];
+};
+
+struct SharedState {
+    LWLock *lock;
+    ConditionVariable changed;  // broadcast on any channel / snapshot state change
+    std::atomic<int> server_pid;
+    std::atomic<Latch *> server_latch;
+    std::atomic<std::uint32_t> server_generation;
+    int num_channels;
+    int num_snapshots;
+    std::size_t ring_capacity;
+};
+
+// True when the library was preloaded and shared memory exists.
+bool available();
+SharedState *state();
+Channel *channel(int index);
+Ring *ring(int index);
+SnapshotEntry *snapshot_entry(int index);
+
+// Wakes the server / a decoder (no-op when absent).
+void wake_server();
+void wake_decoder(Channel *ch);
+
+// Monotonic max on an atomic LSN; returns true when it grew.
+bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn);
+
+// Index of the in-use channel streaming `slot_name`, or -1. Caller holds lock.
+int find_channel_locked(const char *slot_name);
+
+// _PG_init hooks.
+void install_hooks();
+
+}  // namespace pgcdcws::shmem

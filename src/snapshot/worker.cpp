@@ -1,0 +1,177 @@
+#include <cstring>
+
+#include "snapshot/worker.hpp"
+
+#include "config.hpp"
+#include "shmem/state.hpp"
+#include "slots/slots.hpp"
+
+namespace pgcdcws::snapshot {
+
+namespace {
+
+shmem::SnapshotEntry *entry = nullptr;
+XLogReaderRoutine reader_routine;
+
+// Leaves the entry to the requester while it still has to read it.
+void on_exit(int, Datum) {
+    if (!entry)
+        return;
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    entry->worker_pid = 0;
+    if (entry->requester_pid == 0)
+        entry->state = shmem::SnapshotState::Free;
+    LWLockRelease(shmem::state()->lock);
+    ConditionVariableBroadcast(&shmem::state()->changed);
+}
+
+bool cancelled() {
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    const bool result = entry->cancelled;
+    LWLockRelease(shmem::state()->lock);
+    return result;
+}
+
+// Creates the slot and exports its snapshot, in walsender's order
+// (CreateReplicationSlot with EXPORT_SNAPSHOT).
+void create(const char *name, bool temporary) {
+    CheckLogicalDecodingRequirements();
+    slots::check_plugin_allowed();
+
+    // EPHEMERAL until persisted: if we are cancelled or fail while waiting for a
+    // consistent point, releasing (at exit) drops it, so nothing is left behind.
+    PGCDCWS_SLOT_CREATE(name, RS_EPHEMERAL);
+
+    reader_routine.page_read = read_local_xlog_page;
+    reader_routine.segment_open = wal_segment_open;
+    reader_routine.segment_close = wal_segment_close;
+    LogicalDecodingContext *ctx =
+        CreateInitDecodingContext(slots::kPluginName, NIL, true, InvalidXLogRecPtr, &reader_routine, nullptr, nullptr,
+                                  nullptr);
+    pgstat_report_activity(STATE_RUNNING, "waiting for running transactions to finish (cdc_init)");
+    DecodingContextFindStartpoint(ctx);
+    if (cancelled())
+        proc_exit(0);
+
+    const char *snapshot_name = SnapBuildExportSnapshot(ctx->snapshot_builder);
+    const XLogRecPtr lsn = MyReplicationSlot->data.confirmed_flush;
+    FreeDecodingContext(ctx);
+    if (temporary)
+        slots::mark_temporary(name);
+    ReplicationSlotPersist();
+    ReplicationSlotRelease();
+
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    entry->lsn = lsn;
+    strlcpy(entry->snapshot_name, snapshot_name, sizeof entry->snapshot_name);
+    entry->held_since = GetCurrentTimestamp();
+    entry->state = shmem::SnapshotState::Ready;
+    LWLockRelease(shmem::state()->lock);
+    ConditionVariableBroadcast(&shmem::state()->changed);
+}
+
+// Keeps the exporting transaction (and so the snapshot) open until it is no longer wanted.
+void hold(const char *name) {
+    char activity[NAMEDATALEN + 64];
+    snprintf(activity, sizeof activity, "holding the snapshot of slot %s", name);
+    pgstat_report_activity(STATE_RUNNING, activity);
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        LWLockAcquire(shmem::state()->lock, LW_SHARED);
+        const bool release = entry->release_requested || entry->cancelled;
+        const TimestampTz since = entry->held_since;
+        LWLockRelease(shmem::state()->lock);
+        if (release)
+            break;
+        slots::SlotInfo info;
+        if (!slots::find(name, &info))
+            break;  // slot dropped
+        if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), config::snapshot_timeout_s * 1000L)) {
+            ereport(LOG, (errmsg("pgcdcws: released the snapshot of slot \"%s\" after pgcdcws.snapshot_timeout "
+                                 "(%d s)",
+                                 name, config::snapshot_timeout_s)));
+            break;
+        }
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    SnapBuildClearExportedSnapshot();
+}
+
+}  // namespace
+
+BackgroundWorkerHandle *launch(int index) {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = BGW_NEVER_RESTART;
+    strlcpy(worker.bgw_library_name, "pgcdcws", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "pgcdcws_snapshot_main", BGW_MAXLEN);
+    snprintf(worker.bgw_name, BGW_MAXLEN, "pgcdcws snapshot for slot %s", shmem::snapshot_entry(index)->slot_name);
+    strlcpy(worker.bgw_type, "pgcdcws snapshot", BGW_MAXLEN);
+    worker.bgw_main_arg = Int32GetDatum(index);
+    worker.bgw_notify_pid = MyProcPid;
+    BackgroundWorkerHandle *handle = nullptr;
+    if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+        return nullptr;
+    return handle;
+}
+
+}  // namespace pgcdcws::snapshot
+
+extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
+    using namespace pgcdcws;
+    pqsignal(SIGTERM, die);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    BackgroundWorkerUnblockSignals();
+
+    const int index = DatumGetInt32(main_arg);
+    if (!shmem::available() || index < 0 || index >= shmem::state()->num_snapshots)
+        proc_exit(1);
+    snapshot::entry = shmem::snapshot_entry(index);
+
+    char name[NAMEDATALEN];
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    strlcpy(name, snapshot::entry->slot_name, NAMEDATALEN);
+    const bool temporary = snapshot::entry->temporary;
+    snapshot::entry->worker_pid = MyProcPid;
+    LWLockRelease(shmem::state()->lock);
+    before_shmem_exit(snapshot::on_exit, 0);
+
+    BackgroundWorkerInitializeConnection(config::database, nullptr, 0);
+    pgstat_report_appname("pgcdcws snapshot");
+    CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgcdcws snapshot");
+
+    PG_TRY();
+    {
+        snapshot::create(name, temporary);
+    }
+    PG_CATCH();
+    {
+        // The requester reports the error; the EPHEMERAL slot goes when we exit.
+        LWLockReleaseAll();
+        MemoryContextSwitchTo(TopMemoryContext);
+        ErrorData *edata = CopyErrorData();
+        FlushErrorState();
+        LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+        snapshot::entry->error_code = edata->sqlerrcode;
+        strlcpy(snapshot::entry->error_message, edata->message ? edata->message : "unknown error",
+                sizeof snapshot::entry->error_message);
+        strlcpy(snapshot::entry->error_detail, edata->detail ? edata->detail : "",
+                sizeof snapshot::entry->error_detail);
+        strlcpy(snapshot::entry->error_hint, edata->hint ? edata->hint : "", sizeof snapshot::entry->error_hint);
+        snapshot::entry->state = shmem::SnapshotState::Failed;
+        LWLockRelease(shmem::state()->lock);
+        ConditionVariableBroadcast(&shmem::state()->changed);
+        proc_exit(0);
+    }
+    PG_END_TRY();
+
+    snapshot::hold(name);
+    proc_exit(0);
+}

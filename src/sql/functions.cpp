@@ -1,0 +1,481 @@
+// SQL API: cdc_init, cdc_ack, cdc_slots, cdc_drop (docs/PROTOCOL.md, "SQL API").
+// Written in Postgres' own style: nothing here owns a destructor, because any
+// call may ERROR (longjmp), and every entry point catches C++ exceptions.
+#include <cstdlib>
+#include <cstring>
+
+#include "pg/guard.hpp"
+
+#include "config.hpp"
+#include "shmem/state.hpp"
+#include "slots/slots.hpp"
+#include "snapshot/worker.hpp"
+
+#include "utils/fmgroids.h"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_init);
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_ack);
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_slots);
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_drop);
+}
+
+namespace pgcdcws::sql {
+
+namespace {
+
+// How long cdc_ack and cdc_drop wait for a running decoder to act.
+constexpr long kDecoderWaitMs = 10000;
+// When cdc_init starts telling what it waits for, and how often.
+constexpr long kWaitNoticeFirstMs = 1000;
+constexpr long kWaitNoticeEveryMs = 10000;
+
+void require_ready() {
+    if (!shmem::available())
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pgcdcws is not loaded through shared_preload_libraries"),
+                        errhint("Add pgcdcws to shared_preload_libraries in postgresql.conf (and to "
+                                "output_plugin_libraries on PostgreSQL 15.19+), then restart the server.")));
+    const Oid served = get_database_oid(config::database, true);
+    if (served != MyDatabaseId)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pgcdcws serves database \"%s\", not \"%s\"", config::database,
+                               get_database_name(MyDatabaseId)),
+                        errhint("Connect to database \"%s\", or set pgcdcws.database = '%s' and restart the "
+                                "server.",
+                                config::database, get_database_name(MyDatabaseId))));
+}
+
+// Slot name argument: validated with Postgres' own rules and messages.
+void slot_name_arg(FunctionCallInfo fcinfo, int argno, char *out) {
+    char *name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+    (void)ReplicationSlotValidateName(name, ERROR);
+    strlcpy(out, name, NAMEDATALEN);
+}
+
+slots::SlotInfo require_our_slot(const char *name) {
+    slots::SlotInfo info;
+    if (!slots::find(name, &info))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("replication slot \"%s\" does not exist", name),
+                        errhint("cdc_slots() lists the slots pgcdcws serves.")));
+    if (!slots::is_ours(info, MyDatabaseId))
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("replication slot \"%s\" is not a pgcdcws slot of this database", name),
+                        errdetail("Its plugin is \"%s\".", info.plugin),
+                        errhint("pgcdcws serves only slots created by cdc_init().")));
+    return info;
+}
+
+// ---- cdc_init -------------------------------------------------------------
+
+struct InitWait {
+    int index;
+    BackgroundWorkerHandle *handle;
+};
+
+int allocate_snapshot_entry(const char *name, bool temporary) {
+    shmem::SharedState *st = shmem::state();
+    int found = -1;
+    LWLockAcquire(st->lock, LW_EXCLUSIVE);
+    for (int i = 0; i < st->num_snapshots; i++) {
+        shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
+        if (e->state == shmem::SnapshotState::Starting && std::strcmp(e->slot_name, name) == 0) {
+            LWLockRelease(st->lock);
+            ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+                            errmsg("replication slot \"%s\" is being created by another cdc_init() call", name)));
+        }
+        if (found < 0 && e->state == shmem::SnapshotState::Free)
+            found = i;
+    }
+    if (found >= 0) {
+        shmem::SnapshotEntry *e = shmem::snapshot_entry(found);
+        std::memset(e, 0, sizeof *e);
+        e->state = shmem::SnapshotState::Starting;
+        strlcpy(e->slot_name, name, NAMEDATALEN);
+        e->temporary = temporary;
+        e->requester_pid = MyProcPid;
+        e->database = MyDatabaseId;
+        e->requester_role = GetUserId();
+    }
+    LWLockRelease(st->lock);
+    if (found < 0)
+        ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                        errmsg("too many cdc_init() snapshots are held (pgcdcws.max_streams = %d)",
+                               config::max_streams),
+                        errhint("Drop slots whose snapshots are no longer needed with cdc_drop(), or raise "
+                                "pgcdcws.max_streams.")));
+    return found;
+}
+
+void free_snapshot_entry(int index) {
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
+    e->requester_pid = 0;
+    if (e->worker_pid == 0)
+        e->state = shmem::SnapshotState::Free;
+    LWLockRelease(shmem::state()->lock);
+}
+
+// Runs when cdc_init is cancelled or fails while waiting: stop the worker, wait
+// for it to go (its EPHEMERAL slot goes with it), and drop the slot if it was
+// already persisted in the meantime. Interrupts are held: this must finish.
+void init_cleanup(int, Datum arg) {
+    auto *wait = reinterpret_cast<InitWait *>(DatumGetPointer(arg));
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(wait->index);
+    HOLD_INTERRUPTS();
+    ConditionVariableCancelSleep();
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    e->cancelled = true;
+    LWLockRelease(shmem::state()->lock);
+    TerminateBackgroundWorker(wait->handle);
+    const TimestampTz start = GetCurrentTimestamp();
+    pid_t pid;
+    while (GetBackgroundWorkerPid(wait->handle, &pid) != BGWH_STOPPED &&
+           !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), kDecoderWaitMs)) {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+    slots::SlotInfo info;
+    if (e->state == shmem::SnapshotState::Ready && slots::find(e->slot_name, &info) && info.active_pid == 0) {
+        ReplicationSlotDrop(e->slot_name, true);
+        slots::unmark_temporary(e->slot_name);
+    }
+    free_snapshot_entry(wait->index);
+    RESUME_INTERRUPTS();
+}
+
+// NOTICE naming the backends whose transactions the worker waits for.
+void notice_blockers(BackgroundWorkerHandle *handle) {
+    pid_t worker_pid;
+    if (GetBackgroundWorkerPid(handle, &worker_pid) != BGWH_STARTED)
+        return;
+    Datum array = OidFunctionCall1(F_PG_BLOCKING_PIDS, Int32GetDatum(worker_pid));
+    ArrayType *pids = DatumGetArrayTypeP(array);
+    Datum *elems;
+    bool *nulls;
+    int n;
+    deconstruct_array(pids, INT4OID, 4, true, TYPALIGN_INT, &elems, &nulls, &n);
+    if (n == 0)
+        return;
+    StringInfoData list;
+    initStringInfo(&list);
+    for (int i = 0; i < n; i++)
+        appendStringInfo(&list, "%s%d", i ? ", " : "", DatumGetInt32(elems[i]));
+    ereport(NOTICE, (errmsg("cdc_init() is waiting for the transactions of backend PID %s to finish", list.data),
+                     errdetail("A new logical slot becomes consistent only after every transaction that was "
+                               "running when it was created has ended."),
+                     errhint("Commit or roll back those transactions (see pg_stat_activity), or cancel "
+                             "cdc_init(); a cancelled cdc_init() leaves no slot behind.")));
+}
+
+void wait_for_snapshot_worker(InitWait *wait) {
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(wait->index);
+    const TimestampTz start = GetCurrentTimestamp();
+    TimestampTz last_notice = 0;
+    ConditionVariablePrepareToSleep(&shmem::state()->changed);
+    for (;;) {
+        LWLockAcquire(shmem::state()->lock, LW_SHARED);
+        const shmem::SnapshotState state = e->state;
+        LWLockRelease(shmem::state()->lock);
+        if (state == shmem::SnapshotState::Ready || state == shmem::SnapshotState::Failed)
+            break;
+        pid_t pid;
+        if (GetBackgroundWorkerPid(wait->handle, &pid) == BGWH_STOPPED) {
+            LWLockAcquire(shmem::state()->lock, LW_SHARED);
+            const bool done = e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Failed;
+            LWLockRelease(shmem::state()->lock);
+            if (done)
+                break;
+            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                            errmsg("the pgcdcws snapshot worker exited before the slot was ready"),
+                            errhint("See the server log.")));
+        }
+        const TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(start, now, kWaitNoticeFirstMs) &&
+            (last_notice == 0 || TimestampDifferenceExceeds(last_notice, now, kWaitNoticeEveryMs))) {
+            last_notice = now;
+            notice_blockers(wait->handle);
+        }
+        (void)ConditionVariableTimedSleep(&shmem::state()->changed, 250, PG_WAIT_EXTENSION);
+    }
+    ConditionVariableCancelSleep();
+}
+
+Datum cdc_init(FunctionCallInfo fcinfo) {
+    require_ready();
+    CheckSlotPermissions();
+    CheckLogicalDecodingRequirements();
+    slots::check_plugin_allowed();
+
+    char name[NAMEDATALEN];
+    if (PG_ARGISNULL(0))
+        slots::generate_name(name);
+    else
+        slot_name_arg(fcinfo, 0, name);
+    const bool temporary = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+
+    slots::SlotInfo existing;
+    if (slots::find(name, &existing))
+        ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT), errmsg("replication slot \"%s\" already exists", name),
+                        errhint("Choose another name, or drop the slot with cdc_drop().")));
+
+    InitWait wait;
+    wait.index = allocate_snapshot_entry(name, temporary);
+    wait.handle = snapshot::launch(wait.index);
+    if (wait.handle == nullptr) {
+        free_snapshot_entry(wait.index);
+        ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                        errmsg("no background worker slot is free for the pgcdcws snapshot worker"),
+                        errhint("Raise max_worker_processes (each stream and each held snapshot uses one).")));
+    }
+
+    PG_ENSURE_ERROR_CLEANUP(init_cleanup, PointerGetDatum(&wait));
+    {
+        wait_for_snapshot_worker(&wait);
+    }
+    PG_END_ENSURE_ERROR_CLEANUP(init_cleanup, PointerGetDatum(&wait));
+
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(wait.index);
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    const bool ready = e->state == shmem::SnapshotState::Ready;
+    const XLogRecPtr lsn = e->lsn;
+    char snapshot_name[64];
+    strlcpy(snapshot_name, e->snapshot_name, sizeof snapshot_name);
+    int code = e->error_code;
+    char message[512], detail[256], hint[256];
+    strlcpy(message, e->error_message, sizeof message);
+    strlcpy(detail, e->error_detail, sizeof detail);
+    strlcpy(hint, e->error_hint, sizeof hint);
+    LWLockRelease(shmem::state()->lock);
+    free_snapshot_entry(wait.index);
+
+    if (!ready)
+        ereport(ERROR, (errcode(code ? code : ERRCODE_INTERNAL_ERROR), errmsg("%s", message),
+                        detail[0] ? errdetail("%s", detail) : 0, hint[0] ? errhint("%s", hint) : 0));
+
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    Datum values[3];
+    bool nulls[3] = {false, false, false};
+    values[0] = CStringGetTextDatum(name);
+    values[1] = LSNGetDatum(lsn);
+    values[2] = CStringGetTextDatum(snapshot_name);
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    return (Datum)0;
+}
+
+// ---- cdc_ack / cdc_drop ---------------------------------------------------
+
+// Waits (on the shared condition variable) until `done` holds or the timeout passes.
+template <typename Done>
+bool wait_until(Done done) {
+    const TimestampTz start = GetCurrentTimestamp();
+    ConditionVariablePrepareToSleep(&shmem::state()->changed);
+    bool ok = false;
+    while (!(ok = done()) && !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), kDecoderWaitMs))
+        (void)ConditionVariableTimedSleep(&shmem::state()->changed, 100, PG_WAIT_EXTENSION);
+    ConditionVariableCancelSleep();
+    return ok;
+}
+
+bool decoder_running(int index) {
+    const auto status = static_cast<shmem::DecoderStatus>(shmem::channel(index)->decoder_status.load());
+    return status == shmem::DecoderStatus::Starting || status == shmem::DecoderStatus::Streaming;
+}
+
+// Index of the channel streaming `name` with a live decoder, or -1.
+int streaming_channel(const char *name) {
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    int index = shmem::find_channel_locked(name);
+    if (index >= 0 && !decoder_running(index))
+        index = -1;
+    LWLockRelease(shmem::state()->lock);
+    return index;
+}
+
+Datum cdc_ack(FunctionCallInfo fcinfo) {
+    require_ready();
+    CheckSlotPermissions();
+    char name[NAMEDATALEN];
+    slot_name_arg(fcinfo, 0, name);
+    const XLogRecPtr lsn = PG_GETARG_LSN(1);
+    if (lsn == InvalidXLogRecPtr)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("cannot acknowledge LSN 0/0")));
+    const XLogRecPtr end = GetXLogInsertRecPtr();
+    if (lsn > end)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("LSN %X/%X is beyond the end of WAL (%X/%X)", LSN_FORMAT_ARGS(lsn),
+                               LSN_FORMAT_ARGS(end)),
+                        errhint("Acknowledge a nextlsn received from the stream.")));
+    slots::SlotInfo info = require_our_slot(name);
+    if (lsn <= info.confirmed_flush)
+        PG_RETURN_LSN(info.confirmed_flush);
+    XLogFlush(lsn);
+
+    const int index = streaming_channel(name);
+    if (index >= 0) {
+        // A decoder holds the slot: it confirms (and saves) on our behalf.
+        shmem::Channel *ch = shmem::channel(index);
+        shmem::raise_lsn(ch->ack_request_lsn, lsn);
+        shmem::wake_decoder(ch);
+        const bool done = wait_until([&] {
+            slots::SlotInfo now;
+            return !slots::find(name, &now) || now.confirmed_flush >= lsn || !decoder_running(index);
+        });
+        if (!done)
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                            errmsg("the decoder of replication slot \"%s\" did not confirm %X/%X in time", name,
+                                   LSN_FORMAT_ARGS(lsn))));
+        info = require_our_slot(name);
+        if (info.confirmed_flush >= lsn)
+            PG_RETURN_LSN(info.confirmed_flush);
+        // The decoder went away before confirming: fall through and do it here.
+    }
+
+    if (info.active_pid != 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                        errmsg("replication slot \"%s\" is in use by process %d", name, info.active_pid)));
+    (void)OidFunctionCall2(F_PG_REPLICATION_SLOT_ADVANCE, DirectFunctionCall1(namein, CStringGetDatum(name)), LSNGetDatum(lsn));
+    // pg_replication_slot_advance leaves the new position to the next
+    // checkpoint; an ack must survive a crash, so write it now.
+    PGCDCWS_SLOT_ACQUIRE(name, true);
+    ReplicationSlotMarkDirty();
+    ReplicationSlotSave();
+    ReplicationSlotRelease();
+    info = require_our_slot(name);
+    PG_RETURN_LSN(info.confirmed_flush);
+}
+
+Datum cdc_drop(FunctionCallInfo fcinfo) {
+    require_ready();
+    CheckSlotPermissions();
+    char name[NAMEDATALEN];
+    slot_name_arg(fcinfo, 0, name);
+    (void)require_our_slot(name);
+
+    // A held snapshot for this slot is no longer wanted.
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    for (int i = 0; i < shmem::state()->num_snapshots; i++) {
+        shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
+        if (e->state == shmem::SnapshotState::Ready && std::strcmp(e->slot_name, name) == 0)
+            e->release_requested = true;
+    }
+    const int index = shmem::find_channel_locked(name);
+    if (index >= 0)
+        shmem::channel(index)->drop_requested.store(true);
+    LWLockRelease(shmem::state()->lock);
+
+    if (index >= 0) {
+        // The decoder drops the slot itself on its way out; the server closes
+        // the client with 1001.
+        shmem::wake_decoder(shmem::channel(index));
+        shmem::wake_server();
+        (void)wait_until([&] {
+            slots::SlotInfo now;
+            return !slots::find(name, &now) || !decoder_running(index);
+        });
+    }
+    slots::SlotInfo now;
+    if (slots::find(name, &now)) {
+        if (now.active_pid != 0 && now.active_pid != MyProcPid)
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                            errmsg("replication slot \"%s\" is in use by process %d", name, now.active_pid),
+                            errhint("Stop that consumer first.")));
+        ReplicationSlotDrop(name, true);
+    }
+    slots::unmark_temporary(name);
+    PG_RETURN_VOID();
+}
+
+// ---- cdc_slots ------------------------------------------------------------
+
+struct SlotRow {
+    NameData name;
+    XLogRecPtr confirmed_flush;
+    XLogRecPtr restart_lsn;
+};
+
+int compare_rows(const void *a, const void *b) {
+    return std::strcmp(NameStr(static_cast<const SlotRow *>(a)->name), NameStr(static_cast<const SlotRow *>(b)->name));
+}
+
+Datum cdc_slots(FunctionCallInfo fcinfo) {
+    require_ready();
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+
+    auto *rows = static_cast<SlotRow *>(palloc0(sizeof(SlotRow) * (max_replication_slots + 1)));
+    int n = 0;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    for (int i = 0; i < max_replication_slots; i++) {
+        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+        if (!s->in_use)
+            continue;
+        SpinLockAcquire(&s->mutex);
+        const bool ours = SlotIsLogical(s) && s->data.database == MyDatabaseId &&
+                          std::strcmp(NameStr(s->data.plugin), slots::kPluginName) == 0 &&
+                          s->data.persistency == RS_PERSISTENT;
+        if (ours) {
+            rows[n].name = s->data.name;
+            rows[n].confirmed_flush = s->data.confirmed_flush;
+            rows[n].restart_lsn = s->data.restart_lsn;
+            n++;
+        }
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    qsort(rows, n, sizeof(SlotRow), compare_rows);
+
+    const XLogRecPtr current = GetXLogWriteRecPtr();
+    for (int i = 0; i < n; i++) {
+        const char *name = NameStr(rows[i].name);
+        char client_addr[64] = "";
+        LWLockAcquire(shmem::state()->lock, LW_SHARED);
+        const int index = shmem::find_channel_locked(name);
+        const bool active = index >= 0 && decoder_running(index);
+        if (active)
+            strlcpy(client_addr, shmem::channel(index)->client_addr, sizeof client_addr);
+        LWLockRelease(shmem::state()->lock);
+
+        Datum values[7];
+        bool nulls[7] = {false, false, false, false, false, false, false};
+        values[0] = CStringGetTextDatum(name);
+        values[1] = BoolGetDatum(slots::is_temporary(name));
+        values[2] = BoolGetDatum(active);
+        if (active && client_addr[0])
+            values[3] = DirectFunctionCall1(inet_in, CStringGetDatum(client_addr));
+        else
+            nulls[3] = true;
+        values[4] = LSNGetDatum(rows[i].confirmed_flush);
+        nulls[4] = rows[i].confirmed_flush == InvalidXLogRecPtr;
+        values[5] = LSNGetDatum(rows[i].restart_lsn);
+        nulls[5] = rows[i].restart_lsn == InvalidXLogRecPtr;
+        if (rows[i].restart_lsn != InvalidXLogRecPtr) {
+            const int64 retained = current > rows[i].restart_lsn ? static_cast<int64>(current - rows[i].restart_lsn) : 0;
+            values[6] = DirectFunctionCall1(int8_numeric, Int64GetDatum(retained));
+        } else {
+            nulls[6] = true;
+        }
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    return (Datum)0;
+}
+
+}  // namespace
+
+}  // namespace pgcdcws::sql
+
+// Entry points: C linkage for Postgres; C++ exceptions stop here.
+#define PGCDCWS_SQL_FUNCTION(sqlname, impl) \
+    extern "C" Datum sqlname(PG_FUNCTION_ARGS) { \
+        Datum result = (Datum)0; \
+        PGCDCWS_ENTRY_BEGIN \
+        result = impl(fcinfo); \
+        PGCDCWS_ENTRY_END \
+        return result; \
+    }
+
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_init, pgcdcws::sql::cdc_init)
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_ack, pgcdcws::sql::cdc_ack)
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_slots, pgcdcws::sql::cdc_slots)
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_drop, pgcdcws::sql::cdc_drop)
