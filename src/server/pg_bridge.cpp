@@ -68,9 +68,23 @@ void unregister_server(int, Datum) {
 Oid served_database() {
     if (database_oid != InvalidOid)
         return database_oid;
-    // pg_database is a shared catalog: readable without a database connection.
+    // pg_database is a shared catalog, readable without a database connection,
+    // but only by a heap scan (its index path needs pg_class). The logical
+    // replication launcher reads pg_subscription the same way.
     StartTransactionCommand();
-    database_oid = get_database_oid(config::database, true);
+    (void)GetTransactionSnapshot();
+    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+    HeapTuple tuple;
+    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+        Form_pg_database db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
+        if (std::strcmp(NameStr(db->datname), config::database) == 0) {
+            database_oid = db->oid;
+            break;
+        }
+    }
+    table_endscan(scan);
+    table_close(rel, AccessShareLock);
     CommitTransactionCommand();
     return database_oid;
 }

@@ -365,6 +365,9 @@ void Server::run() {
         for (int i = 0; i < n; i++)
             if (fired[i].events & WL_LATCH_SET)
                 ResetLatch(MyLatch);
+        // Absorbs ProcSignalBarriers (DROP DATABASE waits for every process)
+        // and other interrupts; SIGTERM only sets ShutdownRequestPending here.
+        pg::guarded([] { CHECK_FOR_INTERRUPTS(); });
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             pg::guarded([] { bridge::reload_config(); });

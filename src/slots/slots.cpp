@@ -9,7 +9,7 @@
 #include "protocol/setting_list.hpp"
 #include "slots/slots.hpp"
 
-#include "common/pg_prng.h"
+
 
 namespace pgcdcws::slots {
 
