@@ -175,10 +175,28 @@ int read_flushed_page(XLogReaderState *state, XLogRecPtr target_page, int req_le
 
 XLogReaderRoutine reader_routine;
 
+// After a quick reconnect the previous client's decoder may still be releasing
+// the slot. Wait for that (briefly), then acquire without waiting: anyone else
+// holding the slot is a real conflict and gets a clear error.
+void wait_for_previous_decoder(const char *slot_name) {
+    constexpr long kWaitMs = 5000;
+    const TimestampTz start = GetCurrentTimestamp();
+    slots::SlotInfo info;
+    while (slots::find(slot_name, &info) && info.active_pid != 0 &&
+           !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), kWaitMs)) {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+        if (stop_wanted())
+            proc_exit(0);
+    }
+}
+
 void stream(const char *slot_name) {
     CheckLogicalDecodingRequirements();
     slots::check_plugin_allowed();
 
+    wait_for_previous_decoder(slot_name);
     PGCDCWS_SLOT_ACQUIRE(slot_name, true);
     if (!SlotIsLogical(MyReplicationSlot) || MyReplicationSlot->data.database != MyDatabaseId)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

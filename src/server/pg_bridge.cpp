@@ -109,7 +109,13 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     shmem::SharedState *st = shmem::state();
     int index = -1;
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
-    if (shmem::find_channel_locked(slot_name) >= 0 || info.active_pid != 0) {
+    // A stream whose client just left is not a conflict: its decoder is
+    // releasing the slot, and the new decoder waits for that.
+    const int existing = shmem::find_channel_locked(slot_name);
+    const bool live_stream = existing >= 0 && !shmem::channel(existing)->stop_requested.load();
+    const bool other_holder = info.active_pid != 0 &&
+                              (existing < 0 || info.active_pid != shmem::channel(existing)->decoder_pid.load());
+    if (live_stream || other_holder) {
         LWLockRelease(st->lock);
         refuse(refusal, 409, "replication slot \"%s\" already has a consumer", slot_name);
         return -1;

@@ -117,12 +117,18 @@ bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn) {
 }
 
 int find_channel_locked(const char *slot_name) {
+    // A channel whose client has gone may linger until its decoder exits, next
+    // to the channel of a client that reconnected: the live one wins.
+    int stopping = -1;
     for (int i = 0; i < shared->num_channels; i++) {
         Channel *ch = channel(i);
-        if (ch->in_use && std::strcmp(ch->slot_name, slot_name) == 0)
+        if (!ch->in_use || std::strcmp(ch->slot_name, slot_name) != 0)
+            continue;
+        if (!ch->stop_requested.load())
             return i;
+        stopping = i;
     }
-    return -1;
+    return stopping;
 }
 
 void install_hooks() {

@@ -93,7 +93,8 @@ void wake_decoder(Channel *ch);
 // Monotonic max on an atomic LSN; returns true when it grew.
 bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn);
 
-// Index of the in-use channel streaming `slot_name`, or -1. Caller holds lock.
+// Index of the in-use channel streaming `slot_name` (preferring one whose client
+// is still connected), or -1. Caller holds lock.
 int find_channel_locked(const char *slot_name);
 
 // _PG_init hooks.

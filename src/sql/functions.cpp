@@ -375,6 +375,11 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
             return !slots::find(name, &now) || !decoder_running(index);
         });
     }
+    // A decoder whose client already left may still be releasing the slot.
+    (void)wait_until([&] {
+        slots::SlotInfo now;
+        return !slots::find(name, &now) || now.active_pid == 0;
+    });
     slots::SlotInfo now;
     if (slots::find(name, &now)) {
         if (now.active_pid != 0 && now.active_pid != MyProcPid)
