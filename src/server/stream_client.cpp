@@ -13,6 +13,9 @@ namespace {
 
 // More pending error replies than this means the client is not reading: cut it off.
 constexpr std::size_t kMaxPendingReplies = 32;
+// Fairness between clients: what one writable callback may send at most.
+constexpr int kMaxWritesPerCallback = 64;
+constexpr std::size_t kMaxBytesPerCallback = 512 * 1024;
 
 // One buffer for every client: LWS_PRE headroom, then one ring record.
 std::vector<unsigned char> &send_buffer() {
@@ -99,22 +102,30 @@ int StreamClient::on_receive(const char *data, std::size_t length, bool binary, 
 }
 
 int StreamClient::on_writable() {
-    if (close_code_ != 0 && (close_now_ || !in_message_)) {
-        lws_close_reason(wsi_, static_cast<lws_close_status>(close_code_),
-                         reinterpret_cast<unsigned char *>(close_reason_.data()), close_reason_.size());
-        return -1;
-    }
+    // Several writes per callback while the socket takes them: with many small
+    // transactions a round trip through the event loop per message would cost
+    // more than the message. lws buffers a partial write and reports the pipe
+    // choked, so at most one record per client is ever held by lws.
     std::vector<unsigned char> &buf = send_buffer();
-    if (!in_message_ && !replies_.empty()) {
-        const std::string &reply = replies_.front();
-        buf.resize(LWS_PRE + reply.size());
-        std::memcpy(buf.data() + LWS_PRE, reply.data(), reply.size());
-        if (lws_write(wsi_, buf.data() + LWS_PRE, reply.size(), LWS_WRITE_TEXT) < static_cast<int>(reply.size()))
+    std::size_t bytes = 0;
+    for (int writes = 0; writes < kMaxWritesPerCallback && bytes < kMaxBytesPerCallback; writes++) {
+        if (close_code_ != 0 && (close_now_ || !in_message_)) {
+            lws_close_reason(wsi_, static_cast<lws_close_status>(close_code_),
+                             reinterpret_cast<unsigned char *>(close_reason_.data()), close_reason_.size());
             return -1;
-        replies_.pop_front();
-    } else {
-        shmem::RecordHeader header;
-        if (ring_->peek(header)) {
+        }
+        if (!in_message_ && !replies_.empty()) {
+            const std::string &reply = replies_.front();
+            buf.resize(LWS_PRE + reply.size());
+            std::memcpy(buf.data() + LWS_PRE, reply.data(), reply.size());
+            if (lws_write(wsi_, buf.data() + LWS_PRE, reply.size(), LWS_WRITE_TEXT) < static_cast<int>(reply.size()))
+                return -1;
+            bytes += reply.size();
+            replies_.pop_front();
+        } else {
+            shmem::RecordHeader header;
+            if (!ring_->peek(header))
+                break;
             buf.resize(LWS_PRE + header.length);
             ring_->copy_payload(header, reinterpret_cast<char *>(buf.data() + LWS_PRE));
             const bool last = (header.flags & shmem::kRecordMessageEnd) != 0;
@@ -129,10 +140,13 @@ int StreamClient::on_writable() {
                 shmem::wake_decoder(ch_);
             if (written < static_cast<int>(header.length))
                 return -1;
+            bytes += header.length;
             in_message_ = !last;
             if (last && header.lsn != 0)
                 sent_end_ = header.lsn;
         }
+        if (lws_send_pipe_choked(wsi_))
+            break;
     }
     if (wants_write())
         lws_callback_on_writable(wsi_);
