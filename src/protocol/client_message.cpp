@@ -3,8 +3,11 @@
 #include "protocol/lsn.hpp"
 #include "protocol/rapidjson_config.hpp"
 
+#include <cstring>
+
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
 
 namespace pgcdcws::protocol {
 
@@ -23,9 +26,19 @@ ClientMessage parse_client_message(const char *data, std::size_t length) {
     if (length > kMaxClientMessageSize)
         return invalid("message too large: at most 4096 bytes");
 
+    // RapidJSON's in-memory streams read NUL as the end of input, which would
+    // ignore whatever follows it; a raw NUL is never valid JSON text anyway.
+    if (const void *nul = length ? std::memchr(data, 0, length) : nullptr) {
+        const auto offset = static_cast<std::size_t>(static_cast<const char *>(nul) - data);
+        return invalid("invalid JSON at offset " + std::to_string(offset) + ": NUL character");
+    }
+
     rapidjson::Document doc;
+    // Parse from a plain MemoryStream: Parse(str, len) wraps it in an
+    // EncodedInputStream that silently skips (partial) byte order marks.
     // kParseStopWhenDoneFlag is not used: trailing garbage must be an error.
-    doc.Parse<rapidjson::kParseValidateEncodingFlag>(data, length);
+    rapidjson::MemoryStream stream(data, length);
+    doc.ParseStream<rapidjson::kParseValidateEncodingFlag, rapidjson::UTF8<>>(stream);
     if (doc.HasParseError()) {
         return invalid(std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) +
                        ": " + rapidjson::GetParseError_En(doc.GetParseError()));
@@ -36,12 +49,17 @@ ClientMessage parse_client_message(const char *data, std::size_t length) {
     auto it = doc.FindMember("lsn");
     if (it == doc.MemberEnd())
         return invalid("missing \"lsn\": expected {\"lsn\": \"X/Y\"}");
-    if (!it->value.IsString())
-        return invalid("\"lsn\" must be a string such as \"0/16B3748\"");
+    int lsn_members = 0;
     for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
         if (std::string_view(m->name.GetString(), m->name.GetStringLength()) != "lsn")
             return invalid(std::string("unknown field \"") + m->name.GetString() + "\"");
+        lsn_members++;
     }
+    // Duplicate names are read differently by different JSON libraries (RFC 8259).
+    if (lsn_members > 1)
+        return invalid("duplicate \"lsn\": send one {\"lsn\": \"X/Y\"} per message");
+    if (!it->value.IsString())
+        return invalid("\"lsn\" must be a string such as \"0/16B3748\"");
 
     const std::string_view text(it->value.GetString(), it->value.GetStringLength());
     auto lsn = parse_lsn(text);
