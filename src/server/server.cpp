@@ -128,6 +128,7 @@ public:
 private:
     bool setup();
     void housekeeping();
+    void start_pending_closes();
     void shutdown();
     int confirm_upgrade(struct lws *wsi);
     void forget(struct lws *wsi);
@@ -166,7 +167,7 @@ bool Server::setup() {
         log_guarded(LOG, "could not initialize the libuv loop");
         return false;
     }
-    lws_set_log_level(LLL_ERR, nullptr);
+    lws_set_log_level(getenv("PGCDCWS_LWS_DEBUG") ? (LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG) : LLL_ERR, nullptr);
 
     std::memset(&retry_policy_, 0, sizeof retry_policy_);
     retry_policy_.secs_since_valid_ping = static_cast<uint16_t>(config::ping_interval_s);
@@ -327,9 +328,27 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     }
 }
 
+// Starts the close handshake of clients whose close is due. Outside any lws
+// callback, a synchronous kill goes through the WebSocket close path (close
+// frame with our code and reason, then the peer's reply).
+void Server::start_pending_closes() {
+    std::vector<struct lws *> due;
+    for (auto &entry : clients_)
+        if (entry.second->ready_to_close())
+            due.push_back(entry.first);
+    for (struct lws *wsi : due) {
+        auto it = clients_.find(wsi);
+        if (it == clients_.end())
+            continue;
+        it->second->start_close();
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+    }
+}
+
 // Reacts to decoders (data, failures, exits) and to cdc_drop(); frees channels
 // whose client and decoder are both gone.
 void Server::housekeeping() {
+    start_pending_closes();
     for (auto &entry : clients_) {
         StreamClient &client = *entry.second;
         shmem::Channel *ch = shmem::channel(client.channel());
@@ -385,6 +404,7 @@ void Server::shutdown() {
     const auto deadline = uv_now(&loop_) + kShutdownGraceMs;
     while (!clients_.empty() && uv_now(&loop_) < deadline) {
         uv_run(&loop_, UV_RUN_NOWAIT);
+        start_pending_closes();
         uv_update_time(&loop_);
         pg_usleep(10 * 1000L);
     }

@@ -33,7 +33,15 @@ std::string lsn_text(std::uint64_t lsn) {
 StreamClient::StreamClient(struct lws *wsi, int channel)
     : wsi_(wsi), channel_(channel), ch_(shmem::channel(channel)), ring_(shmem::ring(channel)) {}
 
+void StreamClient::start_close() {
+    close_started_ = true;
+    lws_close_reason(wsi_, static_cast<lws_close_status>(close_code_),
+                     reinterpret_cast<unsigned char *>(close_reason_.data()), close_reason_.size());
+}
+
 bool StreamClient::wants_write() const {
+    if (ready_to_close_ || close_started_)
+        return false;
     if (close_code_ != 0 && (close_now_ || !in_message_))
         return true;
     if (!in_message_ && !replies_.empty())
@@ -110,9 +118,12 @@ int StreamClient::on_writable() {
     std::size_t bytes = 0;
     for (int writes = 0; writes < kMaxWritesPerCallback && bytes < kMaxBytesPerCallback; writes++) {
         if (close_code_ != 0 && (close_now_ || !in_message_)) {
-            lws_close_reason(wsi_, static_cast<lws_close_status>(close_code_),
-                             reinterpret_cast<unsigned char *>(close_reason_.data()), close_reason_.size());
-            return -1;
+            // Closing from inside a writable callback loses the close frame
+            // (lws takes a -1 for a failed write), so the event loop closes
+            // the connection right after this callback: see start_close().
+            ready_to_close_ = true;
+            SetLatch(MyLatch);
+            return 0;
         }
         if (!in_message_ && !replies_.empty()) {
             const std::string &reply = replies_.front();

@@ -28,6 +28,11 @@ public:
     // Closes with `code` once the current message is complete (or at once).
     void request_close(int code, std::string reason, bool immediately);
     bool closing() const { return close_code_ != 0; }
+    // The close is due (the current message is complete). The server then calls
+    // start_close() and kills the connection synchronously from outside any
+    // lws callback, which makes lws send the close frame and await the reply.
+    bool ready_to_close() const { return ready_to_close_ && !close_started_; }
+    void start_close();
 
     // Whether a writable callback would have something to do.
     bool wants_write() const;
@@ -47,6 +52,8 @@ private:
     std::deque<std::string> replies_;
     int close_code_ = 0;
     bool close_now_ = false;
+    bool ready_to_close_ = false;
+    bool close_started_ = false;
     std::string close_reason_;
 };
 

@@ -353,12 +353,19 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
     slot_name_arg(fcinfo, 0, name);
     (void)require_our_slot(name);
 
-    // A held snapshot for this slot is no longer wanted.
+    // A held snapshot for this slot is no longer wanted: wake its worker now
+    // (it would notice within a second anyway) and wait below until it has
+    // freed its entry, so that the capacity is available when we return.
+    int snapshot_index = -1;
+    int snapshot_worker = 0;
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     for (int i = 0; i < shmem::state()->num_snapshots; i++) {
         shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
-        if (e->state == shmem::SnapshotState::Ready && std::strcmp(e->slot_name, name) == 0)
+        if (e->state == shmem::SnapshotState::Ready && std::strcmp(e->slot_name, name) == 0) {
             e->release_requested = true;
+            snapshot_index = i;
+            snapshot_worker = e->worker_pid;
+        }
     }
     const int index = shmem::find_channel_locked(name);
     if (index >= 0)
@@ -389,6 +396,21 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
         ReplicationSlotDrop(name, true);
     }
     slots::unmark_temporary(name);
+
+    if (snapshot_index >= 0) {
+        if (snapshot_worker != 0) {
+            PGPROC *proc = BackendPidGetProc(snapshot_worker);
+            if (proc)
+                SetLatch(&proc->procLatch);
+        }
+        shmem::SnapshotEntry *e = shmem::snapshot_entry(snapshot_index);
+        (void)wait_until([&] {
+            LWLockAcquire(shmem::state()->lock, LW_SHARED);
+            const bool gone = e->state == shmem::SnapshotState::Free || std::strcmp(e->slot_name, name) != 0;
+            LWLockRelease(shmem::state()->lock);
+            return gone;
+        });
+    }
     PG_RETURN_VOID();
 }
 
