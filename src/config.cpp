@@ -15,13 +15,14 @@ int ping_interval_s = 10;
 int snapshot_timeout_s = 3600;
 
 namespace {
+
 const struct config_enum_entry auth_options[] = {
     {"trust", static_cast<int>(AuthMode::Trust), false},
     {nullptr, 0, false},
 };
-}  // namespace
 
-void define_settings() {
+// Settings read only by the preloaded workers, fixed at server start.
+void define_postmaster_settings() {
     DefineCustomIntVariable("pgcdcws.port", "TCP port of the pgcdcws WebSocket/HTTP server.", nullptr, &port,
                             12312, 1, 65535, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("pgcdcws.listen_addresses",
@@ -31,14 +32,6 @@ void define_settings() {
                                nullptr, nullptr);
     DefineCustomStringVariable("pgcdcws.database", "Database whose replication slots pgcdcws serves.", nullptr,
                                &database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-    DefineCustomEnumVariable("pgcdcws.auth", "How WebSocket/HTTP clients are authenticated.",
-                             "trust: every client that can reach the port is accepted.", &auth,
-                             static_cast<int>(AuthMode::Trust), auth_options, PGC_SIGHUP, 0, nullptr, nullptr,
-                             nullptr);
-    DefineCustomIntVariable("pgcdcws.max_changes_per_message",
-                            "Largest number of changes in one stream message; bigger transactions are split.",
-                            nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,
-                            nullptr);
     DefineCustomIntVariable("pgcdcws.max_streams", "Largest number of streams (slots with a client) at once.",
                             "Each stream uses one background worker; raise max_worker_processes to match.",
                             &max_streams, 16, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
@@ -50,6 +43,24 @@ void define_settings() {
                             "Seconds without client traffic before the server pings a WebSocket client.",
                             "A client that stays silent for twice this long is disconnected.", &ping_interval_s,
                             10, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S, nullptr, nullptr, nullptr);
+}
+
+}  // namespace
+
+void define_settings() {
+    // Postgres refuses (FATAL) to create postmaster-context settings after
+    // startup, that is when the library is loaded without
+    // shared_preload_libraries; only the preloaded workers read them.
+    if (process_shared_preload_libraries_in_progress)
+        define_postmaster_settings();
+    DefineCustomEnumVariable("pgcdcws.auth", "How WebSocket/HTTP clients are authenticated.",
+                             "trust: every client that can reach the port is accepted.", &auth,
+                             static_cast<int>(AuthMode::Trust), auth_options, PGC_SIGHUP, 0, nullptr, nullptr,
+                             nullptr);
+    DefineCustomIntVariable("pgcdcws.max_changes_per_message",
+                            "Largest number of changes in one stream message; bigger transactions are split.",
+                            nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,
+                            nullptr);
     DefineCustomIntVariable("pgcdcws.snapshot_timeout",
                             "How long a snapshot exported by cdc_init() is held open at most.",
                             "A held snapshot holds back vacuum.", &snapshot_timeout_s, 3600, 1, INT_MAX,
