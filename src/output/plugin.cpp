@@ -71,7 +71,7 @@ void startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_
         else
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
-                            errhint("pgcdcws takes no options; its format is described in docs/PROTOCOL.md.")));
+                            errhint("The only option is stream-fragments (boolean), which pgcdcws decoders set; the output format is described in docs/PROTOCOL.md.")));
     }
     (void)is_init;
 
