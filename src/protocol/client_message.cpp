@@ -13,6 +13,24 @@ namespace pgcdcws::protocol {
 
 namespace {
 
+// Whether a client-supplied name may be repeated in an error reply: it must be
+// valid UTF-8 (a WebSocket text frame must be), and RapidJSON decodes escapes
+// such as a lone \uDC00 into bytes that are not. Control characters are fine:
+// the JSON writer escapes them.
+bool printable(std::string_view name) {
+    struct Discard {
+        typedef char Ch;
+        void Put(char) {}
+    } sink;
+    if (name.size() > 128)
+        return false;
+    rapidjson::MemoryStream in(name.data(), name.size());
+    while (in.Tell() < name.size())
+        if (!rapidjson::UTF8<>::Validate(in, sink))
+            return false;
+    return true;
+}
+
 ClientMessage invalid(std::string why) {
     ClientMessage m;
     m.kind = ClientMessage::Kind::Invalid;
@@ -51,8 +69,10 @@ ClientMessage parse_client_message(const char *data, std::size_t length) {
         return invalid("missing \"lsn\": expected {\"lsn\": \"X/Y\"}");
     int lsn_members = 0;
     for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
-        if (std::string_view(m->name.GetString(), m->name.GetStringLength()) != "lsn")
-            return invalid(std::string("unknown field \"") + m->name.GetString() + "\"");
+        const std::string_view name(m->name.GetString(), m->name.GetStringLength());
+        if (name != "lsn")
+            return invalid(printable(name) ? "unknown field \"" + std::string(name) + "\""
+                                           : std::string("unknown field (name not shown)"));
         lsn_members++;
     }
     // Duplicate names are read differently by different JSON libraries (RFC 8259).

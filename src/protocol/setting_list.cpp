@@ -1,24 +1,15 @@
 #include "protocol/setting_list.hpp"
 
+#include <string>
+
 namespace pgcdcws::protocol {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_space(s.front()))
-        s.remove_prefix(1);
-    while (!s.empty() && is_space(s.back()))
-        s.remove_suffix(1);
-    return s;
-}
-
-bool item_matches(std::string_view item, std::string_view name) {
-    item = trim(item);
-    if (item.size() >= 2 && item.front() == '"' && item.back() == '"')
-        return item.substr(1, item.size() - 2) == name;
+bool equals_folded(std::string_view item, std::string_view name) {
     if (item.size() != name.size())
         return false;
     for (std::size_t i = 0; i < item.size(); i++)
@@ -29,14 +20,51 @@ bool item_matches(std::string_view item, std::string_view name) {
 
 }  // namespace
 
+// The list syntax of Postgres settings: an item is either "double quoted" (only
+// when the quote opens the item; "" stands for a quote; compared exactly) or
+// unquoted text up to the next comma (trimmed; compared case-insensitively).
+// A list Postgres would reject (unterminated quote, text after a quoted item)
+// contains nothing.
 bool setting_list_contains(std::string_view list, std::string_view name) {
-    while (true) {
-        const std::size_t comma = list.find(',');
-        if (item_matches(list.substr(0, comma), name))
-            return true;
-        if (comma == std::string_view::npos)
-            return false;
-        list.remove_prefix(comma + 1);
+    std::size_t i = 0;
+    bool found = false;
+    for (;;) {
+        while (i < list.size() && is_space(list[i]))
+            i++;
+        if (i < list.size() && list[i] == '"') {
+            std::string item;
+            for (i++;; i++) {
+                if (i >= list.size())
+                    return false;  // unterminated quote
+                if (list[i] == '"') {
+                    if (i + 1 < list.size() && list[i + 1] == '"') {
+                        item += '"';
+                        i++;
+                        continue;
+                    }
+                    i++;
+                    break;
+                }
+                item += list[i];
+            }
+            found = found || item == name;
+            while (i < list.size() && is_space(list[i]))
+                i++;
+            if (i < list.size() && list[i] != ',')
+                return false;  // text after a quoted item
+        } else {
+            std::size_t end = list.find(',', i);
+            if (end == std::string_view::npos)
+                end = list.size();
+            std::string_view item = list.substr(i, end - i);
+            while (!item.empty() && is_space(item.back()))
+                item.remove_suffix(1);
+            found = found || equals_folded(item, name);
+            i = end;
+        }
+        if (i >= list.size())
+            return found;
+        i++;  // the comma
     }
 }
 

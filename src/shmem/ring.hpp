@@ -34,7 +34,9 @@ public:
     static Ring *create(void *memory, std::size_t capacity);
 
     // Largest payload one record can carry in this ring.
-    std::size_t max_payload() const { return capacity_ / 2 - sizeof(RecordHeader); }
+    std::size_t max_payload() const {
+        return capacity_ / 2 > sizeof(RecordHeader) ? capacity_ / 2 - sizeof(RecordHeader) : 0;
+    }
 
     // Producer side. Returns false (and writes nothing) when the ring lacks space.
     bool try_push(std::uint32_t flags, std::uint64_t lsn, const char *payload, std::uint32_t length);
