@@ -405,3 +405,42 @@ def test_cdc_drop_releases_snapshot_capacity_at_once(cluster):
     finally:
         for name in names:
             cluster.drop_slot_quietly(name)
+
+
+def test_cdc_ack_with_client_connected(cluster):
+    """With a stream open, the decoder holds the slot: cdc_ack hands the position to it and
+    returns once the slot is confirmed; a reconnecting client starts after it."""
+    slot = "s_ack_live"
+    cluster.sql("CREATE TABLE s_ack_live_t (id int PRIMARY KEY)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    try:
+        async def main():
+            client = await StreamClient.open(cluster.ws_port, slot)
+            try:
+                cluster.sql("INSERT INTO s_ack_live_t VALUES (1)")
+                cluster.sql("INSERT INTO s_ack_live_t VALUES (2)")
+                t1 = await client.recv_txn(10)
+                t2 = await client.recv_txn(10)
+                assert (t1.ids(), t2.ids()) == ([1], [2])
+                row = cluster.sql("SELECT active, client_addr::text FROM cdc_slots() WHERE slot_name = %s",
+                                  (slot,))
+                assert row[0][0] is True and row[0][1] in ("127.0.0.1/32", "::1/128")
+
+                r = cluster.sql1("SELECT cdc_ack(%s, %s)::text", (slot, t1.nextlsn))
+                assert lsn_int(r) >= lsn_int(t1.nextlsn)
+                assert lsn_int(cluster.confirmed_lsn(slot)) >= lsn_int(t1.nextlsn)
+                # Only the first transaction is confirmed: the second was sent, not acked.
+                assert lsn_int(cluster.confirmed_lsn(slot)) < lsn_int(t2.nextlsn)
+            finally:
+                await client.close()
+
+            client = await StreamClient.open_retry(cluster.ws_port, slot)
+            try:
+                again = await client.recv_txn(10)
+                assert again.ids() == [2]
+            finally:
+                await client.close()
+
+        asyncio.run(main())
+    finally:
+        cluster.drop_slot_quietly(slot)
