@@ -10,7 +10,7 @@ PGFILEDESC = "pgcdcws - Postgres changes over WebSocket, decoded in-server"
 SRCS = $(wildcard src/*.cpp src/*/*.cpp)
 OBJS = $(SRCS:.cpp=.o)
 
-REGRESS = init ack plugin slots errors
+REGRESS = init ack plugin snapshot slots errors
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=pgcdcws
 
 PG_CONFIG ?= pg_config

@@ -17,7 +17,8 @@ COMMENT ON FUNCTION cdc_ack(text, pg_lsn) IS
 
 CREATE FUNCTION cdc_slots()
 RETURNS TABLE(slot_name text, temporary boolean, active boolean, client_addr inet,
-              confirmed_flush_lsn pg_lsn, restart_lsn pg_lsn, retained_wal_bytes numeric)
+              confirmed_flush_lsn pg_lsn, restart_lsn pg_lsn, retained_wal_bytes numeric,
+              snapshot_name text, snapshot_held_since timestamptz)
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_slots'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_slots() IS 'The pgcdcws slots of this database and their stream clients';
@@ -27,3 +28,17 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_drop'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_drop(text) IS 'Disconnect the stream client of a pgcdcws slot and drop the slot';
+
+CREATE FUNCTION cdc_snapshot(slot_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_snapshot'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_snapshot(text) IS
+  'The live exported snapshot of a pgcdcws slot, or an error saying why it is gone';
+
+CREATE FUNCTION cdc_snapshot_release(slot_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_snapshot_release'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_snapshot_release(text) IS
+  'End the exported snapshot of a pgcdcws slot (it holds back vacuum while alive)';

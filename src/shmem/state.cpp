@@ -116,6 +116,21 @@ bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn) {
     return false;
 }
 
+int find_snapshot_locked(const char *slot_name) {
+    int found = -1;
+    for (int i = 0; i < shared->num_snapshots; i++) {
+        SnapshotEntry *e = snapshot_entry(i);
+        if ((e->state == SnapshotState::Ready || e->state == SnapshotState::Ended) &&
+            std::strcmp(e->slot_name, slot_name) == 0) {
+            if (e->state == SnapshotState::Ready)
+                return i;
+            if (found < 0 || e->ended_at > snapshot_entry(found)->ended_at)
+                found = i;
+        }
+    }
+    return found;
+}
+
 int find_channel_locked(const char *slot_name) {
     // A channel whose client has gone may linger until its decoder exits, next
     // to the channel of a client that reconnected: the live one wins.

@@ -46,6 +46,15 @@ enum class SnapshotState : std::uint32_t {
     Starting = 1,  // worker creating the slot / waiting for a consistent point
     Ready = 2,     // slot persisted, snapshot exported and held
     Failed = 3,    // creation failed (error_* filled)
+    Ended = 4,     // no longer held; end_reason says why (kept to answer cdc_snapshot())
+};
+
+// Why a held snapshot ended.
+enum class SnapshotEnd : std::uint32_t {
+    Stopped = 0,    // its worker stopped (server shutdown, error, terminate)
+    Released = 1,   // cdc_snapshot_release()
+    TimedOut = 2,   // pgcdcws.snapshot_timeout passed
+    SlotDropped = 3,
 };
 
 // One cdc_init() request and the snapshot its worker holds. Under SharedState::lock.
@@ -62,6 +71,8 @@ struct SnapshotEntry {
     std::uint64_t lsn;
     char snapshot_name[64];
     TimestampTz held_since;
+    SnapshotEnd end_reason;
+    TimestampTz ended_at;
     int error_code;
     char error_message[512];
     char error_detail[256];
@@ -78,6 +89,9 @@ struct SharedState {
     int num_snapshots;
     std::size_t ring_capacity;
 };
+
+// The entry of the latest snapshot of `slot_name` (Ready or Ended), or -1. Caller holds lock.
+int find_snapshot_locked(const char *slot_name);
 
 // True when the library was preloaded and shared memory exists.
 bool available();

@@ -13,14 +13,23 @@ namespace {
 shmem::SnapshotEntry *entry = nullptr;
 XLogReaderRoutine reader_routine;
 
-// Leaves the entry to the requester while it still has to read it.
+// Why the held snapshot ends; Stopped unless hold() found another reason.
+shmem::SnapshotEnd end_reason = shmem::SnapshotEnd::Stopped;
+
+// A held snapshot becomes Ended (with its reason, for cdc_snapshot()); an entry
+// the requester still has to read is left to it; anything else is freed.
 void on_exit(int, Datum) {
     if (!entry)
         return;
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     entry->worker_pid = 0;
-    if (entry->requester_pid == 0)
+    if (entry->state == shmem::SnapshotState::Ready && end_reason != shmem::SnapshotEnd::SlotDropped) {
+        entry->state = shmem::SnapshotState::Ended;
+        entry->end_reason = end_reason;
+        entry->ended_at = GetCurrentTimestamp();
+    } else if (entry->requester_pid == 0) {
         entry->state = shmem::SnapshotState::Free;
+    }
     LWLockRelease(shmem::state()->lock);
     ConditionVariableBroadcast(&shmem::state()->changed);
 }
@@ -85,15 +94,20 @@ void hold(const char *name) {
         const bool release = entry->release_requested || entry->cancelled;
         const TimestampTz since = entry->held_since;
         LWLockRelease(shmem::state()->lock);
-        if (release)
+        if (release) {
+            end_reason = shmem::SnapshotEnd::Released;
             break;
+        }
         slots::SlotInfo info;
-        if (!slots::find(name, &info))
-            break;  // slot dropped
+        if (!slots::find(name, &info)) {
+            end_reason = shmem::SnapshotEnd::SlotDropped;
+            break;
+        }
         if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), config::snapshot_timeout_s * 1000L)) {
             ereport(LOG, (errmsg("pgcdcws: released the snapshot of slot \"%s\" after pgcdcws.snapshot_timeout "
                                  "(%d s)",
                                  name, config::snapshot_timeout_s)));
+            end_reason = shmem::SnapshotEnd::TimedOut;
             break;
         }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);

@@ -18,6 +18,8 @@ PG_FUNCTION_INFO_V1(pgcdcws_cdc_init);
 PG_FUNCTION_INFO_V1(pgcdcws_cdc_ack);
 PG_FUNCTION_INFO_V1(pgcdcws_cdc_slots);
 PG_FUNCTION_INFO_V1(pgcdcws_cdc_drop);
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_snapshot);
+PG_FUNCTION_INFO_V1(pgcdcws_cdc_snapshot_release);
 }
 
 namespace pgcdcws::sql {
@@ -77,6 +79,7 @@ int allocate_snapshot_entry(const char *name, bool temporary) {
     shmem::SharedState *st = shmem::state();
     int found = -1;
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
+    int oldest_ended = -1;
     for (int i = 0; i < st->num_snapshots; i++) {
         shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
         if (e->state == shmem::SnapshotState::Starting && std::strcmp(e->slot_name, name) == 0) {
@@ -84,9 +87,18 @@ int allocate_snapshot_entry(const char *name, bool temporary) {
             ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
                             errmsg("replication slot \"%s\" is being created by another cdc_init() call", name)));
         }
+        // What an earlier slot of this name left behind is not about the new one.
+        if (e->state == shmem::SnapshotState::Ended && std::strcmp(e->slot_name, name) == 0)
+            e->state = shmem::SnapshotState::Free;
         if (found < 0 && e->state == shmem::SnapshotState::Free)
             found = i;
+        if (e->state == shmem::SnapshotState::Ended &&
+            (oldest_ended < 0 || e->ended_at < shmem::snapshot_entry(oldest_ended)->ended_at))
+            oldest_ended = i;
     }
+    // Ended entries only remember why a snapshot ended: reuse the oldest.
+    if (found < 0)
+        found = oldest_ended;
     if (found >= 0) {
         shmem::SnapshotEntry *e = shmem::snapshot_entry(found);
         std::memset(e, 0, sizeof *e);
@@ -365,6 +377,8 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
             e->release_requested = true;
             snapshot_index = i;
             snapshot_worker = e->worker_pid;
+        } else if (e->state == shmem::SnapshotState::Ended && std::strcmp(e->slot_name, name) == 0) {
+            e->state = shmem::SnapshotState::Free;
         }
     }
     const int index = shmem::find_channel_locked(name);
@@ -406,11 +420,117 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
         shmem::SnapshotEntry *e = shmem::snapshot_entry(snapshot_index);
         (void)wait_until([&] {
             LWLockAcquire(shmem::state()->lock, LW_SHARED);
-            const bool gone = e->state == shmem::SnapshotState::Free || std::strcmp(e->slot_name, name) != 0;
+            const bool gone = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;
             LWLockRelease(shmem::state()->lock);
             return gone;
         });
+        LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+        if (e->state == shmem::SnapshotState::Ended && std::strcmp(e->slot_name, name) == 0)
+            e->state = shmem::SnapshotState::Free;
+        LWLockRelease(shmem::state()->lock);
     }
+    PG_RETURN_VOID();
+}
+
+// ---- cdc_snapshot / cdc_snapshot_release -----------------------------------
+
+struct SnapshotFacts {
+    shmem::SnapshotState state;  // Free: no record (never held here, or lost in a restart)
+    shmem::SnapshotEnd end_reason;
+    TimestampTz held_since;
+    TimestampTz ended_at;
+    int worker_pid;
+    int index;
+    char name[64];
+};
+
+SnapshotFacts snapshot_facts(const char *slot_name) {
+    SnapshotFacts f;
+    std::memset(&f, 0, sizeof f);
+    f.state = shmem::SnapshotState::Free;
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    f.index = shmem::find_snapshot_locked(slot_name);
+    if (f.index >= 0) {
+        const shmem::SnapshotEntry *e = shmem::snapshot_entry(f.index);
+        f.state = e->state;
+        f.end_reason = e->end_reason;
+        f.held_since = e->held_since;
+        f.ended_at = e->ended_at;
+        f.worker_pid = e->worker_pid;
+        strlcpy(f.name, e->snapshot_name, sizeof f.name);
+    }
+    LWLockRelease(shmem::state()->lock);
+    return f;
+}
+
+// The error for a slot whose snapshot is not held: says what ended it.
+[[noreturn]] void snapshot_gone(const char *slot_name, const SnapshotFacts &f) {
+    const char *hint = "Create a new slot with cdc_init() for a new snapshot.";
+    if (f.state == shmem::SnapshotState::Ended && f.end_reason == shmem::SnapshotEnd::Released)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the snapshot of replication slot \"%s\" was released", slot_name),
+                        errdetail("cdc_snapshot_release() ended it at %s.", timestamptz_to_str(f.ended_at)),
+                        errhint("%s", hint)));
+    if (f.state == shmem::SnapshotState::Ended && f.end_reason == shmem::SnapshotEnd::TimedOut)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the snapshot of replication slot \"%s\" timed out", slot_name),
+                        errdetail("It was held from %s until pgcdcws.snapshot_timeout (%d s) passed at %s.",
+                                  pstrdup(timestamptz_to_str(f.held_since)), config::snapshot_timeout_s,
+                                  pstrdup(timestamptz_to_str(f.ended_at))),
+                        errhint("Raise pgcdcws.snapshot_timeout if snapshots must live longer. %s", hint)));
+    if (f.state == shmem::SnapshotState::Ended)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the snapshot of replication slot \"%s\" ended when its worker stopped", slot_name),
+                        errdetail("It ended at %s; see the server log.", timestamptz_to_str(f.ended_at)),
+                        errhint("%s", hint)));
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("the snapshot of replication slot \"%s\" was lost in a server restart", slot_name),
+                    errdetail("An exported snapshot lives only as long as the transaction that holds it; "
+                              "a restart ends it. (Slots not created by cdc_init() never had one.)"),
+                    errhint("%s", hint)));
+    pg_unreachable();
+}
+
+Datum cdc_snapshot(FunctionCallInfo fcinfo) {
+    require_ready();
+    char name[NAMEDATALEN];
+    slot_name_arg(fcinfo, 0, name);
+    (void)require_our_slot(name);
+    const SnapshotFacts f = snapshot_facts(name);
+    if (f.state != shmem::SnapshotState::Ready)
+        snapshot_gone(name, f);
+    PG_RETURN_TEXT_P(cstring_to_text(f.name));
+}
+
+Datum cdc_snapshot_release(FunctionCallInfo fcinfo) {
+    require_ready();
+    CheckSlotPermissions();
+    char name[NAMEDATALEN];
+    slot_name_arg(fcinfo, 0, name);
+    (void)require_our_slot(name);
+    const SnapshotFacts f = snapshot_facts(name);
+    if (f.state != shmem::SnapshotState::Ready)
+        snapshot_gone(name, f);
+
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    shmem::snapshot_entry(f.index)->release_requested = true;
+    LWLockRelease(shmem::state()->lock);
+    if (f.worker_pid != 0) {
+        PGPROC *proc = BackendPidGetProc(f.worker_pid);
+        if (proc)
+            SetLatch(&proc->procLatch);
+    }
+    // Return once the snapshot is really gone (vacuum is no longer held back).
+    const shmem::SnapshotEntry *e = shmem::snapshot_entry(f.index);
+    const bool done = wait_until([&] {
+        LWLockAcquire(shmem::state()->lock, LW_SHARED);
+        const bool ended = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;
+        LWLockRelease(shmem::state()->lock);
+        return ended;
+    });
+    if (!done)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                        errmsg("the snapshot worker of replication slot \"%s\" did not release in time", name)));
     PG_RETURN_VOID();
 }
 
@@ -464,8 +584,8 @@ Datum cdc_slots(FunctionCallInfo fcinfo) {
             strlcpy(client_addr, shmem::channel(index)->client_addr, sizeof client_addr);
         LWLockRelease(shmem::state()->lock);
 
-        Datum values[7];
-        bool nulls[7] = {false, false, false, false, false, false, false};
+        Datum values[9];
+        bool nulls[9] = {false, false, false, false, false, false, false, false, false};
         values[0] = CStringGetTextDatum(name);
         values[1] = BoolGetDatum(slots::is_temporary(name));
         values[2] = BoolGetDatum(active);
@@ -482,6 +602,13 @@ Datum cdc_slots(FunctionCallInfo fcinfo) {
             values[6] = DirectFunctionCall1(int8_numeric, Int64GetDatum(retained));
         } else {
             nulls[6] = true;
+        }
+        const SnapshotFacts snap = snapshot_facts(name);
+        if (snap.state == shmem::SnapshotState::Ready) {
+            values[7] = CStringGetTextDatum(snap.name);
+            values[8] = TimestampTzGetDatum(snap.held_since);
+        } else {
+            nulls[7] = nulls[8] = true;
         }
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
@@ -506,3 +633,5 @@ PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_init, pgcdcws::sql::cdc_init)
 PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_ack, pgcdcws::sql::cdc_ack)
 PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_slots, pgcdcws::sql::cdc_slots)
 PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_drop, pgcdcws::sql::cdc_drop)
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_snapshot, pgcdcws::sql::cdc_snapshot)
+PGCDCWS_SQL_FUNCTION(pgcdcws_cdc_snapshot_release, pgcdcws::sql::cdc_snapshot_release)
