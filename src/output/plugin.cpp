@@ -4,6 +4,7 @@
 #include "output/plugin.hpp"
 #include "output/json_writer.hpp"
 #include "output/relation_cache.hpp"
+#include "output/value_writer.hpp"
 #include "protocol/lsn.hpp"
 
 namespace pgcdcws::output {
@@ -29,7 +30,6 @@ struct PluginState {
 
 StringInfoStream frame_stream;
 JsonWriter *frame_writer = nullptr;
-int database_encoding = -1;
 
 }  // namespace
 
@@ -77,8 +77,6 @@ void startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_
 
     if (!frame_writer)
         frame_writer = make_process_writer(&frame_stream);
-    if (database_encoding < 0)
-        database_encoding = GetDatabaseEncoding();
 }
 
 void shutdown(LogicalDecodingContext *ctx) {
@@ -151,84 +149,6 @@ void maybe_flush_fragment(LogicalDecodingContext *ctx, PluginState *state) {
     }
 }
 
-void write_text(JsonWriter &w, const char *data, int length) {
-    if (database_encoding != PG_UTF8 && database_encoding != PG_SQL_ASCII) {
-        const char *converted = pg_server_to_any(data, length, PG_UTF8);
-        if (converted != data)
-            length = static_cast<int>(std::strlen(converted));
-        data = converted;
-    }
-    w.String(data, static_cast<rapidjson::SizeType>(length));
-}
-
-// NaN and infinities are strings: JSON has no literal for them, and null would lose them.
-bool write_special_number(JsonWriter &w, const char *text) {
-    if (std::strcmp(text, "NaN") == 0 || std::strcmp(text, "Infinity") == 0 || std::strcmp(text, "-Infinity") == 0) {
-        w.String(text, static_cast<rapidjson::SizeType>(std::strlen(text)));
-        return true;
-    }
-    return false;
-}
-
-void write_value(JsonWriter &w, const Column &col, Datum value, bool isnull) {
-    if (isnull) {
-        w.Null();
-        return;
-    }
-    char buf[64];
-    int n;
-    switch (col.kind) {
-    case ValueKind::Int2:
-        n = pg_ltoa(DatumGetInt16(value), buf);
-        w.RawValue(buf, n, rapidjson::kNumberType);
-        return;
-    case ValueKind::Int4:
-        n = pg_ltoa(DatumGetInt32(value), buf);
-        w.RawValue(buf, n, rapidjson::kNumberType);
-        return;
-    case ValueKind::Int8:
-        n = pg_lltoa(DatumGetInt64(value), buf);
-        w.RawValue(buf, n, rapidjson::kNumberType);
-        return;
-    case ValueKind::Oid:
-        n = pg_ultoa_n(DatumGetObjectId(value), buf);
-        w.RawValue(buf, n, rapidjson::kNumberType);
-        return;
-    case ValueKind::Float4:
-    case ValueKind::Float8:
-        // Same digits as float4out/float8out: shortest exact form when
-        // extra_float_digits > 0 (the default), the output function otherwise.
-        if (extra_float_digits > 0) {
-            if (col.kind == ValueKind::Float4)
-                n = float_to_shortest_decimal_buf(DatumGetFloat4(value), buf);
-            else
-                n = double_to_shortest_decimal_buf(DatumGetFloat8(value), buf);
-            if (!write_special_number(w, buf))
-                w.RawValue(buf, n, rapidjson::kNumberType);
-            return;
-        }
-        break;
-    case ValueKind::Numeric: {
-        const char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&col.output), value);
-        if (!write_special_number(w, text))
-            w.RawValue(text, std::strlen(text), rapidjson::kNumberType);
-        return;
-    }
-    case ValueKind::Bool:
-        w.Bool(DatumGetBool(value));
-        return;
-    case ValueKind::Text: {
-        struct varlena *v = pg_detoast_datum_packed(reinterpret_cast<struct varlena *>(DatumGetPointer(value)));
-        write_text(w, VARDATA_ANY(v), static_cast<int>(VARSIZE_ANY_EXHDR(v)));
-        return;
-    }
-    case ValueKind::Other:
-        break;
-    }
-    const char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&col.output), value);
-    write_text(w, text, static_cast<int>(std::strlen(text)));
-}
-
 void ensure_scratch(PluginState *state, int natts) {
     if (natts <= state->scratch_natts)
         return;
@@ -272,7 +192,7 @@ void write_old_keys(JsonWriter &w, const RelationInfo *info, const Datum *values
             if (is_unchanged_toast(col, values[a], nulls[a]))
                 w.Null();
             else
-                write_value(w, col, values[a], nulls[a]);
+                write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[a], nulls[a]);
         }
         w.EndArray();
     } else {
@@ -285,7 +205,7 @@ void write_old_keys(JsonWriter &w, const RelationInfo *info, const Datum *values
         for (int k = 0; k < info->nkeys; k++) {
             const Column &col = info->columns[info->key_columns[k]];
             const int a = col.attnum - 1;
-            write_value(w, col, values[a], nulls[a]);
+            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[a], nulls[a]);
         }
         w.EndArray();
     }
@@ -310,7 +230,7 @@ void write_new_row(LogicalDecodingContext *ctx, PluginState *state, JsonWriter &
         w.StartArray();
         for (int i = 0; i < info->ncolumns; i++) {
             const Column &col = info->columns[i];
-            write_value(w, col, values[col.attnum - 1], nulls[col.attnum - 1]);
+            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[col.attnum - 1], nulls[col.attnum - 1]);
             maybe_flush_fragment(ctx, state);
         }
         w.EndArray();
@@ -337,7 +257,7 @@ void write_new_row(LogicalDecodingContext *ctx, PluginState *state, JsonWriter &
     for (int i = 0; i < info->ncolumns; i++) {
         const Column &col = info->columns[i];
         if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1])) {
-            write_value(w, col, values[col.attnum - 1], nulls[col.attnum - 1]);
+            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[col.attnum - 1], nulls[col.attnum - 1]);
             maybe_flush_fragment(ctx, state);
         }
     }

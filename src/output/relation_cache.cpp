@@ -39,23 +39,6 @@ void ensure_cache() {
     CacheRegisterRelcacheCallback(invalidate, 0);
 }
 
-ValueKind kind_for(Oid type) {
-    switch (getBaseType(type)) {
-    case INT2OID: return ValueKind::Int2;
-    case INT4OID: return ValueKind::Int4;
-    case INT8OID: return ValueKind::Int8;
-    case OIDOID: return ValueKind::Oid;
-    case FLOAT4OID: return ValueKind::Float4;
-    case FLOAT8OID: return ValueKind::Float8;
-    case NUMERICOID: return ValueKind::Numeric;
-    case BOOLOID: return ValueKind::Bool;
-    case TEXTOID:
-    case VARCHAROID:
-    case BPCHAROID: return ValueKind::Text;
-    default: return ValueKind::Other;
-    }
-}
-
 // Renders `text` as a JSON string into memory of the current context.
 const char *json_string(const char *text) {
     StringInfoData buf;
@@ -120,7 +103,7 @@ void build(RelationInfo *info, Relation relation) {
             continue;
         Column *col = &info->columns[n];
         col->attnum = attr->attnum;
-        col->kind = kind_for(attr->atttypid);
+        col->kind = value_kind(attr->atttypid);
         col->varlena = attr->attlen == -1;
         col->is_key = info->identity == Identity::Key &&
                       bms_is_member(attr->attnum - FirstLowInvalidHeapAttributeNumber, key_attrs);

@@ -7,11 +7,10 @@
 #include <cstdint>
 
 #include "pg/pg.hpp"
+#include "output/value_writer.hpp"
 
 namespace pgcdcws::output {
 
-// How a column's value is written; everything but Other avoids the type's output function.
-enum class ValueKind : std::uint8_t { Int2, Int4, Int8, Oid, Float4, Float8, Numeric, Bool, Text, Other };
 
 enum class Identity : std::uint8_t {
     None,  // REPLICA IDENTITY NOTHING, or DEFAULT without a primary key: no oldkeys

@@ -1,0 +1,20 @@
+// How a Postgres value becomes JSON (docs/PROTOCOL.md, "Values"): shared by the
+// change stream and the snapshot endpoint, so both encode the same way.
+#pragma once
+
+#include <cstdint>
+
+#include "output/json_writer.hpp"
+
+namespace pgcdcws::output {
+
+// How a column's value is written; everything but Other avoids the type's output function.
+enum class ValueKind : std::uint8_t { Int2, Int4, Int8, Oid, Float4, Float8, Numeric, Bool, Text, Other };
+
+ValueKind value_kind(Oid type);
+
+// Writes one value. `output` is the type's output function (used for Numeric,
+// Other, and floats when extra_float_digits <= 0).
+void write_value(JsonWriter &w, ValueKind kind, FmgrInfo *output, Datum value, bool isnull);
+
+}  // namespace pgcdcws::output
