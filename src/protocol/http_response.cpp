@@ -17,6 +17,7 @@ const char *http_reason_phrase(int status) {
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 410: return "Gone";
+    case 411: return "Length Required";
     case 413: return "Payload Too Large";
     case 426: return "Upgrade Required";
     case 500: return "Internal Server Error";

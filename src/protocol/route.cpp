@@ -8,6 +8,8 @@ Route route_for_path(std::string_view path) {
         path.remove_suffix(1);
     if (path == "/v1/lr/stream")
         return Route::Stream;
+    if (path == "/v1/snapshot/data")
+        return Route::SnapshotData;
     return Route::NotFound;
 }
 

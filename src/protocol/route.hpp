@@ -9,7 +9,8 @@ namespace pgcdcws::protocol {
 
 enum class Route {
     NotFound,
-    Stream,  // GET /v1/lr/stream?slotName=S  (WebSocket)
+    Stream,        // GET /v1/lr/stream?slotName=S  (WebSocket)
+    SnapshotData,  // POST /v1/snapshot/data
 };
 
 // path excludes the query string.

@@ -15,9 +15,18 @@ GateDecision gate(const GateRequest &request) {
             d.message = "GET /v1/lr/stream needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
         }
         break;
+    case protocol::Route::SnapshotData:
+        if (request.method != "POST") {
+            d.status = 405;
+            d.message = "the snapshot endpoint accepts only POST with a JSON body";
+        } else if (request.websocket_upgrade) {
+            d.status = 400;
+            d.message = "the snapshot endpoint is plain HTTP, not WebSocket";
+        }
+        break;
     case protocol::Route::NotFound:
         d.status = 404;
-        d.message = "no such endpoint: " + std::string(request.path) + " (the stream is GET /v1/lr/stream?slotName=S)";
+        d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, POST /v1/snapshot/data)";
         break;
     }
     // pgcdcws.auth = trust: nothing more to check yet.

@@ -190,6 +190,63 @@ void reap_channels(const bool *has_client) {
     }
 }
 
+int find_snapshot(const char *slot_name, Refusal *refusal) {
+    const Oid database = served_database();
+    slots::SlotInfo info;
+    if (database == InvalidOid || !slots::find(slot_name, &info) || !slots::is_ours(info, database)) {
+        refuse(refusal, 404, "replication slot \"%s\" does not exist (create it with cdc_init())", slot_name);
+        return -1;
+    }
+    shmem::SharedState *st = shmem::state();
+    LWLockAcquire(st->lock, LW_SHARED);
+    const int index = shmem::find_snapshot_locked(slot_name);
+    const shmem::SnapshotEntry *e = index >= 0 ? shmem::snapshot_entry(index) : nullptr;
+    const bool ready = e && e->state == shmem::SnapshotState::Ready;
+    const shmem::SnapshotEnd reason = e ? e->end_reason : shmem::SnapshotEnd::Stopped;
+    const bool ended = e && e->state == shmem::SnapshotState::Ended;
+    LWLockRelease(st->lock);
+    if (ready)
+        return index;
+    refusal->status = 410;
+    const char *why = !ended                                      ? "was lost in a server restart"
+                      : reason == shmem::SnapshotEnd::Released ? "was released (cdc_snapshot_release)"
+                      : reason == shmem::SnapshotEnd::TimedOut ? "timed out (pgcdcws.snapshot_timeout)"
+                                                               : "ended when its worker stopped";
+    snprintf(refusal->message, sizeof refusal->message, "the snapshot of replication slot \"%s\" %s", slot_name,
+             why);
+    return -1;
+}
+
+bool snapshot_alive(int index) {
+    shmem::SharedState *st = shmem::state();
+    LWLockAcquire(st->lock, LW_SHARED);
+    const bool alive = shmem::snapshot_entry(index)->state == shmem::SnapshotState::Ready &&
+                       shmem::snapshot_entry(index)->worker_pid != 0;
+    LWLockRelease(st->lock);
+    return alive;
+}
+
+bool submit_snapshot_query(int index, const SnapshotQuery &q) {
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
+    shmem::SnapshotRequestArea &r = e->request;
+    if (r.state.load() != static_cast<std::uint32_t>(shmem::RequestState::Idle))
+        return false;
+    shmem::snapshot_ring(index)->clear();  // the worker is idle: nothing is produced now
+    strlcpy(r.table, q.table, sizeof r.table);
+    strlcpy(r.order_column, q.order_column ? q.order_column : "", sizeof r.order_column);
+    r.has_order = q.has_order;
+    r.descending = q.descending;
+    r.has_after = q.has_after;
+    strlcpy(r.after, q.after ? q.after : "", sizeof r.after);
+    r.offset = q.offset;
+    r.limit = q.limit;
+    r.cancelled.store(false);
+    r.producer_waiting.store(false);
+    r.state.store(static_cast<std::uint32_t>(shmem::RequestState::Submitted), std::memory_order_release);
+    shmem::wake_snapshot_worker(e);
+    return true;
+}
+
 void log_message(int level, const char *message) { ereport(level, (errmsg("pgcdcws: %s", message))); }
 
 void reload_config() { ProcessConfigFile(PGC_SIGHUP); }

@@ -33,6 +33,24 @@ void close_stream(int channel);
 // Frees channels whose client is gone and whose decoder has stopped.
 void reap_channels(const bool *has_client);
 
+// Snapshot data requests. find_snapshot: the entry holding the live snapshot of
+// `slot_name`, or -1 with a refusal (404 unknown slot, 410 snapshot gone).
+int find_snapshot(const char *slot_name, Refusal *refusal);
+// Hands a request to the entry's worker; false when one is already running there.
+struct SnapshotQuery {
+    const char *table;
+    const char *order_column;
+    bool has_order;
+    bool descending;
+    bool has_after;
+    const char *after;
+    std::int64_t offset;
+    std::int64_t limit;
+};
+bool submit_snapshot_query(int entry, const SnapshotQuery &query);
+// Whether the entry still holds its snapshot.
+bool snapshot_alive(int entry);
+
 void log_message(int level, const char *message);
 void reload_config();
 

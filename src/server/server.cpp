@@ -1,4 +1,5 @@
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -17,8 +18,10 @@
 #include "pg/guard.hpp"
 #include "protocol/http_response.hpp"
 #include "protocol/slot_name.hpp"
+#include "protocol/snapshot_request.hpp"
 #include "server/gate.hpp"
 #include "server/pg_bridge.hpp"
+#include "server/snapshot_client.hpp"
 #include "server/stream_client.hpp"
 #include "shmem/state.hpp"
 
@@ -132,6 +135,11 @@ private:
     void shutdown();
     int confirm_upgrade(struct lws *wsi);
     void forget(struct lws *wsi);
+    int snapshot_request_start(struct lws *wsi);
+    int snapshot_request_body_done(struct lws *wsi);
+    void snapshot_start_next(int entry);
+    void snapshot_housekeeping();
+    void forget_snapshot_client(struct lws *wsi);
 
     uv_loop_t loop_;
     struct lws_context *context_ = nullptr;
@@ -139,6 +147,13 @@ private:
     lws_retry_bo_t retry_policy_;
     std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
     std::vector<bool> channel_has_client_;
+    // Snapshot data requests: the exchanges, a queue per snapshot entry, and what
+    // runs on each entry (nullptr; or a client; or, once that client left, the
+    // entry waits for its worker to notice: running_cancelled_).
+    std::unordered_map<struct lws *, std::unique_ptr<SnapshotClient>> snapshot_clients_;
+    std::vector<std::deque<struct lws *>> snapshot_queue_;
+    std::vector<struct lws *> snapshot_running_;
+    std::vector<bool> snapshot_running_cancelled_;
 };
 
 int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *, void *in, std::size_t len) {
@@ -231,6 +246,9 @@ bool Server::setup() {
         AddWaitEventToSet(events_, WL_SOCKET_READABLE, uv_backend_fd(&loop_), nullptr, nullptr);
     });
     channel_has_client_.assign(static_cast<std::size_t>(shmem::state()->num_channels), false);
+    snapshot_queue_.resize(static_cast<std::size_t>(shmem::state()->num_snapshots));
+    snapshot_running_.assign(static_cast<std::size_t>(shmem::state()->num_snapshots), nullptr);
+    snapshot_running_cancelled_.assign(static_cast<std::size_t>(shmem::state()->num_snapshots), false);
     log_guarded(LOG, "listening on port " + std::to_string(config::port) + " (" + std::to_string(listening) +
                          " address" + (listening > 1 ? "es" : "") + ")");
     return true;
@@ -288,10 +306,37 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_HTTP: {
         const char *method = method_of(wsi);
         const GateDecision decision = gate(GateRequest{method, path_of(wsi, method), false});
+        if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
+            return snapshot_request_start(wsi);
         send_http_error(wsi, decision.status ? decision.status : 404,
                         decision.status ? decision.message : "not found");
         return 1;
     }
+
+    case LWS_CALLBACK_HTTP_BODY: {
+        auto it = snapshot_clients_.find(wsi);
+        if (it == snapshot_clients_.end())
+            return 1;
+        if (!it->second->append_body(static_cast<const char *>(in), len)) {
+            send_http_error(wsi, 413, "request body too large: at most 65536 bytes");
+            return 1;
+        }
+        return 0;
+    }
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return snapshot_request_body_done(wsi);
+
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        auto it = snapshot_clients_.find(wsi);
+        if (it == snapshot_clients_.end())
+            return 0;
+        return it->second->on_writable();
+    }
+
+    case LWS_CALLBACK_CLOSED_HTTP:
+        forget_snapshot_client(wsi);
+        return 0;
 
     case LWS_CALLBACK_ESTABLISHED:
         if (clients_.find(wsi) == clients_.end())
@@ -319,12 +364,155 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     }
 
     case LWS_CALLBACK_CLOSED:
+        forget(wsi);
+        return 0;
+
     case LWS_CALLBACK_WSI_DESTROY:
         forget(wsi);
+        forget_snapshot_client(wsi);
         return 0;
 
     default:
         return lws_callback_http_dummy(wsi, reason, nullptr, in, len);
+    }
+}
+
+// POST /v1/snapshot/data: the headers are in; the body follows.
+int Server::snapshot_request_start(struct lws *wsi) {
+    char length_text[32] = "";
+    if (lws_hdr_copy(wsi, length_text, sizeof length_text, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+        send_http_error(wsi, 411, "a Content-Length header is required");
+        return 1;
+    }
+    const long long length = std::atoll(length_text);
+    if (length < 0 || static_cast<unsigned long long>(length) > protocol::kMaxSnapshotRequestSize) {
+        send_http_error(wsi, 413, "request body too large: at most 65536 bytes");
+        return 1;
+    }
+    snapshot_clients_[wsi] = std::make_unique<SnapshotClient>(wsi);
+    if (length == 0)
+        return snapshot_request_body_done(wsi);
+    return 0;
+}
+
+int Server::snapshot_request_body_done(struct lws *wsi) {
+    auto it = snapshot_clients_.find(wsi);
+    if (it == snapshot_clients_.end() || it->second->state() != SnapshotClient::State::ReadingBody)
+        return 1;
+    SnapshotClient &client = *it->second;
+    const protocol::ParsedSnapshotRequest parsed = protocol::parse_snapshot_request(
+        client.body().data(), client.body().size(), static_cast<std::int64_t>(config::snapshot_max_rows));
+    if (!parsed.ok) {
+        send_http_error(wsi, 400, parsed.error);
+        return 1;
+    }
+    bridge::Refusal refusal;
+    int entry = -1;
+    pg::guarded([&] { entry = bridge::find_snapshot(parsed.request.slot_name.c_str(), &refusal); });
+    if (entry < 0) {
+        send_http_error(wsi, refusal.status, refusal.message);
+        return 1;
+    }
+    // Reading may take a while: no lws timeout applies while we wait our turn.
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    client.queue(entry, parsed.request);
+    snapshot_queue_[static_cast<std::size_t>(entry)].push_back(wsi);
+    snapshot_start_next(entry);
+    return 0;
+}
+
+// Gives the entry's worker the next queued request when it is free.
+void Server::snapshot_start_next(int entry) {
+    const auto e = static_cast<std::size_t>(entry);
+    if (snapshot_running_[e] != nullptr || snapshot_running_cancelled_[e])
+        return;
+    auto &queue = snapshot_queue_[e];
+    while (!queue.empty()) {
+        struct lws *wsi = queue.front();
+        auto it = snapshot_clients_.find(wsi);
+        if (it == snapshot_clients_.end()) {
+            queue.pop_front();
+            continue;
+        }
+        bool alive = false;
+        pg::guarded([&] { alive = bridge::snapshot_alive(entry); });
+        if (!alive) {
+            // The snapshot ended while this request waited.
+            queue.pop_front();
+            send_http_error(wsi, 410, "the snapshot ended before the request could be served");
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        const protocol::SnapshotRequest &q = it->second->request();
+        bridge::SnapshotQuery query{q.table.c_str(),  q.order_column.c_str(), q.has_order, q.descending,
+                                    q.has_after,      q.after.c_str(),        q.offset,    q.limit};
+        bool submitted = false;
+        pg::guarded([&] { submitted = bridge::submit_snapshot_query(entry, query); });
+        if (!submitted)
+            return;  // the worker is still finishing an abandoned request
+        queue.pop_front();
+        it->second->start();
+        snapshot_running_[e] = wsi;
+        return;
+    }
+}
+
+void Server::forget_snapshot_client(struct lws *wsi) {
+    auto it = snapshot_clients_.find(wsi);
+    if (it == snapshot_clients_.end())
+        return;
+    const int entry = it->second->entry();
+    if (entry >= 0) {
+        const auto e = static_cast<std::size_t>(entry);
+        auto &queue = snapshot_queue_[e];
+        for (auto q = queue.begin(); q != queue.end(); ++q) {
+            if (*q == wsi) {
+                queue.erase(q);
+                break;
+            }
+        }
+        if (snapshot_running_[e] == wsi) {
+            // Tell the worker to stop producing; the entry is free once it is Done.
+            snapshot_running_[e] = nullptr;
+            snapshot_running_cancelled_[e] = true;
+            shmem::SnapshotEntry *se = shmem::snapshot_entry(entry);
+            se->request.cancelled.store(true);
+            shmem::wake_snapshot_worker(se);
+        }
+    }
+    snapshot_clients_.erase(it);
+}
+
+// Moves replies along and frees entries whose request is over.
+void Server::snapshot_housekeeping() {
+    for (std::size_t e = 0; e < snapshot_running_.size(); e++) {
+        shmem::SnapshotEntry *entry = shmem::snapshot_entry(static_cast<int>(e));
+        const auto state = static_cast<shmem::RequestState>(entry->request.state.load());
+        struct lws *wsi = snapshot_running_[e];
+        SnapshotClient *client = nullptr;
+        if (wsi) {
+            auto it = snapshot_clients_.find(wsi);
+            client = it == snapshot_clients_.end() ? nullptr : it->second.get();
+        }
+        if (client && client->wants_write())
+            lws_callback_on_writable(wsi);
+        const bool over = snapshot_running_cancelled_[e] ||
+                          (client && client->state() == SnapshotClient::State::Finished);
+        if (state == shmem::RequestState::Done && (over || !client)) {
+            shmem::snapshot_ring(static_cast<int>(e))->clear();
+            entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
+            snapshot_running_[e] = nullptr;
+            snapshot_running_cancelled_[e] = false;
+        } else if (state == shmem::RequestState::Done && client && shmem::snapshot_ring(static_cast<int>(e))->empty() &&
+                   client->state() == SnapshotClient::State::Running) {
+            // The worker stopped without finishing the reply (it exited): end the
+            // connection, the client sees a truncated reply.
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            snapshot_running_cancelled_[e] = true;
+            snapshot_running_[e] = nullptr;
+        }
+        if (!snapshot_queue_[e].empty())
+            snapshot_start_next(static_cast<int>(e));
     }
 }
 
@@ -364,6 +552,7 @@ void Server::housekeeping() {
         if (client.wants_write())
             lws_callback_on_writable(client.wsi());
     }
+    snapshot_housekeeping();
     std::unique_ptr<bool[]> has_client(new bool[channel_has_client_.size()]);
     for (std::size_t i = 0; i < channel_has_client_.size(); i++)
         has_client[i] = channel_has_client_[i];

@@ -13,6 +13,7 @@ SharedState *shared = nullptr;
 char *channels_base = nullptr;
 char *rings_base = nullptr;
 char *snapshots_base = nullptr;
+char *snapshot_rings_base = nullptr;
 std::size_t ring_stride = 0;
 
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
@@ -26,6 +27,7 @@ std::size_t total_size() {
     size = add_size(size, mul_size(MAXALIGN(sizeof(Channel)), config::max_streams));
     size = add_size(size, mul_size(MAXALIGN(Ring::size_for(ring_capacity_bytes())), config::max_streams));
     size = add_size(size, mul_size(MAXALIGN(sizeof(SnapshotEntry)), snapshot_count()));
+    size = add_size(size, mul_size(MAXALIGN(Ring::size_for(ring_capacity_bytes())), snapshot_count()));
     return size;
 }
 
@@ -38,6 +40,8 @@ void layout(char *base) {
     ring_stride = MAXALIGN(Ring::size_for(ring_capacity_bytes()));
     p += ring_stride * config::max_streams;
     snapshots_base = p;
+    p += MAXALIGN(sizeof(SnapshotEntry)) * snapshot_count();
+    snapshot_rings_base = p;
 }
 
 void request_shmem() {
@@ -73,6 +77,11 @@ void startup_shmem() {
         for (int i = 0; i < shared->num_snapshots; i++) {
             auto *e = reinterpret_cast<SnapshotEntry *>(snapshots_base + MAXALIGN(sizeof(SnapshotEntry)) * i);
             e->state = SnapshotState::Free;
+            new (&e->worker_latch) std::atomic<Latch *>(nullptr);
+            new (&e->request.state) std::atomic<std::uint32_t>(0);
+            new (&e->request.cancelled) std::atomic<bool>(false);
+            new (&e->request.producer_waiting) std::atomic<bool>(false);
+            Ring::create(snapshot_rings_base + ring_stride * i, shared->ring_capacity);
         }
     }
     LWLockRelease(AddinShmemInitLock);
@@ -89,6 +98,8 @@ Channel *channel(int index) {
 
 Ring *ring(int index) { return reinterpret_cast<Ring *>(rings_base + ring_stride * index); }
 
+Ring *snapshot_ring(int index) { return reinterpret_cast<Ring *>(snapshot_rings_base + ring_stride * index); }
+
 SnapshotEntry *snapshot_entry(int index) {
     return reinterpret_cast<SnapshotEntry *>(snapshots_base + MAXALIGN(sizeof(SnapshotEntry)) * index);
 }
@@ -103,6 +114,12 @@ void wake_server() {
 
 void wake_decoder(Channel *ch) {
     Latch *latch = ch->decoder_latch.load(std::memory_order_acquire);
+    if (latch)
+        SetLatch(latch);
+}
+
+void wake_snapshot_worker(SnapshotEntry *entry) {
+    Latch *latch = entry->worker_latch.load(std::memory_order_acquire);
     if (latch)
         SetLatch(latch);
 }

@@ -57,7 +57,28 @@ enum class SnapshotEnd : std::uint32_t {
     SlotDropped = 3,
 };
 
-// One cdc_init() request and the snapshot its worker holds. Under SharedState::lock.
+// A snapshot data request (POST /v1/snapshot/data): the server fills the fields
+// and moves Idle -> Submitted; the worker moves it to Running and, after the
+// last response record, to Done; the server returns it to Idle once it has sent
+// everything (or the client left). One request at a time per snapshot.
+enum class RequestState : std::uint32_t { Idle = 0, Submitted = 1, Running = 2, Done = 3 };
+
+struct SnapshotRequestArea {
+    std::atomic<std::uint32_t> state;      // RequestState
+    std::atomic<bool> cancelled;           // the HTTP client left: stop producing
+    std::atomic<bool> producer_waiting;    // the worker sleeps until the ring has room
+    char table[1025];
+    char order_column[64];
+    bool has_order;
+    bool descending;
+    bool has_after;
+    std::int64_t offset;
+    std::int64_t limit;
+    char after[1025];
+};
+
+// One cdc_init() request and the snapshot its worker holds. Under SharedState::lock
+// (except the request area, which has its own protocol above).
 struct SnapshotEntry {
     SnapshotState state;
     bool cancelled;          // requester gave up: worker must not persist the slot
@@ -77,6 +98,8 @@ struct SnapshotEntry {
     char error_message[512];
     char error_detail[256];
     char error_hint[256];
+    std::atomic<Latch *> worker_latch;
+    SnapshotRequestArea request;
 };
 
 struct SharedState {
@@ -99,10 +122,13 @@ SharedState *state();
 Channel *channel(int index);
 Ring *ring(int index);
 SnapshotEntry *snapshot_entry(int index);
+// Response bytes of the entry's current snapshot data request (worker -> server).
+Ring *snapshot_ring(int index);
 
 // Wakes the server / a decoder (no-op when absent).
 void wake_server();
 void wake_decoder(Channel *ch);
+void wake_snapshot_worker(SnapshotEntry *entry);
 
 // Monotonic max on an atomic LSN; returns true when it grew.
 bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn);

@@ -5,12 +5,14 @@
 #include "config.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
+#include "snapshot/reader.hpp"
 
 namespace pgcdcws::snapshot {
 
 namespace {
 
 shmem::SnapshotEntry *entry = nullptr;
+int entry_index = -1;
 XLogReaderRoutine reader_routine;
 
 // Why the held snapshot ends; Stopped unless hold() found another reason.
@@ -21,6 +23,9 @@ shmem::SnapshotEnd end_reason = shmem::SnapshotEnd::Stopped;
 void on_exit(int, Datum) {
     if (!entry)
         return;
+    entry->worker_latch.store(nullptr);
+    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
+    shmem::wake_server();
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     entry->worker_pid = 0;
     if (entry->state == shmem::SnapshotState::Ready && end_reason != shmem::SnapshotEnd::SlotDropped) {
@@ -62,7 +67,16 @@ void create(const char *name, bool temporary) {
     if (cancelled())
         proc_exit(0);
 
-    const char *snapshot_name = SnapBuildExportSnapshot(ctx->snapshot_builder);
+    // SnapBuildExportSnapshot's steps, plus one: the snapshot also becomes this
+    // transaction's own (as walsender does for USE_SNAPSHOT), so that snapshot
+    // data requests served here read exactly what importers see.
+    StartTransactionCommand();
+    XactIsoLevel = XACT_REPEATABLE_READ;
+    XactReadOnly = true;
+    Snapshot snapshot = SnapBuildInitialSnapshot(ctx->snapshot_builder);
+    const char *snapshot_name = ExportSnapshot(snapshot);
+    RestoreTransactionSnapshot(snapshot, MyProc);
+    ereport(LOG, (errmsg("pgcdcws: exported snapshot \"%s\" for slot \"%s\"", snapshot_name, name)));
     const XLogRecPtr lsn = MyReplicationSlot->data.confirmed_flush;
     FreeDecodingContext(ctx);
     if (temporary)
@@ -110,10 +124,15 @@ void hold(const char *name) {
             end_reason = shmem::SnapshotEnd::TimedOut;
             break;
         }
+        if (entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Submitted)) {
+            serve_request(entry, entry_index);
+            continue;
+        }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }
-    SnapBuildClearExportedSnapshot();
+    // Ending the exporting transaction ends the exported snapshot.
+    AbortCurrentTransaction();
 }
 
 }  // namespace
@@ -148,18 +167,25 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     if (!shmem::available() || index < 0 || index >= shmem::state()->num_snapshots)
         proc_exit(1);
     snapshot::entry = shmem::snapshot_entry(index);
+    snapshot::entry_index = index;
 
     char name[NAMEDATALEN];
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     strlcpy(name, snapshot::entry->slot_name, NAMEDATALEN);
     const bool temporary = snapshot::entry->temporary;
     snapshot::entry->worker_pid = MyProcPid;
+    snapshot::entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
+    snapshot::entry->request.cancelled.store(false);
+    snapshot::entry->worker_latch.store(MyLatch, std::memory_order_release);
     LWLockRelease(shmem::state()->lock);
     before_shmem_exit(snapshot::on_exit, 0);
 
     BackgroundWorkerInitializeConnection(config::database, nullptr, 0);
     pgstat_report_appname("pgcdcws snapshot");
     CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgcdcws snapshot");
+    // OFFSET paging without ORDER BY relies on a stable physical order:
+    // synchronized scans could start each page's scan somewhere else.
+    SetConfigOption("synchronize_seqscans", "off", PGC_USERSET, PGC_S_OVERRIDE);
 
     PG_TRY();
     {

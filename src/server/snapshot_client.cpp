@@ -1,0 +1,56 @@
+#include <cstring>
+#include <vector>
+
+#include "server/snapshot_client.hpp"
+
+#include "shmem/state.hpp"
+
+namespace pgcdcws::server {
+
+bool SnapshotClient::append_body(const char *data, std::size_t length) {
+    if (body_.size() + length > protocol::kMaxSnapshotRequestSize)
+        return false;
+    body_.append(data, length);
+    return true;
+}
+
+void SnapshotClient::queue(int entry, protocol::SnapshotRequest request) {
+    entry_ = entry;
+    request_ = std::move(request);
+    state_ = State::Queued;
+}
+
+bool SnapshotClient::wants_write() const {
+    if (state_ == State::Finished)
+        return true;
+    return state_ == State::Running && !shmem::snapshot_ring(entry_)->empty();
+}
+
+int SnapshotClient::on_writable() {
+    if (state_ == State::Finished)
+        return -1;  // lws calls us only once what we wrote has left: close now
+    if (state_ != State::Running)
+        return 0;
+    shmem::Ring *ring = shmem::snapshot_ring(entry_);
+    shmem::RecordHeader header;
+    if (!ring->peek(header))
+        return 0;
+    static std::vector<unsigned char> *buffer = new std::vector<unsigned char>();
+    buffer->resize(LWS_PRE + header.length);
+    ring->copy_payload(header, reinterpret_cast<char *>(buffer->data() + LWS_PRE));
+    ring->pop(header);
+    shmem::SnapshotEntry *entry = shmem::snapshot_entry(entry_);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (entry->request.producer_waiting.load())
+        shmem::wake_snapshot_worker(entry);
+    if (header.length > 0 &&
+        lws_write(wsi_, buffer->data() + LWS_PRE, header.length, LWS_WRITE_RAW) < static_cast<int>(header.length))
+        return -1;
+    if (header.flags & shmem::kRecordMessageEnd)
+        state_ = State::Finished;
+    if (wants_write())
+        lws_callback_on_writable(wsi_);
+    return 0;
+}
+
+}  // namespace pgcdcws::server

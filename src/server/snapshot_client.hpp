@@ -1,0 +1,47 @@
+// One POST /v1/snapshot/data exchange: collects the body, waits its turn for the
+// slot's snapshot worker (one request at a time per snapshot), then relays the
+// reply the worker writes (a complete HTTP response) from the entry's ring to the
+// socket, one record per write, and closes the connection.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <libwebsockets.h>
+
+#include "protocol/snapshot_request.hpp"
+#include "shmem/ring.hpp"
+
+namespace pgcdcws::server {
+
+class SnapshotClient {
+public:
+    enum class State { ReadingBody, Queued, Running, Finished };
+
+    explicit SnapshotClient(struct lws *wsi) : wsi_(wsi) {}
+
+    struct lws *wsi() const { return wsi_; }
+    State state() const { return state_; }
+    int entry() const { return entry_; }
+    const protocol::SnapshotRequest &request() const { return request_; }
+
+    // Body bytes; false when the body is larger than allowed.
+    bool append_body(const char *data, std::size_t length);
+    const std::string &body() const { return body_; }
+
+    void queue(int entry, protocol::SnapshotRequest request);
+    void start() { state_ = State::Running; }
+
+    // Relays the reply; a negative result closes the connection (after the last byte).
+    int on_writable();
+    bool wants_write() const;
+
+private:
+    struct lws *wsi_;
+    State state_ = State::ReadingBody;
+    int entry_ = -1;
+    std::string body_;
+    protocol::SnapshotRequest request_;
+};
+
+}  // namespace pgcdcws::server

@@ -1,0 +1,321 @@
+#include <cstring>
+
+#include "snapshot/reader.hpp"
+
+#include "output/json_writer.hpp"
+#include "output/value_writer.hpp"
+
+namespace pgcdcws::snapshot {
+
+namespace {
+
+// Rows fetched from the cursor at a time, and bytes after which the response
+// built so far goes to the ring.
+constexpr long kFetchRows = 1000;
+constexpr int kFlushBytes = 64 * 1024;
+
+struct Response {
+    shmem::SnapshotEntry *entry;
+    shmem::Ring *ring;
+    StringInfoData buf;
+    bool head_sent;
+    bool abandoned;  // the client left: produce nothing more
+};
+
+output::StringInfoStream row_stream;
+output::JsonWriter *row_writer = nullptr;
+
+// Puts buf into the ring (in records the ring can hold), waiting for room.
+// Returns false when the client has left.
+bool flush(Response *r, bool last) {
+    const std::size_t max_record = r->ring->max_payload() < static_cast<std::size_t>(kFlushBytes)
+                                       ? r->ring->max_payload()
+                                       : static_cast<std::size_t>(kFlushBytes);
+    const char *data = r->buf.data;
+    std::size_t remaining = static_cast<std::size_t>(r->buf.len);
+    do {
+        const std::size_t n = remaining < max_record ? remaining : max_record;
+        const bool end = last && n == remaining;
+        for (;;) {
+            if (r->entry->request.cancelled.load()) {
+                r->abandoned = true;
+                resetStringInfo(&r->buf);
+                return false;
+            }
+            if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n)))
+                break;
+            r->entry->request.producer_waiting.store(true);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n))) {
+                r->entry->request.producer_waiting.store(false);
+                break;
+            }
+            shmem::wake_server();
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            r->entry->request.producer_waiting.store(false);
+            CHECK_FOR_INTERRUPTS();
+        }
+        shmem::wake_server();
+        data += n;
+        remaining -= n;
+    } while (remaining > 0);
+    resetStringInfo(&r->buf);
+    return true;
+}
+
+void send_head(Response *r, int status) {
+    appendStringInfo(&r->buf,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
+                     "connection: close\r\n\r\n",
+                     status, status == 200 ? "OK" : status == 404 ? "Not Found" : status == 400 ? "Bad Request"
+                                                                                                   : "Internal Server Error");
+    r->head_sent = true;
+}
+
+// A whole error reply: {"error": message}.
+void send_error(Response *r, int status, const char *message) {
+    resetStringInfo(&r->buf);
+    StringInfoData body;
+    initStringInfo(&body);
+    row_stream.buf = &body;
+    row_writer->Reset(row_stream);
+    row_writer->StartObject();
+    row_writer->Key("error");
+    row_writer->String(message, static_cast<rapidjson::SizeType>(std::strlen(message)));
+    row_writer->EndObject();
+    row_stream.terminate();
+    appendStringInfo(&r->buf,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
+                     "content-length: %d\r\nconnection: close\r\n\r\n",
+                     status, status == 404 ? "Not Found" : status == 400 ? "Bad Request" : "Internal Server Error",
+                     body.len);
+    appendBinaryStringInfo(&r->buf, body.data, body.len);
+    r->head_sent = true;
+    (void)flush(r, true);
+}
+
+// What an error in a phase means for the client.
+enum class Phase { Table, Column, After, Query };
+
+struct Request {
+    char table[1025];
+    char column[64];
+    bool has_order;
+    bool descending;
+    bool has_after;
+    int64 offset;
+    int64 limit;
+    char after[1025];
+};
+
+// Runs the query and streams the rows; errors longjmp out to serve_request.
+void execute(Response *r, const Request &q, volatile Phase *phase) {
+    *phase = Phase::Table;
+    List *names = stringToQualifiedNameList(q.table);
+    RangeVar *rv = makeRangeVarFromNameList(names);
+    const Oid relid = RangeVarGetRelid(rv, AccessShareLock, true);
+    if (relid == InvalidOid) {
+        char message[1200];
+        snprintf(message, sizeof message, "table \"%s\" does not exist", q.table);
+        send_error(r, 404, message);
+        return;
+    }
+    const char relkind = get_rel_relkind(relid);
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE && relkind != RELKIND_VIEW &&
+        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE) {
+        char message[1200];
+        snprintf(message, sizeof message, "\"%s\" is not a table", q.table);
+        send_error(r, 400, message);
+        return;
+    }
+    const char *qualified =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+
+    Oid key_type = InvalidOid;
+    if (q.has_order) {
+        *phase = Phase::Column;
+        const AttrNumber attnum = get_attnum(relid, q.column);
+        if (attnum == InvalidAttrNumber || attnum <= 0) {
+            char message[1300];
+            snprintf(message, sizeof message, "column \"%s\" does not exist in table %s", q.column, qualified);
+            send_error(r, 400, message);
+            return;
+        }
+        key_type = get_atttype(relid, attnum);
+    }
+
+    // Identifiers are quoted, numbers formatted here, the keyset value bound as
+    // a parameter of the column's type: nothing from the client is spliced in.
+    StringInfoData sql;
+    initStringInfo(&sql);
+    appendStringInfo(&sql, "SELECT * FROM %s", qualified);
+    Datum after_value = 0;
+    if (q.has_after) {
+        *phase = Phase::After;
+        Oid input_fn, ioparam;
+        getTypeInputInfo(key_type, &input_fn, &ioparam);
+        after_value = OidInputFunctionCall(input_fn, const_cast<char *>(q.after), ioparam, -1);
+        appendStringInfo(&sql, " WHERE %s %s $1", quote_identifier(q.column), q.descending ? "<" : ">");
+    }
+    if (q.has_order)
+        appendStringInfo(&sql, " ORDER BY %s %s", quote_identifier(q.column), q.descending ? "DESC" : "ASC");
+    appendStringInfo(&sql, " LIMIT " INT64_FORMAT " OFFSET " INT64_FORMAT, q.limit, q.offset);
+
+    *phase = Phase::Query;
+    if (SPI_connect() != SPI_OK_CONNECT)
+        elog(ERROR, "SPI_connect failed");
+    // The transaction snapshot is the exported one (RestoreTransactionSnapshot
+    // in worker.cpp); a subtransaction abort pops it again on error.
+    PushActiveSnapshot(GetTransactionSnapshot());
+    Oid arg_types[1] = {key_type};
+    Datum args[1] = {after_value};
+    Portal portal = SPI_cursor_open_with_args(nullptr, sql.data, q.has_after ? 1 : 0, arg_types, args, nullptr,
+                                              true, CURSOR_OPT_NO_SCROLL);
+
+    send_head(r, 200);
+    appendStringInfoChar(&r->buf, '[');
+    bool first_row = true;
+    int ncols = 0;
+    output::ValueKind *kinds = nullptr;
+    FmgrInfo *outputs = nullptr;
+    const char **names_text = nullptr;
+    MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "pgcdcws snapshot rows", ALLOCSET_DEFAULT_SIZES);
+    for (;;) {
+        SPI_cursor_fetch(portal, true, kFetchRows);
+        if (SPI_processed == 0)
+            break;
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        if (kinds == nullptr) {
+            ncols = desc->natts;
+            kinds = static_cast<output::ValueKind *>(palloc(sizeof(output::ValueKind) * ncols));
+            outputs = static_cast<FmgrInfo *>(palloc(sizeof(FmgrInfo) * ncols));
+            names_text = static_cast<const char **>(palloc(sizeof(char *) * ncols));
+            for (int c = 0; c < ncols; c++) {
+                Form_pg_attribute attr = TupleDescAttr(desc, c);
+                Oid fn;
+                bool varlena;
+                kinds[c] = output::value_kind(attr->atttypid);
+                getTypeOutputInfo(attr->atttypid, &fn, &varlena);
+                fmgr_info(fn, &outputs[c]);
+                names_text[c] = pstrdup(NameStr(attr->attname));
+            }
+        }
+        for (uint64 i = 0; i < SPI_processed; i++) {
+            MemoryContext old = MemoryContextSwitchTo(batch);
+            if (!first_row)
+                appendStringInfoChar(&r->buf, ',');
+            first_row = false;
+            row_stream.buf = &r->buf;
+            row_writer->Reset(row_stream);
+            row_writer->StartObject();
+            for (int c = 0; c < ncols; c++) {
+                if (TupleDescAttr(desc, c)->attisdropped)
+                    continue;
+                bool isnull;
+                const Datum value = SPI_getbinval(SPI_tuptable->vals[i], desc, c + 1, &isnull);
+                row_writer->Key(names_text[c], static_cast<rapidjson::SizeType>(std::strlen(names_text[c])));
+                output::write_value(*row_writer, kinds[c], &outputs[c], value, isnull);
+            }
+            row_writer->EndObject();
+            MemoryContextSwitchTo(old);
+            MemoryContextReset(batch);
+            if (r->buf.len >= kFlushBytes && !flush(r, false))
+                break;
+        }
+        SPI_freetuptable(SPI_tuptable);
+        if (r->abandoned)
+            break;
+    }
+    SPI_cursor_close(portal);
+    PopActiveSnapshot();
+    SPI_finish();
+    if (!r->abandoned) {
+        appendStringInfoChar(&r->buf, ']');
+        (void)flush(r, true);
+    }
+}
+
+}  // namespace
+
+void serve_request(shmem::SnapshotEntry *entry, int index) {
+    if (!row_writer)
+        row_writer = output::make_process_writer(&row_stream);
+    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Running));
+
+    Request q;
+    std::memset(&q, 0, sizeof q);
+    strlcpy(q.table, entry->request.table, sizeof q.table);
+    strlcpy(q.column, entry->request.order_column, sizeof q.column);
+    q.has_order = entry->request.has_order;
+    q.descending = entry->request.descending;
+    q.has_after = entry->request.has_after;
+    q.offset = entry->request.offset;
+    q.limit = entry->request.limit;
+    strlcpy(q.after, entry->request.after, sizeof q.after);
+
+    Response r;
+    r.entry = entry;
+    r.ring = shmem::snapshot_ring(index);
+    initStringInfo(&r.buf);
+    r.head_sent = false;
+    r.abandoned = false;
+
+    char activity[1200];
+    snprintf(activity, sizeof activity, "reading %s for POST /v1/snapshot/data", q.table);
+    pgstat_report_activity(STATE_RUNNING, activity);
+
+    // A subtransaction per request: an error rolls back only the request, and
+    // the exported snapshot (the top transaction's) lives on.
+    MemoryContext caller_context = CurrentMemoryContext;
+    ResourceOwner caller_owner = CurrentResourceOwner;
+    // volatile: read in PG_CATCH after the longjmp.
+    volatile Phase phase = Phase::Table;
+    BeginInternalSubTransaction(nullptr);
+    MemoryContextSwitchTo(caller_context);
+    PG_TRY();
+    {
+        execute(&r, q, &phase);
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller_context);
+        ErrorData *edata = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+        if (!r.head_sent) {
+            char message[1400];
+            if (phase == Phase::Table)
+                snprintf(message, sizeof message, "invalid table name \"%s\": %s", q.table, edata->message);
+            else if (phase == Phase::After)
+                snprintf(message, sizeof message, "invalid \"after\" value for column \"%s\": %s", q.column,
+                         edata->message);
+            else
+                snprintf(message, sizeof message, "%s", edata->message);
+            send_error(&r, phase == Phase::Query ? 500 : 400, message);
+        } else {
+            // The rows already went out under a 200: end the reply short, so the
+            // client sees a truncated body rather than a wrong one.
+            ereport(LOG, (errmsg("pgcdcws: snapshot read of %s failed after the reply started: %s", q.table,
+                                 edata->message)));
+            if (!r.abandoned) {
+                resetStringInfo(&r.buf);
+                (void)flush(&r, true);
+            }
+        }
+        FreeErrorData(edata);
+    }
+    PG_END_TRY();
+
+    pfree(r.buf.data);
+    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
+    shmem::wake_server();
+    pgstat_report_activity(STATE_RUNNING, "holding an exported snapshot");
+}
+
+}  // namespace pgcdcws::snapshot
