@@ -45,7 +45,62 @@ bool non_negative_integer(const rapidjson::Value &v, std::int64_t &out) {
     return true;
 }
 
+bool identifier_start(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80; }
+bool identifier_char(unsigned char c) { return identifier_start(c) || (c >= '0' && c <= '9') || c == '$'; }
+
 }  // namespace
+
+// SQL name syntax: 1-3 parts separated by dots (spaces allowed around them);
+// a part is "double quoted" ("" for a quote) or an unquoted identifier (a letter,
+// _ or non-ASCII byte, then also digits and $). Postgres' own splitter accepts
+// more (any run of characters), which would let "t;" or "pg_sleep(5)" through
+// as table names to look up; they are not names.
+const char *qualified_name_error(std::string_view name) {
+    std::size_t i = 0, parts = 0;
+    auto skip_spaces = [&] {
+        while (i < name.size() && (name[i] == ' ' || name[i] == '\t' || name[i] == '\n' || name[i] == '\r'))
+            i++;
+    };
+    for (;;) {
+        skip_spaces();
+        if (i >= name.size())
+            return parts == 0 ? "empty name" : "a name may not end with a dot";
+        if (name[i] == '"') {
+            std::size_t length = 0;
+            for (i++;; i++) {
+                if (i >= name.size())
+                    return "unterminated quoted identifier";
+                if (name[i] == '"') {
+                    if (i + 1 < name.size() && name[i + 1] == '"') {
+                        i++;
+                        length++;
+                        continue;
+                    }
+                    i++;
+                    break;
+                }
+                length++;
+            }
+            if (length == 0)
+                return "zero-length quoted identifier";
+        } else {
+            if (!identifier_start(static_cast<unsigned char>(name[i])))
+                return "a name must start with a letter or underscore (quote it otherwise)";
+            while (i < name.size() && identifier_char(static_cast<unsigned char>(name[i])))
+                i++;
+        }
+        parts++;
+        skip_spaces();
+        if (i >= name.size())
+            break;
+        if (name[i] != '.')
+            return "unexpected character in name (quote identifiers that contain it)";
+        i++;
+    }
+    if (parts > 3)
+        return "too many dotted parts (at most database.schema.table)";
+    return nullptr;
+}
 
 ParsedSnapshotRequest parse_snapshot_request(const char *data, std::size_t length, std::int64_t max_rows) {
     if (length > kMaxSnapshotRequestSize)
@@ -81,6 +136,8 @@ ParsedSnapshotRequest parse_snapshot_request(const char *data, std::size_t lengt
                 return fail("\"table\" must be a non-empty string such as \"public.orders\"");
             if (v.GetStringLength() > kMaxTableNameText)
                 return fail("\"table\" is too long");
+            if (const char *why = qualified_name_error(view(v)))
+                return fail(std::string("invalid table name: ") + why);
             q.table.assign(v.GetString(), v.GetStringLength());
             have_table = true;
         } else if (key == "offset") {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace pgcdcws::protocol {
 
@@ -34,6 +35,10 @@ struct ParsedSnapshotRequest {
     std::string error;  // when !ok: the message of the 400 reply
     SnapshotRequest request;
 };
+
+// nullptr when `name` is a syntactically valid, possibly qualified SQL name;
+// otherwise what is wrong.
+const char *qualified_name_error(std::string_view name);
 
 // max_rows: pgcdcws.snapshot_max_rows; a larger limit is an error.
 ParsedSnapshotRequest parse_snapshot_request(const char *data, std::size_t length, std::int64_t max_rows);
