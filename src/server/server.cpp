@@ -182,7 +182,10 @@ bool Server::setup() {
         log_guarded(LOG, "could not initialize the libuv loop");
         return false;
     }
-    lws_set_log_level(getenv("PGCDCWS_LWS_DEBUG") ? (LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG) : LLL_ERR, nullptr);
+    // libwebsockets logs to stderr (the server log). PGCDCWS_LWS_DEBUG in the
+    // postmaster's environment turns on its detailed logs, for diagnosing.
+    lws_set_log_level(getenv("PGCDCWS_LWS_DEBUG") ? (LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG) : LLL_ERR,
+                      nullptr);
 
     std::memset(&retry_policy_, 0, sizeof retry_policy_);
     retry_policy_.secs_since_valid_ping = static_cast<uint16_t>(config::ping_interval_s);
