@@ -101,7 +101,17 @@ int allocate_snapshot_entry(const char *name, bool temporary) {
         found = oldest_ended;
     if (found >= 0) {
         shmem::SnapshotEntry *e = shmem::snapshot_entry(found);
-        std::memset(e, 0, sizeof *e);
+        // Every plain field anew; the request area and latch are the worker's to set.
+        e->cancelled = false;
+        e->release_requested = false;
+        e->worker_pid = 0;
+        e->lsn = 0;
+        e->snapshot_name[0] = '\0';
+        e->held_since = 0;
+        e->end_reason = shmem::SnapshotEnd::Stopped;
+        e->ended_at = 0;
+        e->error_code = 0;
+        e->error_message[0] = e->error_detail[0] = e->error_hint[0] = '\0';
         e->state = shmem::SnapshotState::Starting;
         strlcpy(e->slot_name, name, NAMEDATALEN);
         e->temporary = temporary;
@@ -358,6 +368,8 @@ Datum cdc_ack(FunctionCallInfo fcinfo) {
     PG_RETURN_LSN(info.confirmed_flush);
 }
 
+bool wait_snapshot_released(int index, int worker_pid, const char *name);
+
 Datum cdc_drop(FunctionCallInfo fcinfo) {
     require_ready();
     CheckSlotPermissions();
@@ -412,18 +424,8 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
     slots::unmark_temporary(name);
 
     if (snapshot_index >= 0) {
-        if (snapshot_worker != 0) {
-            PGPROC *proc = BackendPidGetProc(snapshot_worker);
-            if (proc)
-                SetLatch(&proc->procLatch);
-        }
+        (void)wait_snapshot_released(snapshot_index, snapshot_worker, name);
         shmem::SnapshotEntry *e = shmem::snapshot_entry(snapshot_index);
-        (void)wait_until([&] {
-            LWLockAcquire(shmem::state()->lock, LW_SHARED);
-            const bool gone = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;
-            LWLockRelease(shmem::state()->lock);
-            return gone;
-        });
         LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
         if (e->state == shmem::SnapshotState::Ended && std::strcmp(e->slot_name, name) == 0)
             e->state = shmem::SnapshotState::Free;
@@ -491,14 +493,37 @@ SnapshotFacts snapshot_facts(const char *slot_name) {
     pg_unreachable();
 }
 
-Datum cdc_snapshot(FunctionCallInfo fcinfo) {
-    require_ready();
-    char name[NAMEDATALEN];
-    slot_name_arg(fcinfo, 0, name);
+// The slot's live snapshot, or the error that says why it is gone.
+SnapshotFacts live_snapshot(const char *name) {
     (void)require_our_slot(name);
     const SnapshotFacts f = snapshot_facts(name);
     if (f.state != shmem::SnapshotState::Ready)
         snapshot_gone(name, f);
+    return f;
+}
+
+// Wakes the worker holding entry `index` (it would notice within a second
+// anyway) and waits until it no longer holds the snapshot of slot `name`.
+bool wait_snapshot_released(int index, int worker_pid, const char *name) {
+    if (worker_pid != 0) {
+        PGPROC *proc = BackendPidGetProc(worker_pid);
+        if (proc)
+            SetLatch(&proc->procLatch);
+    }
+    const shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
+    return wait_until([&] {
+        LWLockAcquire(shmem::state()->lock, LW_SHARED);
+        const bool ended = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;
+        LWLockRelease(shmem::state()->lock);
+        return ended;
+    });
+}
+
+Datum cdc_snapshot(FunctionCallInfo fcinfo) {
+    require_ready();
+    char name[NAMEDATALEN];
+    slot_name_arg(fcinfo, 0, name);
+    const SnapshotFacts f = live_snapshot(name);
     PG_RETURN_TEXT_P(cstring_to_text(f.name));
 }
 
@@ -507,28 +532,12 @@ Datum cdc_snapshot_release(FunctionCallInfo fcinfo) {
     CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
-    (void)require_our_slot(name);
-    const SnapshotFacts f = snapshot_facts(name);
-    if (f.state != shmem::SnapshotState::Ready)
-        snapshot_gone(name, f);
-
+    const SnapshotFacts f = live_snapshot(name);
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     shmem::snapshot_entry(f.index)->release_requested = true;
     LWLockRelease(shmem::state()->lock);
-    if (f.worker_pid != 0) {
-        PGPROC *proc = BackendPidGetProc(f.worker_pid);
-        if (proc)
-            SetLatch(&proc->procLatch);
-    }
     // Return once the snapshot is really gone (vacuum is no longer held back).
-    const shmem::SnapshotEntry *e = shmem::snapshot_entry(f.index);
-    const bool done = wait_until([&] {
-        LWLockAcquire(shmem::state()->lock, LW_SHARED);
-        const bool ended = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;
-        LWLockRelease(shmem::state()->lock);
-        return ended;
-    });
-    if (!done)
+    if (!wait_snapshot_released(f.index, f.worker_pid, name))
         ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
                         errmsg("the snapshot worker of replication slot \"%s\" did not release in time", name)));
     PG_RETURN_VOID();
