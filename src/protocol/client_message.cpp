@@ -1,6 +1,7 @@
 #include "protocol/client_message.hpp"
 
 #include "protocol/lsn.hpp"
+#include "protocol/utf8.hpp"
 #include "protocol/rapidjson_config.hpp"
 
 #include <cstring>
@@ -14,22 +15,9 @@ namespace pgcdcws::protocol {
 namespace {
 
 // Whether a client-supplied name may be repeated in an error reply: it must be
-// valid UTF-8 (a WebSocket text frame must be), and RapidJSON decodes escapes
-// such as a lone \uDC00 into bytes that are not. Control characters are fine:
+// valid UTF-8 (a WebSocket text frame must be). Control characters are fine:
 // the JSON writer escapes them.
-bool printable(std::string_view name) {
-    struct Discard {
-        typedef char Ch;
-        void Put(char) {}
-    } sink;
-    if (name.size() > 128)
-        return false;
-    rapidjson::MemoryStream in(name.data(), name.size());
-    while (in.Tell() < name.size())
-        if (!rapidjson::UTF8<>::Validate(in, sink))
-            return false;
-    return true;
-}
+bool printable(std::string_view name) { return name.size() <= 128 && valid_utf8(name); }
 
 ClientMessage invalid(std::string why) {
     ClientMessage m;

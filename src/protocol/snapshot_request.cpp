@@ -1,16 +1,17 @@
 #include "protocol/snapshot_request.hpp"
 
+#include <cstdint>
 #include <cstring>
+#include <set>
 #include <string_view>
 
 #include "protocol/rapidjson_config.hpp"
 #include "protocol/slot_name.hpp"
+#include "protocol/utf8.hpp"
 
-#include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
+#include <rapidjson/reader.h>
 
 namespace pgcdcws::protocol {
 
@@ -22,8 +23,6 @@ ParsedSnapshotRequest fail(std::string why) {
     return r;
 }
 
-std::string_view view(const rapidjson::Value &v) { return std::string_view(v.GetString(), v.GetStringLength()); }
-
 bool lower_equals(std::string_view s, std::string_view lower) {
     if (s.size() != lower.size())
         return false;
@@ -34,14 +33,6 @@ bool lower_equals(std::string_view s, std::string_view lower) {
         if (c != lower[i])
             return false;
     }
-    return true;
-}
-
-// A non-negative JSON integer (not a float, not a string).
-bool non_negative_integer(const rapidjson::Value &v, std::int64_t &out) {
-    if (!v.IsInt64() || v.GetInt64() < 0)
-        return false;
-    out = v.GetInt64();
     return true;
 }
 
@@ -70,6 +61,8 @@ const char *qualified_name_error(std::string_view name) {
             for (i++;; i++) {
                 if (i >= name.size())
                     return "unterminated quoted identifier";
+                if (name[i] == '\0')
+                    return "a quoted identifier may not contain a NUL character";
                 if (name[i] == '"') {
                     if (i + 1 < name.size() && name[i + 1] == '"') {
                         i++;
@@ -102,104 +95,214 @@ const char *qualified_name_error(std::string_view name) {
     return nullptr;
 }
 
+namespace {
+
+// Builds the request from SAX events. Numbers come as their exact text
+// (kParseNumbersAsStringsFlag): no conversion through a double, so "after" keeps
+// every digit, and RapidJSON 1.1.0's full-precision number code (which can
+// crash on crafted input) is never reached.
+class RequestHandler : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, RequestHandler> {
+public:
+    SnapshotRequest request;
+    std::string error;
+    bool have_slot = false, have_table = false, have_limit = false;
+
+    bool Null() { return scalar(Kind::Null, nullptr, 0); }
+    bool Bool(bool b) { return scalar(Kind::Bool, b ? "true" : "false", b ? 4 : 5); }
+    bool RawNumber(const char *text, rapidjson::SizeType length, bool) { return scalar(Kind::Number, text, length); }
+    bool String(const char *text, rapidjson::SizeType length, bool) { return scalar(Kind::String, text, length); }
+    bool Key(const char *text, rapidjson::SizeType length, bool) {
+        const std::string_view key(text, length);
+        if (depth_ == 1) {
+            if (!seen_top_.insert(std::string(key)).second)
+                return fail("duplicate field \"" + printable_key(key) + "\"");
+        } else {
+            if (!seen_order_.insert(std::string(key)).second)
+                return fail("duplicate field in \"order_by\"");
+        }
+        key_.assign(text, length);
+        return true;
+    }
+    bool StartObject() {
+        if (depth_ == 0) {
+            depth_ = 1;
+            return true;
+        }
+        if (depth_ == 1 && key_ == "order_by") {
+            depth_ = 2;
+            request.has_order = true;
+            return true;
+        }
+        return type_error();
+    }
+    bool EndObject(rapidjson::SizeType) {
+        if (depth_ == 2 && request.order_column.empty())
+            return fail("\"order_by\" needs a \"column\"");
+        depth_--;
+        return true;
+    }
+    bool StartArray() { return depth_ == 0 ? fail(kNotObject) : type_error(); }
+    bool EndArray(rapidjson::SizeType) { return true; }
+
+private:
+    enum class Kind { Null, Bool, Number, String };
+    static constexpr const char *kNotObject = "expected a JSON object such as {\"slotName\": \"s\", \"table\": \"t\"}";
+
+    bool fail(std::string why) {
+        if (error.empty())
+            error = std::move(why);
+        return false;
+    }
+
+    static std::string printable_key(std::string_view key) {
+        for (char c : key)
+            if (c < 0x20 || c > 0x7e)
+                return "?";
+        return key.size() <= 64 ? std::string(key) : std::string(key.substr(0, 64)) + "...";
+    }
+
+    // A non-negative JSON integer: digits only (no sign, fraction or exponent).
+    static bool parse_count(const char *text, std::size_t length, std::int64_t &out) {
+        if (length == 0)
+            return false;
+        std::uint64_t v = 0;
+        for (std::size_t i = 0; i < length; i++) {
+            if (text[i] < '0' || text[i] > '9')
+                return false;
+            v = v * 10 + static_cast<std::uint64_t>(text[i] - '0');
+            if (v > static_cast<std::uint64_t>(INT64_MAX))
+                return false;
+        }
+        out = static_cast<std::int64_t>(v);
+        return true;
+    }
+
+    bool type_error() {
+        if (depth_ == 0)
+            return fail(kNotObject);
+        if (depth_ == 2 && key_ == "column")
+            return fail("\"order_by.column\" must be a column name (1-63 bytes)");
+        if (depth_ == 2 && key_ == "order")
+            return fail("\"order_by.order\" must be \"asc\" or \"desc\"");
+        if (depth_ == 2)
+            return fail("unknown field in \"order_by\" (expected \"column\" and \"order\")");
+        if (key_ == "slotName")
+            return fail("\"slotName\" must be a string");
+        if (key_ == "table")
+            return fail("\"table\" must be a non-empty string such as \"public.orders\"");
+        if (key_ == "offset")
+            return fail("\"offset\" must be a non-negative integer");
+        if (key_ == "limit")
+            return fail("\"limit\" must be a non-negative integer");
+        if (key_ == "order_by")
+            return fail("\"order_by\" must be an object such as {\"column\": \"id\", \"order\": \"asc\"}");
+        if (key_ == "after")
+            return fail("\"after\" must be a string, number or boolean (the last order_by value seen)");
+        return fail("unknown field (expected slotName, table, offset, limit, order_by, after)");
+    }
+
+    bool scalar(Kind kind, const char *text, std::size_t length) {
+        if (depth_ == 0)
+            return fail(kNotObject);
+        if (kind == Kind::String && !valid_utf8(std::string_view(text, length)))
+            return fail("invalid JSON: a string is not valid UTF-8 (lone surrogate escape?)");
+        const bool has_nul = kind == Kind::String && length && std::memchr(text, 0, length);
+        if (depth_ == 2) {
+            if (key_ == "column") {
+                if (kind != Kind::String || length == 0 || length > 63 || has_nul)
+                    return fail("\"order_by.column\" must be a column name (1-63 bytes)");
+                request.order_column.assign(text, length);
+                return true;
+            }
+            if (key_ == "order") {
+                const std::string_view v(text ? text : "", length);
+                if (kind == Kind::String && lower_equals(v, "asc"))
+                    request.descending = false;
+                else if (kind == Kind::String && lower_equals(v, "desc"))
+                    request.descending = true;
+                else
+                    return fail("\"order_by.order\" must be \"asc\" or \"desc\"");
+                return true;
+            }
+            return fail("unknown field in \"order_by\" (expected \"column\" and \"order\")");
+        }
+        if (key_ == "slotName") {
+            if (kind != Kind::String)
+                return type_error();
+            if (const char *why = slot_name_error(std::string_view(text, length)))
+                return fail(std::string("invalid slotName: ") + why);
+            request.slot_name.assign(text, length);
+            have_slot = true;
+        } else if (key_ == "table") {
+            if (kind != Kind::String || length == 0)
+                return type_error();
+            if (length > kMaxTableNameText)
+                return fail("\"table\" is too long");
+            if (const char *why = qualified_name_error(std::string_view(text, length)))
+                return fail(std::string("invalid table name: ") + why);
+            request.table.assign(text, length);
+            have_table = true;
+        } else if (key_ == "offset") {
+            if (kind != Kind::Number || !parse_count(text, length, request.offset))
+                return type_error();
+        } else if (key_ == "limit") {
+            if (kind != Kind::Number || !parse_count(text, length, request.limit))
+                return type_error();
+            have_limit = true;
+        } else if (key_ == "after") {
+            if (kind == Kind::Null)
+                return type_error();
+            if (length > kMaxAfterValueText || has_nul)
+                return fail("\"after\" is too long or contains a NUL character");
+            request.after.assign(text, length);
+            request.has_after = true;
+        } else if (key_ == "order_by") {
+            return type_error();
+        } else {
+            return type_error();
+        }
+        return true;
+    }
+
+    int depth_ = 0;
+    std::string key_;
+    std::set<std::string> seen_top_, seen_order_;
+};
+
+}  // namespace
+
 ParsedSnapshotRequest parse_snapshot_request(const char *data, std::size_t length, std::int64_t max_rows) {
     if (length > kMaxSnapshotRequestSize)
         return fail("request body too large: at most 65536 bytes");
     if (length && std::memchr(data, 0, length))
         return fail("invalid JSON: NUL character");
 
-    rapidjson::Document doc;
+    RequestHandler handler;
+    rapidjson::Reader reader;
     rapidjson::MemoryStream stream(data, length);
-    doc.ParseStream<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag, rapidjson::UTF8<>>(
-        stream);
-    if (doc.HasParseError())
-        return fail("invalid JSON at offset " + std::to_string(doc.GetErrorOffset()) + ": " +
-                    rapidjson::GetParseError_En(doc.GetParseError()));
-    if (!doc.IsObject())
-        return fail("expected a JSON object such as {\"slotName\": \"s\", \"table\": \"t\"}");
-
-    ParsedSnapshotRequest r;
-    SnapshotRequest &q = r.request;
-    bool have_slot = false, have_table = false;
-    for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
-        const std::string_view key = view(m->name);
-        const rapidjson::Value &v = m->value;
-        if (key == "slotName") {
-            if (!v.IsString())
-                return fail("\"slotName\" must be a string");
-            if (const char *why = slot_name_error(view(v)))
-                return fail(std::string("invalid slotName: ") + why);
-            q.slot_name.assign(v.GetString(), v.GetStringLength());
-            have_slot = true;
-        } else if (key == "table") {
-            if (!v.IsString() || v.GetStringLength() == 0)
-                return fail("\"table\" must be a non-empty string such as \"public.orders\"");
-            if (v.GetStringLength() > kMaxTableNameText)
-                return fail("\"table\" is too long");
-            if (const char *why = qualified_name_error(view(v)))
-                return fail(std::string("invalid table name: ") + why);
-            q.table.assign(v.GetString(), v.GetStringLength());
-            have_table = true;
-        } else if (key == "offset") {
-            if (!non_negative_integer(v, q.offset))
-                return fail("\"offset\" must be a non-negative integer");
-        } else if (key == "limit") {
-            if (!non_negative_integer(v, q.limit))
-                return fail("\"limit\" must be a non-negative integer");
-        } else if (key == "order_by") {
-            if (!v.IsObject())
-                return fail("\"order_by\" must be an object such as {\"column\": \"id\", \"order\": \"asc\"}");
-            for (auto o = v.MemberBegin(); o != v.MemberEnd(); ++o) {
-                const std::string_view okey = view(o->name);
-                if (okey == "column") {
-                    if (!o->value.IsString() || o->value.GetStringLength() == 0 || o->value.GetStringLength() > 63 ||
-                        std::memchr(o->value.GetString(), 0, o->value.GetStringLength()))
-                        return fail("\"order_by.column\" must be a column name (1-63 bytes)");
-                    q.order_column.assign(o->value.GetString(), o->value.GetStringLength());
-                } else if (okey == "order") {
-                    if (!o->value.IsString())
-                        return fail("\"order_by.order\" must be \"asc\" or \"desc\"");
-                    if (lower_equals(view(o->value), "asc"))
-                        q.descending = false;
-                    else if (lower_equals(view(o->value), "desc"))
-                        q.descending = true;
-                    else
-                        return fail("\"order_by.order\" must be \"asc\" or \"desc\"");
-                } else {
-                    return fail("unknown field in \"order_by\" (expected \"column\" and \"order\")");
-                }
-            }
-            if (q.order_column.empty())
-                return fail("\"order_by\" needs a \"column\"");
-            q.has_order = true;
-        } else if (key == "after") {
-            if (v.IsString()) {
-                q.after.assign(v.GetString(), v.GetStringLength());
-            } else if (v.IsNumber() || v.IsBool()) {
-                rapidjson::StringBuffer text;
-                rapidjson::Writer<rapidjson::StringBuffer> writer(text);
-                v.Accept(writer);
-                q.after.assign(text.GetString(), text.GetSize());
-            } else {
-                return fail("\"after\" must be a string, number or boolean (the last order_by value seen)");
-            }
-            if (q.after.size() > kMaxAfterValueText || q.after.find('\0') != std::string::npos)
-                return fail("\"after\" is too long or contains a NUL character");
-            q.has_after = true;
-        } else {
-            return fail("unknown field (expected slotName, table, offset, limit, order_by, after)");
-        }
+    const rapidjson::ParseResult ok =
+        reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseNumbersAsStringsFlag>(stream, handler);
+    if (!ok) {
+        if (!handler.error.empty())
+            return fail(handler.error);
+        return fail("invalid JSON at offset " + std::to_string(ok.Offset()) + ": " +
+                    rapidjson::GetParseError_En(ok.Code()));
     }
-    if (!have_slot)
+    SnapshotRequest &q = handler.request;
+    if (!handler.have_slot)
         return fail("missing \"slotName\"");
-    if (!have_table)
+    if (!handler.have_table)
         return fail("missing \"table\"");
+    if (!handler.have_limit && q.limit > max_rows)
+        q.limit = max_rows;  // the default never exceeds the cap
     if (q.limit > max_rows)
         return fail("\"limit\" " + std::to_string(q.limit) + " is above pgcdcws.snapshot_max_rows (" +
                     std::to_string(max_rows) + ")");
     if (q.has_after && !q.has_order)
         return fail("\"after\" needs \"order_by\": keyset paging continues after a value of that column");
+    ParsedSnapshotRequest r;
     r.ok = true;
+    r.request = std::move(q);
     return r;
 }
 

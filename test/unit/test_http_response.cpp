@@ -75,6 +75,7 @@ TEST(HttpReasonPhrase, KnownAndUnknownStatuses) {
         {405, "Method Not Allowed"},
         {409, "Conflict"},
         {410, "Gone"},
+        {411, "Length Required"},
         {413, "Payload Too Large"},
         {426, "Upgrade Required"},
         {500, "Internal Server Error"},
@@ -140,6 +141,8 @@ TEST(HttpErrorResponse, StatusLineAndHeaders) {
         {400, "HTTP/1.1 400 Bad Request"},       {404, "HTTP/1.1 404 Not Found"},
         {405, "HTTP/1.1 405 Method Not Allowed"}, {409, "HTTP/1.1 409 Conflict"},
         {426, "HTTP/1.1 426 Upgrade Required"},   {503, "HTTP/1.1 503 Service Unavailable"},
+        {410, "HTTP/1.1 410 Gone"},               {411, "HTTP/1.1 411 Length Required"},
+        {413, "HTTP/1.1 413 Payload Too Large"},
         {599, "HTTP/1.1 599 Error"},
     };
     for (const auto &c : cases) {

@@ -23,6 +23,11 @@ TEST(Route, StreamEndpoint) {
     EXPECT_EQ(route("/v1/lr/stream/"), Route::Stream);  // one trailing slash tolerated
 }
 
+TEST(Route, SnapshotDataEndpoint) {
+    EXPECT_EQ(route("/v1/snapshot/data"), Route::SnapshotData);
+    EXPECT_EQ(route("/v1/snapshot/data/"), Route::SnapshotData);  // one trailing slash tolerated
+}
+
 TEST(Route, EverythingElseIsNotFound) {
     const std::string cases[] = {
         "",
@@ -49,6 +54,23 @@ TEST(Route, EverythingElseIsNotFound) {
         "/v1/lr/./stream",
         std::string("/v1/lr/stream\0", 14),
         std::string("/v1/lr/stream/\0", 15),
+        "/v1/snapshot",
+        "/v1/snapshot/",
+        "/v1/snapshot/data//",
+        "/v1/snapshot/datas",
+        "/v1/snapshot/data/x",
+        "/v1/snapshot/data?slotName=x",
+        "/V1/snapshot/data",
+        "/v1/Snapshot/data",
+        "/v1/snapshot/DATA",
+        "v1/snapshot/data",
+        "//v1/snapshot/data",
+        "/v1//snapshot/data",
+        "/v1/snapshot/data ",
+        "/v1/lr/snapshot/data",
+        "/v1/snapshot/stream",
+        "/v1/lr/data",
+        std::string("/v1/snapshot/data\0", 18),
     };
     for (const auto &path : cases)
         EXPECT_EQ(route(path), Route::NotFound) << "\"" << path << "\"";
@@ -59,6 +81,11 @@ TEST(Route, HonoursStringViewLength) {
     EXPECT_EQ(route_for_path(std::string_view(text, 13)), Route::Stream);
     EXPECT_EQ(route_for_path(std::string_view(text, 14)), Route::Stream);
     EXPECT_EQ(route_for_path(std::string_view(text, 15)), Route::NotFound);
+    const char snap[] = "/v1/snapshot/data/more";
+    EXPECT_EQ(route_for_path(std::string_view(snap, 17)), Route::SnapshotData);
+    EXPECT_EQ(route_for_path(std::string_view(snap, 18)), Route::SnapshotData);
+    EXPECT_EQ(route_for_path(std::string_view(snap, 19)), Route::NotFound);
+    EXPECT_EQ(route_for_path(std::string_view(snap, 16)), Route::NotFound);
 }
 
 }  // namespace
