@@ -1024,3 +1024,26 @@ def test_exact_cut_snapshot_plus_stream_rebuilds_tables(cluster, slot_for):
         for k in sorted(want):
             assert got[k] == want[k], f"{t} id {k}: rebuilt {got[k]!r} != table {want[k]!r}"
     cluster.sql("SELECT cdc_drop(%s)", (slot,))
+
+
+def test_crafted_numbers_do_not_crash_the_server(cluster, slot_for):
+    """RapidJSON 1.1.0's full-precision number parsing can crash on crafted numbers; the
+    snapshot body parser never uses it, so the server answers and stays the same process,
+    and a number "after" keeps every digit."""
+    cluster.sql("CREATE TABLE snap_num_t (k numeric PRIMARY KEY)")
+    cluster.sql("INSERT INTO snap_num_t VALUES (12345678901234567890123), (12345678901234567890124)")
+    slot = slot_for("snap_num")[0]
+    server = cluster.pids_by_backend_type("pgcdcws server")
+    crafted = "128.74836467836484838364836483643636483648e-336"
+    for body in ('{"x": %s}' % crafted,
+                 '{"slotName": "%s", "table": "snap_num_t", "after": %s}' % (slot, crafted),
+                 '{"slotName": "%s", "table": "snap_num_t", "offset": 0e100}' % slot):
+        r = snap_post(cluster.ws_port, body)
+        assert r.status == 400, (body, r)
+        assert isinstance(r.json()["error"], str)
+    # The exact key as a JSON number: only the row after it comes back.
+    body = ('{"slotName": "%s", "table": "snap_num_t", "order_by": {"column": "k"}, '
+            '"after": 12345678901234567890123}' % slot)
+    rows = snap_rows(cluster.ws_port, body)
+    assert [str(r["k"]) for r in rows] == ["12345678901234567890124"]
+    assert cluster.pids_by_backend_type("pgcdcws server") == server
