@@ -33,6 +33,15 @@ struct DecoderState {
 
 DecoderState self;
 
+// SIGTERM means shutdown or pg_terminate_backend: the client is told the server
+// is going away (1001), not that the decoder failed.
+volatile sig_atomic_t got_sigterm = false;
+
+void handle_sigterm(SIGNAL_ARGS) {
+    got_sigterm = true;
+    die(postgres_signal_arg);
+}
+
 bool stop_wanted() {
     shmem::Channel *ch = self.channel;
     return ch->stop_requested.load(std::memory_order_acquire) || ch->drop_requested.load(std::memory_order_acquire) ||
@@ -64,6 +73,8 @@ void on_exit(int, Datum) {
     shmem::Channel *ch = self.channel;
     if (!ch)
         return;
+    if (got_sigterm)
+        ch->terminated.store(true);
     if (ch->decoder_status.load() != static_cast<std::uint32_t>(shmem::DecoderStatus::Failed))
         ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Exited));
     ch->decoder_latch.store(nullptr);
@@ -281,7 +292,7 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
     using namespace pgcdcws;
     using decoder::self;
 
-    pqsignal(SIGTERM, die);
+    pqsignal(SIGTERM, decoder::handle_sigterm);
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     BackgroundWorkerUnblockSignals();
 

@@ -141,6 +141,7 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
         ch->decoder_pid.store(0);
         ch->decoder_latch.store(nullptr);
         ch->producer_waiting.store(false);
+        ch->terminated.store(false);
         ch->error[0] = '\0';
         shmem::ring(index)->clear();
     }

@@ -31,6 +31,9 @@ namespace {
 
 // Longest wait between housekeeping passes when nothing happens.
 constexpr long kHousekeepingMs = 1000;
+// How long a stream whose decoder got SIGTERM waits for the server's own
+// SIGTERM (a shutdown) before telling the client it was an administrator.
+constexpr std::uint64_t kTerminateGraceMs = 300;
 // How long shutdown waits for close frames to go out.
 constexpr long kShutdownGraceMs = 500;
 
@@ -550,7 +553,18 @@ void Server::housekeeping() {
             client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, std::string("decoder failed: ") + ch->error,
                                  true);
         } else if (status == shmem::DecoderStatus::Exited && shmem::ring(client.channel())->empty()) {
-            client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "decoder stopped", true);
+            // A shutdown signals every process at once: a decoder that got
+            // SIGTERM is the shutdown, unless no SIGTERM reaches us shortly.
+            if (ShutdownRequestPending) {
+                client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
+            } else if (ch->terminated.load()) {
+                if (client.terminated_since() == 0)
+                    client.set_terminated_since(uv_now(&loop_));
+                else if (uv_now(&loop_) - client.terminated_since() >= kTerminateGraceMs)
+                    client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "decoder terminated by an administrator", true);
+            }
+            else
+                client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "decoder stopped", true);
         }
         if (client.wants_write())
             lws_callback_on_writable(client.wsi());

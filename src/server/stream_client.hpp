@@ -34,6 +34,10 @@ public:
     bool ready_to_close() const { return ready_to_close_ && !close_started_; }
     void start_close();
 
+    // When the server first saw this stream's decoder terminated (0: not yet).
+    std::uint64_t terminated_since() const { return terminated_since_; }
+    void set_terminated_since(std::uint64_t ms) { terminated_since_ = ms; }
+
     // Whether a writable callback would have something to do.
     bool wants_write() const;
 
@@ -54,6 +58,7 @@ private:
     bool close_now_ = false;
     bool ready_to_close_ = false;
     bool close_started_ = false;
+    std::uint64_t terminated_since_ = 0;
     std::string close_reason_;
 };
 

@@ -38,6 +38,7 @@ struct Channel {
     std::atomic<Latch *> decoder_latch;
     std::atomic<bool> producer_waiting;  // decoder sleeps until the ring has room
     std::atomic<std::uint64_t> confirmed_lsn;  // slot confirmed_flush after the last applied ack
+    std::atomic<bool> terminated;  // the decoder exited on SIGTERM (shutdown, pg_terminate_backend)
     char error[256];  // with DecoderStatus::Failed
 };
 

@@ -113,6 +113,9 @@ def test_fast_stop_with_stream_and_snapshot_open(own_cluster):
         assert p.returncode == 0, p.stdout
         assert "server stopped" in p.stdout
         code, reason, _ = await client.wait_closed_code(10)
-        assert (code, reason) == (1001, "server shutting down")
+        # 1001 either way: the server's own SIGTERM or its decoder's may be seen first
+        # (docs/PROTOCOL.md, close codes).
+        assert code == 1001
+        assert reason in ("server shutting down", "decoder terminated by an administrator")
 
     asyncio.run(main())
