@@ -14,7 +14,10 @@ REGRESS = init ack plugin snapshot slots errors
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=pgcdcws
 
 PG_CONFIG ?= pg_config
-PG_CXXFLAGS = -std=c++17 -O2 -Wall -Wno-register -Wno-missing-field-initializers -fno-omit-frame-pointer -I$(srcdir)/src
+# -MMD -MP: PGXS tracks no header dependencies; without them a changed class
+# layout leaves stale objects that disagree about it.
+PG_CXXFLAGS = -std=c++17 -O2 -Wall -Wno-register -Wno-missing-field-initializers -fno-omit-frame-pointer \
+	-I$(srcdir)/src -MMD -MP
 SHLIB_LINK += -lstdc++ -lwebsockets -luv
 
 # Debian's LLVM bitcode rule ignores PG_CXXFLAGS; pgcdcws does not use JIT inlining.
@@ -22,6 +25,9 @@ override with_llvm = no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+-include $(OBJS:.o=.d)
+EXTRA_CLEAN = $(OBJS:.o=.d)
 
 .PHONY: unit fuzz-smoke
 unit:

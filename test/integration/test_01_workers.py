@@ -4,7 +4,7 @@ import asyncio
 import time
 
 from cdcws import StreamClient, apoll
-from conftest import tcp_accepts
+from conftest import tcp_accepts, wait_for
 
 
 def test_server_worker_runs_and_listens(cluster):
@@ -125,6 +125,34 @@ def test_drop_database_not_blocked_by_pgcdcws_processes(cluster):
                     conn.close()
                 assert elapsed < 10, elapsed
                 assert cluster.sql("SELECT count(*) FROM pg_database WHERE datname = 'w_dropme'") == [(0,)]
+            finally:
+                await client.close()
+
+        asyncio.run(main())
+    finally:
+        cluster.drop_slot_quietly(slot)
+
+
+def test_pg_terminate_backend_on_decoder_is_going_away(cluster):
+    """An administrator ending a stream's decoder: the client gets 1001, and reconnecting
+    resumes the stream."""
+    slot = "w_term"
+    cluster.sql("CREATE TABLE w_term_t (id int PRIMARY KEY)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    try:
+        async def main():
+            client = await StreamClient.open(cluster.ws_port, slot)
+            pids = wait_for(lambda: cluster.pids_by_backend_type("pgcdcws decoder", fresh=True), 10,
+                            what="the decoder")
+            assert cluster.sql1("SELECT pg_terminate_backend(%s)", (pids[0],)) is True
+            code, reason, _ = await client.wait_closed_code(10)
+            assert (code, reason) == (1001, "decoder terminated by an administrator")
+
+            client = await StreamClient.open_retry(cluster.ws_port, slot)
+            try:
+                cluster.sql("INSERT INTO w_term_t VALUES (1)")
+                txn = await client.recv_txn(10)
+                assert txn.ids() == [1]
             finally:
                 await client.close()
 
