@@ -4,6 +4,7 @@ and a held snapshot open. Each test starts its own throw-away cluster."""
 
 import asyncio
 import os
+import signal
 
 import psycopg2
 import pytest
@@ -117,5 +118,39 @@ def test_fast_stop_with_stream_and_snapshot_open(own_cluster):
         # (docs/PROTOCOL.md, close codes).
         assert code == 1001
         assert reason in ("server shutting down", "decoder terminated by an administrator")
+
+    asyncio.run(main())
+
+
+def test_workers_exit_when_the_postmaster_dies(own_cluster):
+    """kill -9 of the postmaster: the server, decoder and snapshot workers notice and exit
+    (they wait with WL_EXIT_ON_PM_DEATH) instead of lingering as orphans."""
+    c = own_cluster(extension=True)
+    c.sql("SELECT * FROM cdc_init('pmdeath')")
+
+    async def main():
+        client = await StreamClient.open(c.ws_port, "pmdeath")
+        wait_for(lambda: c.pids_by_backend_type("pgcdcws decoder", fresh=True), 10, what="the decoder")
+        pids = {kind: c.pids_by_backend_type(kind, fresh=True)
+                for kind in ("pgcdcws server", "pgcdcws decoder", "pgcdcws snapshot")}
+        assert all(len(v) == 1 for v in pids.values()), pids
+        with open(os.path.join(c.datadir, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        c.reset_connection()
+        os.kill(postmaster, signal.SIGKILL)
+        c.running = False
+
+        def alive(pid):
+            try:
+                os.kill(pid, 0)
+                return True
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+
+        wait_for(lambda: not any(alive(p) for v in pids.values() for p in v), 15,
+                 what=f"pgcdcws processes {pids} to exit after the postmaster died")
+        client.abort()
 
     asyncio.run(main())
