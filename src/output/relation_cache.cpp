@@ -9,10 +9,13 @@ namespace pgcdcws::output {
 namespace {
 
 HTAB *cache = nullptr;
+// Counts invalidations, so that a build overlapped by one knows it may be stale.
+std::uint64_t invalidations = 0;
 StringInfoStream scratch_stream;
 JsonWriter *scratch_writer = nullptr;
 
 void invalidate(Datum, Oid relid) {
+    invalidations++;
     if (!cache)
         return;
     if (relid == InvalidOid) {
@@ -27,6 +30,10 @@ void invalidate(Datum, Oid relid) {
         entry->valid = false;
 }
 
+// A renamed schema or type changes no relation, so no relcache callback fires:
+// forget everything (renames are rare; pgoutput does the same).
+void invalidate_all(Datum, int, uint32) { invalidate(0, InvalidOid); }
+
 void ensure_cache() {
     if (cache)
         return;
@@ -37,6 +44,8 @@ void ensure_cache() {
     ctl.hcxt = CacheMemoryContext;
     cache = hash_create("pgcdcws relation cache", 128, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
     CacheRegisterRelcacheCallback(invalidate, 0);
+    CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, 0);
+    CacheRegisterSyscacheCallback(TYPEOID, invalidate_all, 0);
 }
 
 // Renders `text` as a JSON string into memory of the current context.
@@ -71,9 +80,10 @@ void build(RelationInfo *info, Relation relation) {
     info->context = AllocSetContextCreate(CacheMemoryContext, "pgcdcws relation", ALLOCSET_SMALL_SIZES);
     MemoryContext old = MemoryContextSwitchTo(info->context);
 
-    // Valid from here: an invalidation arriving while we read catalogs below
-    // clears it again, and the next change rebuilds.
-    info->valid = true;
+    // Valid only once complete (an ERROR below leaves it invalid, to be rebuilt),
+    // and only if no invalidation arrived while the catalogs were read.
+    info->valid = false;
+    const std::uint64_t seen = invalidations;
 
     TupleDesc desc = RelationGetDescr(relation);
     info->schema = get_namespace_name(RelationGetNamespace(relation));
@@ -130,6 +140,7 @@ void build(RelationInfo *info, Relation relation) {
     info->key_names_json = json_array(key_names, nkeys, &info->key_names_json_len);
     info->key_types_json = json_array(key_types, nkeys, &info->key_types_json_len);
     MemoryContextSwitchTo(old);
+    info->valid = invalidations == seen;
 }
 
 }  // namespace

@@ -66,7 +66,7 @@ void write_value_impl(JsonWriter &w, ValueKind kind, FmgrInfo *output, Datum val
                 w.RawValue(buf, n, rapidjson::kNumberType);
             return;
         }
-        break;
+        [[fallthrough]];  // the output function's digits, still a JSON number
     case ValueKind::Numeric: {
         const char *text = OutputFunctionCall(output, value);
         if (!write_special_number(w, text))

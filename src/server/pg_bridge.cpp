@@ -55,15 +55,39 @@ void register_server() {
         if (ch->decoder_pid.load() == 0)
             ch->in_use = false;
     }
+    // Snapshot replies of a previous server process have no reader any more.
+    for (int i = 0; i < st->num_snapshots; i++) {
+        shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
+        if (e->request.state.load() != static_cast<std::uint32_t>(shmem::RequestState::Idle)) {
+            e->request.cancelled.store(true);
+            shmem::wake_snapshot_worker(e);
+        }
+    }
+    // Temporary slots of a previous run go once per start of the cluster, not
+    // at every restart of this process (a slot cdc_init() just made is idle).
+    const bool check_leftovers = !st->leftover_temporary_checked;
+    st->leftover_temporary_checked = true;
     LWLockRelease(st->lock);
-    slots::drop_leftover_temporary();
+    if (check_leftovers)
+        slots::drop_leftover_temporary();
 }
 
 void unregister_server(int, Datum) {
     shmem::SharedState *st = shmem::state();
     st->server_latch.store(nullptr);
     st->server_pid.store(0);
+    // Streams cannot outlive their server: let their decoders release the slots.
+    for (int i = 0; i < st->num_channels; i++) {
+        shmem::Channel *ch = shmem::channel(i);
+        if (ch->in_use) {
+            ch->stop_requested.store(true);
+            shmem::wake_decoder(ch);
+        }
+    }
 }
+
+// Reads pgcdcws.database's OID from pg_database (inside a transaction).
+void lookup_database_oid();
 
 Oid served_database() {
     if (database_oid != InvalidOid)
@@ -72,6 +96,21 @@ Oid served_database() {
     // but only by a heap scan (its index path needs pg_class). The logical
     // replication launcher reads pg_subscription the same way.
     StartTransactionCommand();
+    PG_TRY();
+    {
+        lookup_database_oid();
+    }
+    PG_CATCH();
+    {
+        AbortCurrentTransaction();
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    CommitTransactionCommand();
+    return database_oid;
+}
+
+void lookup_database_oid() {
     (void)GetTransactionSnapshot();
     Relation rel = table_open(DatabaseRelationId, AccessShareLock);
     TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
@@ -85,8 +124,6 @@ Oid served_database() {
     }
     table_endscan(scan);
     table_close(rel, AccessShareLock);
-    CommitTransactionCommand();
-    return database_oid;
 }
 
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal) {
@@ -191,7 +228,7 @@ void reap_channels(const bool *has_client) {
     }
 }
 
-int find_snapshot(const char *slot_name, Refusal *refusal) {
+int find_snapshot(const char *slot_name, std::uint32_t *generation, Refusal *refusal) {
     const Oid database = served_database();
     slots::SlotInfo info;
     if (database == InvalidOid || !slots::find(slot_name, &info) || !slots::is_ours(info, database)) {
@@ -205,6 +242,8 @@ int find_snapshot(const char *slot_name, Refusal *refusal) {
     const bool ready = e && e->state == shmem::SnapshotState::Ready;
     const shmem::SnapshotEnd reason = e ? e->end_reason : shmem::SnapshotEnd::Stopped;
     const bool ended = e && e->state == shmem::SnapshotState::Ended;
+    if (e)
+        *generation = e->generation.load();
     LWLockRelease(st->lock);
     if (ready)
         return index;
@@ -218,19 +257,20 @@ int find_snapshot(const char *slot_name, Refusal *refusal) {
     return -1;
 }
 
-bool snapshot_alive(int index) {
+bool snapshot_alive(int index, std::uint32_t generation) {
     shmem::SharedState *st = shmem::state();
     LWLockAcquire(st->lock, LW_SHARED);
     const bool alive = shmem::snapshot_entry(index)->state == shmem::SnapshotState::Ready &&
-                       shmem::snapshot_entry(index)->worker_pid != 0;
+                       shmem::snapshot_entry(index)->worker_pid != 0 &&
+                       shmem::snapshot_entry(index)->generation.load() == generation;
     LWLockRelease(st->lock);
     return alive;
 }
 
-bool submit_snapshot_query(int index, const SnapshotQuery &q) {
+bool submit_snapshot_query(int index, std::uint32_t generation, const SnapshotQuery &q) {
     shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
     shmem::SnapshotRequestArea &r = e->request;
-    if (r.state.load() != static_cast<std::uint32_t>(shmem::RequestState::Idle))
+    if (r.state.load() != static_cast<std::uint32_t>(shmem::RequestState::Idle) || e->generation.load() != generation)
         return false;
     shmem::snapshot_ring(index)->clear();  // the worker is idle: nothing is produced now
     strlcpy(r.table, q.table, sizeof r.table);

@@ -35,7 +35,7 @@ void reap_channels(const bool *has_client);
 
 // Snapshot data requests. find_snapshot: the entry holding the live snapshot of
 // `slot_name`, or -1 with a refusal (404 unknown slot, 410 snapshot gone).
-int find_snapshot(const char *slot_name, Refusal *refusal);
+int find_snapshot(const char *slot_name, std::uint32_t *generation, Refusal *refusal);
 // Hands a request to the entry's worker; false when one is already running there.
 struct SnapshotQuery {
     const char *table;
@@ -47,9 +47,9 @@ struct SnapshotQuery {
     std::int64_t offset;
     std::int64_t limit;
 };
-bool submit_snapshot_query(int entry, const SnapshotQuery &query);
-// Whether the entry still holds its snapshot.
-bool snapshot_alive(int entry);
+bool submit_snapshot_query(int entry, std::uint32_t generation, const SnapshotQuery &query);
+// Whether the entry still holds the snapshot it held at `generation`.
+bool snapshot_alive(int entry, std::uint32_t generation);
 
 void log_message(int level, const char *message);
 void reload_config();

@@ -34,6 +34,8 @@ constexpr long kHousekeepingMs = 1000;
 // How long a stream whose decoder got SIGTERM waits for the server's own
 // SIGTERM (a shutdown) before telling the client it was an administrator.
 constexpr std::uint64_t kTerminateGraceMs = 300;
+// Snapshot data requests waiting for one slot's worker, at most.
+constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
 // How long shutdown waits for close frames to go out.
 constexpr long kShutdownGraceMs = 500;
 
@@ -414,14 +416,19 @@ int Server::snapshot_request_body_done(struct lws *wsi) {
     }
     bridge::Refusal refusal;
     int entry = -1;
-    pg::guarded([&] { entry = bridge::find_snapshot(parsed.request.slot_name.c_str(), &refusal); });
+    std::uint32_t generation = 0;
+    pg::guarded([&] { entry = bridge::find_snapshot(parsed.request.slot_name.c_str(), &generation, &refusal); });
     if (entry < 0) {
         send_http_error(wsi, refusal.status, refusal.message);
         return 1;
     }
+    if (snapshot_queue_[static_cast<std::size_t>(entry)].size() >= kMaxQueuedSnapshotRequests) {
+        send_http_error(wsi, 503, "too many snapshot requests are waiting for this slot; retry later");
+        return 1;
+    }
     // Reading may take a while: no lws timeout applies while we wait our turn.
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-    client.queue(entry, parsed.request);
+    client.queue(entry, generation, parsed.request);
     snapshot_queue_[static_cast<std::size_t>(entry)].push_back(wsi);
     snapshot_start_next(entry);
     return 0;
@@ -441,7 +448,8 @@ void Server::snapshot_start_next(int entry) {
             continue;
         }
         bool alive = false;
-        pg::guarded([&] { alive = bridge::snapshot_alive(entry); });
+        const std::uint32_t generation = it->second->generation();
+        pg::guarded([&] { alive = bridge::snapshot_alive(entry, generation); });
         if (!alive) {
             // The snapshot ended while this request waited.
             queue.pop_front();
@@ -453,7 +461,7 @@ void Server::snapshot_start_next(int entry) {
         bridge::SnapshotQuery query{q.table.c_str(),  q.order_column.c_str(), q.has_order, q.descending,
                                     q.has_after,      q.after.c_str(),        q.offset,    q.limit};
         bool submitted = false;
-        pg::guarded([&] { submitted = bridge::submit_snapshot_query(entry, query); });
+        pg::guarded([&] { submitted = bridge::submit_snapshot_query(entry, generation, query); });
         if (!submitted)
             return;  // the worker is still finishing an abandoned request
         queue.pop_front();
@@ -548,7 +556,10 @@ void Server::housekeeping() {
         shmem::Channel *ch = shmem::channel(client.channel());
         const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
         if (ch->drop_requested.load()) {
-            client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "replication slot dropped", false);
+            // Wait for the message in flight only while a decoder can finish it.
+            const bool decoder_gone = status == shmem::DecoderStatus::Exited || status == shmem::DecoderStatus::Failed;
+            client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "replication slot dropped",
+                                 decoder_gone && shmem::ring(client.channel())->empty());
         } else if (status == shmem::DecoderStatus::Failed) {
             client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, std::string("decoder failed: ") + ch->error,
                                  true);
@@ -656,5 +667,9 @@ extern "C" PGDLLEXPORT void pgcdcws_server_main(Datum) {
             failed = true;
         }
     }
-    proc_exit(failed ? 1 : 0);
+    // Exit code 1 even after SIGTERM: the postmaster restarts the server after
+    // bgw_restart_time unless the cluster itself is stopping, so a
+    // pg_terminate_backend() does not switch pgcdcws off until the next restart.
+    (void)failed;
+    proc_exit(1);
 }

@@ -14,8 +14,9 @@ bool SnapshotClient::append_body(const char *data, std::size_t length) {
     return true;
 }
 
-void SnapshotClient::queue(int entry, protocol::SnapshotRequest request) {
+void SnapshotClient::queue(int entry, std::uint32_t generation, protocol::SnapshotRequest request) {
     entry_ = entry;
+    generation_ = generation;
     request_ = std::move(request);
     state_ = State::Queued;
 }

@@ -23,13 +23,14 @@ public:
     struct lws *wsi() const { return wsi_; }
     State state() const { return state_; }
     int entry() const { return entry_; }
+    std::uint32_t generation() const { return generation_; }
     const protocol::SnapshotRequest &request() const { return request_; }
 
     // Body bytes; false when the body is larger than allowed.
     bool append_body(const char *data, std::size_t length);
     const std::string &body() const { return body_; }
 
-    void queue(int entry, protocol::SnapshotRequest request);
+    void queue(int entry, std::uint32_t generation, protocol::SnapshotRequest request);
     void start() { state_ = State::Running; }
 
     // Relays the reply; a negative result closes the connection (after the last byte).
@@ -40,6 +41,7 @@ private:
     struct lws *wsi_;
     State state_ = State::ReadingBody;
     int entry_ = -1;
+    std::uint32_t generation_ = 0;
     std::string body_;
     protocol::SnapshotRequest request_;
 };

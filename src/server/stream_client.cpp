@@ -50,8 +50,10 @@ bool StreamClient::wants_write() const {
 }
 
 void StreamClient::request_close(int code, std::string reason, bool immediately) {
-    if (close_code_ != 0)
+    if (close_code_ != 0) {
+        close_now_ = close_now_ || immediately;  // a close already due may become urgent
         return;
+    }
     close_code_ = code;
     close_now_ = immediately;
     if (reason.size() > 120)

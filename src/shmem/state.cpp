@@ -78,6 +78,7 @@ void startup_shmem() {
             auto *e = reinterpret_cast<SnapshotEntry *>(snapshots_base + MAXALIGN(sizeof(SnapshotEntry)) * i);
             e->state = SnapshotState::Free;
             new (&e->worker_latch) std::atomic<Latch *>(nullptr);
+            new (&e->generation) std::atomic<std::uint32_t>(0);
             new (&e->request.state) std::atomic<std::uint32_t>(0);
             new (&e->request.cancelled) std::atomic<bool>(false);
             new (&e->request.producer_waiting) std::atomic<bool>(false);

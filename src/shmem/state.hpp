@@ -82,6 +82,7 @@ struct SnapshotRequestArea {
 // (except the request area, which has its own protocol above).
 struct SnapshotEntry {
     SnapshotState state;
+    std::atomic<std::uint32_t> generation;  // bumped on each allocation: requests name the one they meant
     bool cancelled;          // requester gave up: worker must not persist the slot
     bool release_requested;  // snapshot no longer needed
     bool temporary;
@@ -109,6 +110,7 @@ struct SharedState {
     std::atomic<int> server_pid;
     std::atomic<Latch *> server_latch;
     std::atomic<std::uint32_t> server_generation;
+    bool leftover_temporary_checked;  // temporary slots of a previous run dropped (once per shmem init)
     int num_channels;
     int num_snapshots;
     std::size_t ring_capacity;

@@ -2,6 +2,7 @@
 
 #include "snapshot/reader.hpp"
 
+#include "config.hpp"
 #include "output/json_writer.hpp"
 #include "output/value_writer.hpp"
 
@@ -18,9 +19,26 @@ struct Response {
     shmem::SnapshotEntry *entry;
     shmem::Ring *ring;
     StringInfoData buf;
-    bool head_sent;
-    bool abandoned;  // the client left: produce nothing more
+    bool head_sent;  // a status line is in buf or gone
+    bool flushed;    // bytes went to the ring: the status can no longer change
+    bool abandoned;  // the client left, or the snapshot ends: produce nothing more
+    std::uint32_t server_generation;
 };
+
+// Whether to stop producing: the client left, the server that would read the
+// reply restarted, or the snapshot is being released (its timeout is checked
+// by the hold loop, which this wait would otherwise starve).
+bool give_up(Response *r) {
+    if (r->entry->request.cancelled.load() ||
+        shmem::state()->server_generation.load() != r->server_generation)
+        return true;
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    const bool releasing = r->entry->release_requested;
+    const TimestampTz since = r->entry->held_since;
+    LWLockRelease(shmem::state()->lock);
+    return releasing ||
+           GetCurrentTimestamp() - since >= static_cast<int64>(config::snapshot_timeout_s) * USECS_PER_SEC;
+}
 
 output::StringInfoStream row_stream;
 output::JsonWriter *row_writer = nullptr;
@@ -37,7 +55,7 @@ bool flush(Response *r, bool last) {
         const std::size_t n = remaining < max_record ? remaining : max_record;
         const bool end = last && n == remaining;
         for (;;) {
-            if (r->entry->request.cancelled.load()) {
+            if (give_up(r)) {
                 r->abandoned = true;
                 resetStringInfo(&r->buf);
                 return false;
@@ -57,6 +75,7 @@ bool flush(Response *r, bool last) {
             CHECK_FOR_INTERRUPTS();
         }
         shmem::wake_server();
+        r->flushed = true;
         data += n;
         remaining -= n;
     } while (remaining > 0);
@@ -88,7 +107,11 @@ void send_error(Response *r, int status, const char *message) {
     appendStringInfo(&r->buf,
                      "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
                      "content-length: %d\r\nconnection: close\r\n\r\n",
-                     status, status == 404 ? "Not Found" : status == 400 ? "Bad Request" : "Internal Server Error",
+                     status,
+                     status == 404   ? "Not Found"
+                     : status == 400 ? "Bad Request"
+                     : status == 403 ? "Forbidden"
+                                     : "Internal Server Error",
                      body.len);
     appendBinaryStringInfo(&r->buf, body.data, body.len);
     r->head_sent = true;
@@ -107,6 +130,7 @@ struct Request {
     int64 offset;
     int64 limit;
     char after[1025];
+    Oid role;
 };
 
 // Runs the query and streams the rows; errors longjmp out to serve_request.
@@ -131,6 +155,15 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     }
     const char *qualified =
         quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+    // Reads run as the role that called cdc_init(), not as this worker's
+    // superuser: its SELECT privilege is checked and row security applies.
+    if (pg_class_aclcheck(relid, q.role, ACL_SELECT) != ACLCHECK_OK) {
+        char message[1300];
+        snprintf(message, sizeof message, "permission denied for table %s (role %s, which called cdc_init())",
+                 qualified, GetUserNameFromId(q.role, true) ? GetUserNameFromId(q.role, true) : "?");
+        send_error(r, 403, message);
+        return;
+    }
 
     Oid key_type = InvalidOid;
     if (q.has_order) {
@@ -163,6 +196,11 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     appendStringInfo(&sql, " LIMIT " INT64_FORMAT " OFFSET " INT64_FORMAT, q.limit, q.offset);
 
     *phase = Phase::Query;
+    // The subtransaction restores the user on abort; release restores it below.
+    Oid saved_user;
+    int saved_context;
+    GetUserIdAndSecContext(&saved_user, &saved_context);
+    SetUserIdAndSecContext(q.role, saved_context | SECURITY_RESTRICTED_OPERATION);
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "SPI_connect failed");
     // The transaction snapshot is the exported one (RestoreTransactionSnapshot
@@ -230,6 +268,7 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     SPI_cursor_close(portal);
     PopActiveSnapshot();
     SPI_finish();
+    SetUserIdAndSecContext(saved_user, saved_context);
     if (!r->abandoned) {
         appendStringInfoChar(&r->buf, ']');
         (void)flush(r, true);
@@ -253,13 +292,17 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     q.offset = entry->request.offset;
     q.limit = entry->request.limit;
     strlcpy(q.after, entry->request.after, sizeof q.after);
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    q.role = entry->requester_role;
+    LWLockRelease(shmem::state()->lock);
 
     Response r;
     r.entry = entry;
     r.ring = shmem::snapshot_ring(index);
-    initStringInfo(&r.buf);
     r.head_sent = false;
+    r.flushed = false;
     r.abandoned = false;
+    r.server_generation = shmem::state()->server_generation.load();
 
     char activity[1200];
     snprintf(activity, sizeof activity, "reading %s for POST /v1/snapshot/data", q.table);
@@ -267,6 +310,12 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
 
     // A subtransaction per request: an error rolls back only the request, and
     // the exported snapshot (the top transaction's) lives on.
+    // Everything a request allocates goes when it ends; the transaction (and so
+    // its context) lives as long as the snapshot.
+    MemoryContext request_context =
+        AllocSetContextCreate(TopMemoryContext, "pgcdcws snapshot request", ALLOCSET_DEFAULT_SIZES);
+    MemoryContext outer_context = MemoryContextSwitchTo(request_context);
+    initStringInfo(&r.buf);
     MemoryContext caller_context = CurrentMemoryContext;
     ResourceOwner caller_owner = CurrentResourceOwner;
     // volatile: read in PG_CATCH after the longjmp.
@@ -288,7 +337,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         RollbackAndReleaseCurrentSubTransaction();
         MemoryContextSwitchTo(caller_context);
         CurrentResourceOwner = caller_owner;
-        if (!r.head_sent) {
+        if (!r.flushed) {
             char message[1400];
             if (phase == Phase::Table)
                 snprintf(message, sizeof message, "invalid table name \"%s\": %s", q.table, edata->message);
@@ -312,7 +361,8 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     }
     PG_END_TRY();
 
-    pfree(r.buf.data);
+    MemoryContextSwitchTo(outer_context);
+    MemoryContextDelete(request_context);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
     shmem::wake_server();
     pgstat_report_activity(STATE_RUNNING, "holding an exported snapshot");

@@ -117,7 +117,7 @@ void hold(const char *name) {
             end_reason = shmem::SnapshotEnd::SlotDropped;
             break;
         }
-        if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), config::snapshot_timeout_s * 1000L)) {
+        if (GetCurrentTimestamp() - since >= static_cast<int64>(config::snapshot_timeout_s) * USECS_PER_SEC) {
             ereport(LOG, (errmsg("pgcdcws: released the snapshot of slot \"%s\" after pgcdcws.snapshot_timeout "
                                  "(%d s)",
                                  name, config::snapshot_timeout_s)));
@@ -174,8 +174,6 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     strlcpy(name, snapshot::entry->slot_name, NAMEDATALEN);
     const bool temporary = snapshot::entry->temporary;
     snapshot::entry->worker_pid = MyProcPid;
-    snapshot::entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
-    snapshot::entry->request.cancelled.store(false);
     snapshot::entry->worker_latch.store(MyLatch, std::memory_order_release);
     LWLockRelease(shmem::state()->lock);
     before_shmem_exit(snapshot::on_exit, 0);

@@ -112,6 +112,7 @@ int allocate_snapshot_entry(const char *name, bool temporary) {
         e->ended_at = 0;
         e->error_code = 0;
         e->error_message[0] = e->error_detail[0] = e->error_hint[0] = '\0';
+        e->generation.fetch_add(1);
         e->state = shmem::SnapshotState::Starting;
         strlcpy(e->slot_name, name, NAMEDATALEN);
         e->temporary = temporary;
@@ -158,7 +159,9 @@ void init_cleanup(int, Datum arg) {
         ResetLatch(MyLatch);
     }
     slots::SlotInfo info;
-    if (e->state == shmem::SnapshotState::Ready && slots::find(e->slot_name, &info) && info.active_pid == 0) {
+    // Ready, or Ended by the worker we just stopped: the slot was persisted.
+    if ((e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Ended) &&
+        slots::find(e->slot_name, &info) && info.active_pid == 0) {
         ReplicationSlotDrop(e->slot_name, true);
         slots::unmark_temporary(e->slot_name);
     }

@@ -444,3 +444,27 @@ def test_cdc_ack_with_client_connected(cluster):
         asyncio.run(main())
     finally:
         cluster.drop_slot_quietly(slot)
+
+
+def test_cdc_drop_in_the_middle_of_a_big_transaction(cluster):
+    """The decoder may stop halfway through a fragmented message; the client still gets its
+    close (1001) instead of waiting forever for the message's end."""
+    slot = "s_drop_big"
+    cluster.sql("CREATE TABLE s_drop_big_t (id int PRIMARY KEY, pad text)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    try:
+        cluster.sql("INSERT INTO s_drop_big_t SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g")
+
+        async def main():
+            client = await StreamClient.open(cluster.ws_port, slot)
+            first = await client.recv_raw(20)
+            assert '"xid"' in first
+            # The client stops reading: the ring fills and the decoder waits inside the transaction.
+            cluster.sql("SELECT cdc_drop(%s)", (slot,))
+            code, reason, _ = await client.wait_closed_code(60)
+            assert (code, reason) == (1001, "replication slot dropped")
+
+        asyncio.run(main())
+        assert not cluster.slot_exists(slot)
+    finally:
+        cluster.drop_slot_quietly(slot)

@@ -1047,3 +1047,34 @@ def test_crafted_numbers_do_not_crash_the_server(cluster, slot_for):
     rows = snap_rows(cluster.ws_port, body)
     assert [str(r["k"]) for r in rows] == ["12345678901234567890124"]
     assert cluster.pids_by_backend_type("pgcdcws server") == server
+
+
+def test_snapshot_reads_run_as_the_role_that_called_cdc_init(cluster):
+    """The snapshot worker is a superuser; reads run as the cdc_init() caller instead, with
+    its SELECT privilege checked (403) and row security applied."""
+    cluster.sql("CREATE TABLE snap_priv_open (id int PRIMARY KEY)")
+    cluster.sql("CREATE TABLE snap_priv_closed (id int PRIMARY KEY)")
+    cluster.sql("INSERT INTO snap_priv_open VALUES (1), (2)")
+    cluster.sql("INSERT INTO snap_priv_closed VALUES (1)")
+    cluster.sql("CREATE ROLE snap_reader LOGIN REPLICATION")
+    cluster.sql("GRANT SELECT ON snap_priv_open TO snap_reader")
+    slot = "snap_priv"
+    try:
+        conn = cluster.connect(user="snap_reader")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT slot_name FROM cdc_init(%s)", (slot,))
+                assert cur.fetchone()[0] == slot
+        finally:
+            conn.close()
+        rows = snap_rows(cluster.ws_port, {"slotName": slot, "table": "snap_priv_open", "order_by": {"column": "id"}})
+        assert [r["id"] for r in rows] == [1, 2]
+        message = snap_error(cluster.ws_port, {"slotName": slot, "table": "snap_priv_closed"}, 403)
+        assert "permission denied for table public.snap_priv_closed" in message
+        assert "snap_reader" in message
+        message = snap_error(cluster.ws_port, {"slotName": slot, "table": "pg_catalog.pg_authid"}, 403)
+        assert "permission denied" in message
+    finally:
+        cluster.drop_slot_quietly(slot)
+        cluster.sql("DROP TABLE snap_priv_open, snap_priv_closed")
+        cluster.sql("DROP ROLE snap_reader")
