@@ -665,6 +665,9 @@ extern "C" PGDLLEXPORT void pgcdcws_server_main(Datum) {
         } catch (const std::exception &e) {
             server::log_guarded(LOG, std::string("server stopped after an error: ") + e.what());
             failed = true;
+        } catch (...) {
+            server::log_guarded(LOG, "server stopped after an unknown error");
+            failed = true;
         }
     }
     // Exit code 1 even after SIGTERM: the postmaster restarts the server after
