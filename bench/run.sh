@@ -86,12 +86,7 @@ TMP=$(mktemp -d /tmp/pgcdcws-bench.XXXXXX)
 cleanup() {
     local rc=$?
     quiet_cleanup_start
-    if ((rc != 0)) && [[ -f ${TC_LOG:-/nonexistent} ]]; then
-        echo "---- last lines of the server log ----" >&2
-        tail -n 30 "$TC_LOG" >&2
-    fi
-    tc_stop
-    rm -rf "$TMP"
+    tc_teardown "$rc" "$TMP"
     exit "$rc"
 }
 install_traps cleanup

@@ -31,12 +31,7 @@ cleanup() {
     local rc=$?
     quiet_cleanup_start
     if [[ -n $CLIENT_PID ]] && kill -0 "$CLIENT_PID" 2>/dev/null; then kill "$CLIENT_PID" 2>/dev/null; wait "$CLIENT_PID" 2>/dev/null; fi
-    if ((rc != 0)) && [[ -f ${TC_LOG:-/nonexistent} ]]; then
-        echo "---- last lines of the server log ----" >&2
-        tail -n 30 "$TC_LOG" >&2
-    fi
-    tc_stop
-    rm -rf "$TMP"
+    tc_teardown "$rc" "$TMP"
     exit "$rc"
 }
 install_traps cleanup

@@ -130,6 +130,17 @@ tc_stop() {
         || as_pg "$PGBIN/pg_ctl" -D "$TC_DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
 }
 
+# tc_teardown RC DIR: after a failure (RC != 0) show the server log's tail, then stop
+# the throwaway cluster and remove DIR. For the EXIT traps of demo.sh and bench/run.sh.
+tc_teardown() {
+    if (($1 != 0)) && [[ -f ${TC_LOG:-/nonexistent} ]]; then
+        echo "---- last lines of the server log ----" >&2
+        tail -n 30 "$TC_LOG" >&2
+    fi
+    tc_stop
+    rm -rf "$2"
+}
+
 # tc_psql [psql args...]: psql against the throwaway cluster, stopping at the first error.
 tc_psql() {
     "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TC_DIR" -p "$TC_PORT" -U postgres -d postgres "$@"
