@@ -1,7 +1,5 @@
 #include "protocol/setting_list.hpp"
 
-#include <string>
-
 namespace pgcdcws::protocol {
 
 namespace {
@@ -9,33 +7,32 @@ namespace {
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool equals_folded(std::string_view item, std::string_view name) {
-    if (item.size() != name.size())
-        return false;
-    for (std::size_t i = 0; i < item.size(); i++)
-        if (lower(item[i]) != name[i])
-            return false;
-    return true;
+void append_sql_literal(std::string &out, std::string_view value) {
+    out += '\'';
+    for (char c : value) {
+        if (c == '\'')
+            out += '\'';
+        out += c;
+    }
+    out += '\'';
 }
 
 }  // namespace
 
 // The list syntax of Postgres settings: an item is either "double quoted" (only
-// when the quote opens the item; "" stands for a quote; compared exactly) or
-// unquoted text up to the next comma (trimmed; compared case-insensitively).
-// A list Postgres would reject (unterminated quote, text after a quoted item)
-// contains nothing.
-bool setting_list_contains(std::string_view list, std::string_view name) {
+// when the quote opens the item; "" stands for a quote) or unquoted text up to
+// the next comma.
+std::optional<std::vector<std::string>> setting_list_items(std::string_view list) {
+    std::vector<std::string> items;
     std::size_t i = 0;
-    bool found = false;
     for (;;) {
         while (i < list.size() && is_space(list[i]))
             i++;
+        std::string item;
         if (i < list.size() && list[i] == '"') {
-            std::string item;
             for (i++;; i++) {
                 if (i >= list.size())
-                    return false;  // unterminated quote
+                    return std::nullopt;  // unterminated quote
                 if (list[i] == '"') {
                     if (i + 1 < list.size() && list[i + 1] == '"') {
                         item += '"';
@@ -47,25 +44,53 @@ bool setting_list_contains(std::string_view list, std::string_view name) {
                 }
                 item += list[i];
             }
-            found = found || item == name;
             while (i < list.size() && is_space(list[i]))
                 i++;
             if (i < list.size() && list[i] != ',')
-                return false;  // text after a quoted item
+                return std::nullopt;  // text after a quoted item
         } else {
             std::size_t end = list.find(',', i);
             if (end == std::string_view::npos)
                 end = list.size();
-            std::string_view item = list.substr(i, end - i);
-            while (!item.empty() && is_space(item.back()))
-                item.remove_suffix(1);
-            found = found || equals_folded(item, name);
+            std::string_view text = list.substr(i, end - i);
+            while (!text.empty() && is_space(text.back()))
+                text.remove_suffix(1);
+            for (char c : text)
+                item += lower(c);
             i = end;
         }
+        if (!item.empty())
+            items.push_back(std::move(item));
         if (i >= list.size())
-            return found;
+            return items;
         i++;  // the comma
     }
+}
+
+bool setting_list_contains(std::string_view list, std::string_view name) {
+    const auto items = setting_list_items(list);
+    if (!items)
+        return false;
+    for (const std::string &item : *items)
+        if (item == name)
+            return true;
+    return false;
+}
+
+std::string setting_list_alter_system_value(std::string_view list, std::string_view name) {
+    std::vector<std::string> items = setting_list_items(list).value_or(std::vector<std::string>{});
+    bool present = false;
+    for (const std::string &item : items)
+        present = present || item == name;
+    if (!present)
+        items.emplace_back(name);
+    std::string out;
+    for (std::size_t k = 0; k < items.size(); k++) {
+        if (k > 0)
+            out += ", ";
+        append_sql_literal(out, items[k]);
+    }
+    return out;
 }
 
 }  // namespace pgcdcws::protocol

@@ -1,5 +1,6 @@
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include <dirent.h>
@@ -21,11 +22,6 @@ void temporary_path(const char *name, char *out, std::size_t size) {
     snprintf(out, size, "%s/%s", kTemporaryDir, name);
 }
 }  // namespace
-
-const char *const kPluginNotAllowedHint =
-    "PostgreSQL 15.19 and later load only the output plugins listed in output_plugin_libraries. Add "
-    "pgcdcws to it in postgresql.conf (for example output_plugin_libraries = 'pgoutput, test_decoding, "
-    "pgcdcws') or with ALTER SYSTEM, then reload the configuration.";
 
 bool find(const char *name, SlotInfo *out) {
     bool found = false;
@@ -64,11 +60,22 @@ bool plugin_allowed() {
     return protocol::setting_list_contains(value, kPluginName);
 }
 
+char *plugin_not_allowed_hint() {
+    const char *value = GetConfigOption(PGCDCWS_OUTPUT_PLUGIN_LIBRARIES_GUC, true, false);
+    // Built from the current value so that other plugins (wal2json...) stay
+    // allowed; one literal per item, or ALTER SYSTEM stores a single item.
+    const std::string hint = std::string("PostgreSQL 15.19 and later load only the output plugins listed in "
+                                         "output_plugin_libraries. Run: ALTER SYSTEM SET output_plugin_libraries = ") +
+                             protocol::setting_list_alter_system_value(value ? value : "", kPluginName) +
+                             "; SELECT pg_reload_conf();";
+    return pstrdup(hint.c_str());
+}
+
 void check_plugin_allowed() {
     if (!plugin_allowed())
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("pgcdcws is not listed in output_plugin_libraries"),
-                        errhint("%s", kPluginNotAllowedHint)));
+                        errhint("%s", plugin_not_allowed_hint())));
 }
 
 void mark_temporary(const char *name) {

@@ -35,7 +35,9 @@ bool is_ours(const SlotInfo &info, Oid database);
 bool plugin_allowed();
 // ERROR with a hint when it does not.
 void check_plugin_allowed();
-extern const char *const kPluginNotAllowedHint;
+// The hint for a missing output_plugin_libraries entry: the ALTER SYSTEM
+// command that adds pgcdcws to the current list (palloc'd).
+char *plugin_not_allowed_hint();
 
 // Temporary marks (see the file comment).
 void mark_temporary(const char *name);

@@ -69,10 +69,13 @@ def test_output_plugin_libraries_without_pgcdcws(own_cluster):
     # Allowed at first: make a slot to stream from later.
     assert c.sql1("SELECT slot_name FROM cdc_init('opl_slot')") == "opl_slot"
 
-    set_plugin_libraries(c, ["pgoutput", "test_decoding"])
+    set_plugin_libraries(c, ["pgoutput", "wal2json", "test_decoding"])
     err = sql_error(c, "SELECT * FROM cdc_init('opl_other')")
     assert err.diag.message_primary == "pgcdcws is not listed in output_plugin_libraries"
-    assert "output_plugin_libraries = 'pgoutput, test_decoding, pgcdcws'" in err.diag.message_hint
+    # The hint is a command that works as given and keeps the other plugins.
+    command = ("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'wal2json', 'test_decoding', 'pgcdcws'; "
+               "SELECT pg_reload_conf();")
+    assert err.diag.message_hint.endswith("Run: " + command), err.diag.message_hint
     assert c.sql1("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'opl_other'") == 0
 
     def refused():
@@ -83,7 +86,10 @@ def test_output_plugin_libraries_without_pgcdcws(own_cluster):
     assert r.headers["content-type"] == "application/json"
     assert "output_plugin_libraries" in r.json()["error"]
 
-    set_plugin_libraries(c, ["pgoutput", "test_decoding", "pgcdcws"])
+    for statement in command.split(";")[:2]:
+        c.sql(statement)
+    wait_for(lambda: c.show_fresh("output_plugin_libraries") == "pgoutput, wal2json, test_decoding, pgcdcws", 10,
+             what="the hint's setting after reload")
 
     async def main():
         client = await StreamClient.open_retry(c.ws_port, "opl_slot")

@@ -93,3 +93,27 @@ TEST(SettingList, QuotesFollowPostgresListSyntax) {
     EXPECT_FALSE(setting_list_contains("pgcdcws, \"unterminated", "pgcdcws"));
     EXPECT_TRUE(setting_list_contains("pgoutput,\f pgcdcws", "pgcdcws"));
 }
+
+// The ALTER SYSTEM form: one literal per item, so that ALTER SYSTEM stores a
+// list (a single literal with commas would be stored as one quoted item).
+TEST(SettingList, AlterSystemValueKeepsItemsAndAddsOne) {
+    using pgcdcws::protocol::setting_list_alter_system_value;
+    EXPECT_EQ(setting_list_alter_system_value("pgoutput, test_decoding", "pgcdcws"),
+              "'pgoutput', 'test_decoding', 'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("pgoutput, wal2json, test_decoding", "pgcdcws"),
+              "'pgoutput', 'wal2json', 'test_decoding', 'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("", "pgcdcws"), "'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("pgcdcws", "pgcdcws"), "'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("\"My Lib\", PGOUTPUT", "pgcdcws"),
+              "'My Lib', 'pgoutput', 'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("\"it's\"", "pgcdcws"), "'it''s', 'pgcdcws'");
+    EXPECT_EQ(setting_list_alter_system_value("\"unterminated", "pgcdcws"), "'pgcdcws'");
+}
+
+TEST(SettingList, ItemsFoldUnquotedAndKeepQuoted) {
+    using pgcdcws::protocol::setting_list_items;
+    const auto items = setting_list_items(" PgOutput , \"Test_Decoding\",,x ");
+    ASSERT_TRUE(items.has_value());
+    EXPECT_EQ(*items, (std::vector<std::string>{"pgoutput", "Test_Decoding", "x"}));
+    EXPECT_FALSE(setting_list_items("\"a\" b").has_value());
+}
