@@ -29,6 +29,17 @@ include $(PGXS)
 -include $(OBJS:.o=.d)
 EXTRA_CLEAN = $(OBJS:.o=.d)
 
+# initdb refuses root; say how to run the suite instead of failing inside pg_regress.
+installcheck: installcheck-not-root
+.PHONY: installcheck-not-root
+installcheck-not-root:
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "make installcheck cannot run as root (initdb refuses it). Run ./scripts/test.sh installcheck," >&2; \
+		echo "which runs pg_regress as the postgres user in a copy of the tree, or run make installcheck" >&2; \
+		echo "as a non-root user in a tree that user can write." >&2; \
+		exit 1; \
+	fi
+
 .PHONY: unit fuzz-smoke
 unit:
 	$(MAKE) -C test/unit run

@@ -12,7 +12,7 @@
 # Environment:
 #   SKIP_DEPS=1          do not run scripts/install-deps.sh
 #   KEEP_TMP=1           keep the writable copy of the tree (always kept when a stage failed)
-#   PYTEST_ARGS="-x -k foo"   extra pytest arguments
+#   PYTEST_ARGS="-x -k 'a or b'"   extra pytest arguments, split as a shell would (quotes kept)
 #   TIMEOUT_UNIT / TIMEOUT_FUZZ / TIMEOUT_INSTALLCHECK / TIMEOUT_INTEGRATION   seconds per stage
 #
 # Postgres refuses to run as root, and the postgres OS user cannot write a root-owned checkout,
@@ -133,9 +133,13 @@ stage_installcheck() {
 stage_integration() {
     pgcdcws_installed || { echo "pgcdcws is not installed: run the build stage first" >&2; return 1; }
     [[ -d $WORK/test/integration ]] || { echo "no test/integration directory" >&2; return 1; }
-    local rc=0 out=$WORK/pytest-output.txt
-    # shellcheck disable=SC2086
-    run_in_copy "$TIMEOUT_INTEGRATION" "$PY" -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:-} test/integration \
+    local rc=0 out=$WORK/pytest-output.txt extra=()
+    # Shell-like splitting without eval: "-k 'a or b'" is two arguments, not four.
+    if [[ -n ${PYTEST_ARGS:-} ]]; then
+        mapfile -t extra < <("$PY" -c 'import shlex, sys; print("\n".join(shlex.split(sys.argv[1])))' "$PYTEST_ARGS") \
+            || { echo "PYTEST_ARGS is not valid shell quoting: $PYTEST_ARGS" >&2; return 2; }
+    fi
+    run_in_copy "$TIMEOUT_INTEGRATION" "$PY" -m pytest -v -p no:cacheprovider "${extra[@]}" test/integration \
         2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
     local summary
     summary=$(grep -E '^=+ .*( in [0-9.]+s).* =+$' "$out" | tail -n 1 || true)
