@@ -512,7 +512,15 @@ void Server::snapshot_housekeeping() {
             lws_callback_on_writable(wsi);
         const bool over = snapshot_running_cancelled_[e] ||
                           (client && client->state() == SnapshotClient::State::Finished);
-        if (state == shmem::RequestState::Done && (over || !client)) {
+        if (state == shmem::RequestState::Done && client && !over && entry->request.stalled.load()) {
+            // The worker gave up on a client that read nothing for seconds: the
+            // reply is cut short; close it, and the next request's turn comes.
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            shmem::snapshot_ring(static_cast<int>(e))->clear();
+            entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
+            snapshot_running_[e] = nullptr;
+            snapshot_running_cancelled_[e] = false;
+        } else if (state == shmem::RequestState::Done && (over || !client)) {
             shmem::snapshot_ring(static_cast<int>(e))->clear();
             entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
             snapshot_running_[e] = nullptr;

@@ -56,6 +56,8 @@ enum class SnapshotEnd : std::uint32_t {
     Released = 1,   // cdc_snapshot_release()
     TimedOut = 2,   // pgcdcws.snapshot_timeout passed
     SlotDropped = 3,
+    Idle = 4,       // unused for pgcdcws.snapshot_idle_timeout
+    NotExported = 5,  // cdc_init(snapshot => false): the slot never had one
 };
 
 // A snapshot data request (POST /v1/snapshot/data): the server fills the fields
@@ -68,6 +70,7 @@ struct SnapshotRequestArea {
     std::atomic<std::uint32_t> state;      // RequestState
     std::atomic<bool> cancelled;           // the HTTP client left: stop producing
     std::atomic<bool> producer_waiting;    // the worker sleeps until the ring has room
+    std::atomic<bool> stalled;             // the worker gave up on a client that read nothing: close it
     char table[1025];
     char order_column[64];
     bool has_order;
@@ -94,6 +97,8 @@ struct SnapshotEntry {
     std::uint64_t lsn;
     char snapshot_name[64];
     TimestampTz held_since;
+    TimestampTz last_used;  // last HTTP read or cdc_snapshot() call (pgcdcws.snapshot_idle_timeout)
+    bool export_snapshot;   // false for cdc_init(snapshot => false)
     SnapshotEnd end_reason;
     TimestampTz ended_at;
     int error_code;
