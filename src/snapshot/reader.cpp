@@ -222,6 +222,11 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     (void)set_config_option("search_path", kRequestSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
 
+    // The transaction snapshot is the exported one (RestoreTransactionSnapshot
+    // in worker.cpp). Input functions may run SQL (a domain's CHECK), which
+    // needs it active too. The subtransaction's end pops it.
+    PushActiveSnapshot(GetTransactionSnapshot());
+
     *phase = Phase::Table;
     List *names = stringToQualifiedNameList(q.table);
     RangeVar *rv = makeRangeVarFromNameList(names);
@@ -268,9 +273,6 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     *phase = Phase::Query;
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "SPI_connect failed");
-    // The transaction snapshot is the exported one (RestoreTransactionSnapshot
-    // in worker.cpp); a subtransaction abort pops it again on error.
-    PushActiveSnapshot(GetTransactionSnapshot());
     Oid arg_types[1] = {key_type};
     Datum args[1] = {after_value};
     Portal portal = SPI_cursor_open_with_args(nullptr, sql.data, q.has_after ? 1 : 0, arg_types, args, nullptr,
@@ -331,8 +333,8 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
             break;
     }
     SPI_cursor_close(portal);
-    PopActiveSnapshot();
     SPI_finish();
+    PopActiveSnapshot();
     if (!r->abandoned) {
         appendStringInfoChar(&r->buf, ']');
         (void)flush(r, true);
