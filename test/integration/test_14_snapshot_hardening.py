@@ -204,6 +204,7 @@ def test_no_lock_outlives_a_read(cluster, slot_as):
     cluster.sql("CREATE TABLE hard_lock_closed (id int PRIMARY KEY)")
     cluster.sql("INSERT INTO hard_lock SELECT g, 'v' || g FROM generate_series(1, 3) g")
     cluster.sql(f"GRANT SELECT ON hard_lock TO {REPL_ROLE}")
+    log_offset = cluster.log_size()
     try:
         slot = slot_as(REPL_ROLE, "hard_lock")[0]
         # 200
@@ -228,6 +229,8 @@ def test_no_lock_outlives_a_read(cluster, slot_as):
         rows = snap_rows(cluster.ws_port, read_req(slot, "hard_lock", order_by={"column": "id"}))
         assert [r["id"] for r in rows] == [1, 2, 3]
         alter_within(cluster, "TRUNCATE hard_lock")
+        # Ending every read with a rollback leaks nothing (no "resource/snapshot leak" warnings).
+        assert "WARNING" not in cluster.log_since(log_offset), cluster.log_since(log_offset)
     finally:
         cluster.sql("DROP TABLE hard_lock, hard_lock_closed")
 
