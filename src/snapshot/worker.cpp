@@ -151,7 +151,9 @@ void hold(const char *name) {
             serve_request(entry, entry_index);
             continue;
         }
+        // A reply still being relayed (Done, not yet Idle) is a use too.
         if (config::snapshot_idle_timeout_s > 0 &&
+            entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Idle) &&
             GetCurrentTimestamp() - last_used >= static_cast<int64>(config::snapshot_idle_timeout_s) * USECS_PER_SEC) {
             ereport(LOG, (errmsg("pgcdcws: released the snapshot of slot \"%s\": unused for "
                                  "pgcdcws.snapshot_idle_timeout (%d s)",
