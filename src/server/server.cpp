@@ -512,15 +512,19 @@ void Server::snapshot_housekeeping() {
             lws_callback_on_writable(wsi);
         const bool over = snapshot_running_cancelled_[e] ||
                           (client && client->state() == SnapshotClient::State::Finished);
-        if (state == shmem::RequestState::Done && client && !over && entry->request.stalled.load()) {
-            // The worker gave up on a client that read nothing for seconds: the
-            // reply is cut short; close it, and the next request's turn comes.
+        if (client && client->stalled()) {
+            // The client stopped reading its reply: cut it short and close it
+            // (as if it had left), so that the requests queued behind it run.
+            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s (slot \"" +
+                                 std::string(entry->slot_name) + "\")");
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-            shmem::snapshot_ring(static_cast<int>(e))->clear();
-            entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
             snapshot_running_[e] = nullptr;
-            snapshot_running_cancelled_[e] = false;
-        } else if (state == shmem::RequestState::Done && (over || !client)) {
+            snapshot_running_cancelled_[e] = true;
+            entry->request.cancelled.store(true);
+            shmem::wake_snapshot_worker(entry);
+            client = nullptr;
+        }
+        if (state == shmem::RequestState::Done && (over || !client)) {
             shmem::snapshot_ring(static_cast<int>(e))->clear();
             entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
             snapshot_running_[e] = nullptr;

@@ -70,7 +70,6 @@ struct SnapshotRequestArea {
     std::atomic<std::uint32_t> state;      // RequestState
     std::atomic<bool> cancelled;           // the HTTP client left: stop producing
     std::atomic<bool> producer_waiting;    // the worker sleeps until the ring has room
-    std::atomic<bool> stalled;             // the worker gave up on a client that read nothing: close it
     char table[1025];
     char order_column[64];
     bool has_order;

@@ -14,9 +14,6 @@ namespace {
 // built so far goes to the ring.
 constexpr long kFetchRows = 1000;
 constexpr int kFlushBytes = 64 * 1024;
-// A client that reads nothing for this long loses its request, so that the
-// requests queued behind it on the same snapshot are served.
-constexpr long kStalledClientMs = 5000;
 
 struct Response {
     shmem::SnapshotEntry *entry;
@@ -64,17 +61,9 @@ bool flush(Response *r, bool last) {
     do {
         const std::size_t n = remaining < max_record ? remaining : max_record;
         const bool end = last && n == remaining;
-        TimestampTz waiting_since = 0;
         for (;;) {
-            if (waiting_since != 0 &&
-                TimestampDifferenceExceeds(waiting_since, GetCurrentTimestamp(), kStalledClientMs)) {
-                ereport(LOG, (errmsg("pgcdcws: abandoned a snapshot read: its client read nothing for %ld ms",
-                                     kStalledClientMs)));
-                r->entry->request.stalled.store(true);
-                r->abandoned = true;
-                resetStringInfo(&r->buf);
-                return false;
-            }
+            // A client that stops reading is cancelled by the server (see
+            // SnapshotClient::stalled), which give_up sees.
             if (give_up(r)) {
                 r->abandoned = true;
                 resetStringInfo(&r->buf);
@@ -82,8 +71,6 @@ bool flush(Response *r, bool last) {
             }
             if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n)))
                 break;
-            if (waiting_since == 0)
-                waiting_since = GetCurrentTimestamp();
             r->entry->request.producer_waiting.store(true);
             std::atomic_thread_fence(std::memory_order_seq_cst);
             if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n))) {
@@ -346,7 +333,6 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
 void serve_request(shmem::SnapshotEntry *entry, int index) {
     if (!row_writer)
         row_writer = output::make_process_writer(&row_stream);
-    entry->request.stalled.store(false);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Running));
     touch(entry);
 
