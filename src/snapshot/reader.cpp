@@ -78,7 +78,7 @@ bool flush(Response *r, bool last) {
                 break;
             }
             shmem::wake_server();
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 500, PG_WAIT_EXTENSION);
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
             r->entry->request.producer_waiting.store(false);
             CHECK_FOR_INTERRUPTS();
@@ -247,11 +247,13 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     appendStringInfo(&sql, "SELECT * FROM %s", qualified);
     Datum after_value = 0;
     if (q.has_after) {
+        // Still Phase::Column: a type without a btree ordering is the column's fault.
+        const char *op = keyset_operator(key_type, q.descending);
         *phase = Phase::After;
         Oid input_fn, ioparam;
         getTypeInputInfo(key_type, &input_fn, &ioparam);
         after_value = OidInputFunctionCall(input_fn, const_cast<char *>(q.after), ioparam, -1);
-        appendStringInfo(&sql, " WHERE %s %s $1", quote_identifier(q.column), keyset_operator(key_type, q.descending));
+        appendStringInfo(&sql, " WHERE %s %s $1", quote_identifier(q.column), op);
     }
     if (q.has_order)
         appendStringInfo(&sql, " ORDER BY %s %s", quote_identifier(q.column), q.descending ? "DESC" : "ASC");
