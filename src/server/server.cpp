@@ -532,7 +532,21 @@ void Server::snapshot_housekeeping() {
         } else if (state == shmem::RequestState::Done && client && shmem::snapshot_ring(static_cast<int>(e))->empty() &&
                    client->state() == SnapshotClient::State::Running) {
             // The worker stopped without finishing the reply (it exited): end the
-            // connection, the client sees a truncated reply.
+            // connection, the client sees a truncated reply. If it stopped before
+            // taking the request (the snapshot ended just then: idle, released,
+            // timed out), say why instead.
+            if (!client->replied()) {
+                bridge::Refusal refusal;
+                std::uint32_t generation = 0;
+                int alive = -1;
+                pg::guarded([&] {
+                    alive = bridge::find_snapshot(client->request().slot_name.c_str(), &generation, &refusal);
+                });
+                if (alive < 0)
+                    send_http_error(wsi, refusal.status, refusal.message);
+                else
+                    send_http_error(wsi, 410, "the snapshot ended before the request could be served");
+            }
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             snapshot_running_cancelled_[e] = true;
             snapshot_running_[e] = nullptr;

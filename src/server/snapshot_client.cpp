@@ -55,6 +55,7 @@ int SnapshotClient::on_writable() {
         lws_write(wsi_, buffer->data() + LWS_PRE, header.length, LWS_WRITE_RAW) < static_cast<int>(header.length))
         return -1;
     last_progress_ = std::chrono::steady_clock::now();
+    replied_ = replied_ || header.length > 0;
     if (header.flags & shmem::kRecordMessageEnd)
         state_ = State::Finished;
     if (wants_write())

@@ -41,6 +41,8 @@ public:
     // it stopped reading, and holds up every request queued on the snapshot.
     static constexpr std::chrono::seconds kStalledAfter{5};
     bool stalled() const;
+    // Whether any byte of the reply went to the socket (its status is out).
+    bool replied() const { return replied_; }
 
     // Relays the reply; a negative result closes the connection (after the last byte).
     int on_writable();
@@ -54,6 +56,7 @@ private:
     std::string body_;
     protocol::SnapshotRequest request_;
     std::chrono::steady_clock::time_point last_progress_;  // last write to the socket
+    bool replied_ = false;
 };
 
 }  // namespace pgcdcws::server
