@@ -24,8 +24,6 @@ void on_exit(int, Datum) {
     if (!entry)
         return;
     entry->worker_latch.store(nullptr);
-    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
-    shmem::wake_server();
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     entry->worker_pid = 0;
     if (entry->state == shmem::SnapshotState::Ready && end_reason != shmem::SnapshotEnd::SlotDropped) {
@@ -36,6 +34,9 @@ void on_exit(int, Datum) {
         entry->state = shmem::SnapshotState::Free;
     }
     LWLockRelease(shmem::state()->lock);
+    // After the state: a request left unanswered is told why the snapshot ended.
+    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
+    shmem::wake_server();
     ConditionVariableBroadcast(&shmem::state()->changed);
 }
 

@@ -13,6 +13,7 @@
 
 import os
 import socket
+import threading
 import time
 
 import psycopg2
@@ -403,6 +404,36 @@ def test_stalled_reader_does_not_hold_up_others(cluster, slot_as, rows):
             stalled.close()
         cluster.alter_system("pgcdcws.snapshot_max_rows", None, expect_show="10000")
         cluster.sql("DROP TABLE hard_big, hard_small")
+
+
+def test_read_cut_off_by_worker_end_gets_a_status(cluster, slot_as):
+    """The snapshot worker ends (here: pg_terminate_backend) while a read has produced nothing
+    yet: the client gets a 410 saying why, not a connection closed without a reply."""
+    cluster.sql("CREATE VIEW hard_slow AS SELECT 1 AS x FROM pg_sleep(60)")
+    try:
+        slot = slot_as("postgres", "hard_slow")[0]
+        result = {}
+
+        def read():
+            try:
+                result["reply"] = snap_post(cluster.ws_port, read_req(slot, "hard_slow"), timeout=60)
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = e
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        pid = wait_for(lambda: cluster.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = "
+                                           "'pgcdcws snapshot' AND query LIKE 'reading hard_slow%'"),
+                       30, interval=0.05, what="the worker to run the read")[0][0]
+        assert cluster.sql1("SELECT pg_terminate_backend(%s)", (pid,)) is True
+        reader.join(60)
+        assert not reader.is_alive()
+        assert "error" not in result, result
+        r = result["reply"]
+        assert r.status == 410, r
+        assert r.json() == {"error": f'the snapshot of replication slot "{slot}" ended when its worker stopped'}
+    finally:
+        cluster.sql("DROP VIEW hard_slow")
 
 
 # --------------------------------------------------- 6. privileges of the SQL functions
