@@ -1,12 +1,13 @@
 -- pgcdcws SQL API. Reference: docs/PROTOCOL.md, section "SQL API".
 \echo Use "CREATE EXTENSION pgcdcws" to load this file. \quit
 
-CREATE FUNCTION cdc_init(slot_name text DEFAULT NULL, temporary boolean DEFAULT false)
+CREATE FUNCTION cdc_init(slot_name text DEFAULT NULL, temporary boolean DEFAULT false,
+                         snapshot boolean DEFAULT true)
 RETURNS TABLE(slot_name text, lsn pg_lsn, snapshot_name text)
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_init'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT;
-COMMENT ON FUNCTION cdc_init(text, boolean) IS
-  'Create a pgcdcws logical slot and export a snapshot consistent with its start LSN';
+COMMENT ON FUNCTION cdc_init(text, boolean, boolean) IS
+  'Create a pgcdcws logical slot and (unless snapshot => false) export a snapshot consistent with its start LSN';
 
 CREATE FUNCTION cdc_ack(slot_name text, lsn pg_lsn)
 RETURNS pg_lsn

@@ -35,3 +35,21 @@ SELECT cdc_snapshot('Bad Name');
 -- The other slot's snapshot is untouched.
 SELECT cdc_snapshot('regress_snap_b') IS NOT NULL AS b_held;
 SELECT cdc_drop('regress_snap_a'), cdc_drop('regress_snap_b');
+
+-- snapshot => false: only the slot; nothing held, and cdc_snapshot() says why.
+SELECT slot_name, lsn IS NOT NULL AS has_lsn, snapshot_name IS NULL AS no_snapshot
+  FROM cdc_init('regress_snap_none', snapshot => false);
+SELECT slot_name, snapshot_name, snapshot_held_since
+  FROM cdc_slots() WHERE slot_name = 'regress_snap_none';
+SELECT count(*) AS its_workers FROM pg_stat_activity
+  WHERE backend_type = 'pgcdcws snapshot' AND query LIKE '%regress_snap_none%';
+SELECT cdc_snapshot('regress_snap_none');
+SELECT cdc_drop('regress_snap_none');
+
+-- cdc_slots() and cdc_snapshot() are for REPLICATION roles and superusers.
+CREATE ROLE regress_snap_nobody;
+SET ROLE regress_snap_nobody;
+SELECT * FROM cdc_slots();
+SELECT cdc_snapshot('regress_snap_b');
+RESET ROLE;
+DROP ROLE regress_snap_nobody;

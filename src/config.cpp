@@ -13,6 +13,7 @@ int max_streams = 16;
 int stream_buffer_kb = 1024;
 int ping_interval_s = 10;
 int snapshot_timeout_s = 3600;
+int snapshot_idle_timeout_s = 300;
 int snapshot_max_rows = 10000;
 
 namespace {
@@ -66,6 +67,12 @@ void define_settings() {
                             "How long a snapshot exported by cdc_init() is held open at most.",
                             "A held snapshot holds back vacuum.", &snapshot_timeout_s, 3600, 1, INT_MAX,
                             PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.snapshot_idle_timeout",
+                            "How long a snapshot exported by cdc_init() is held while nobody uses it.",
+                            "An HTTP snapshot read or a cdc_snapshot() call uses it; 0 means no idle limit "
+                            "(pgcdcws.snapshot_timeout still applies).",
+                            &snapshot_idle_timeout_s, 300, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+                            nullptr);
     DefineCustomIntVariable("pgcdcws.snapshot_max_rows",
                             "Largest limit a POST /v1/snapshot/data request may ask for.", nullptr,
                             &snapshot_max_rows, 10000, 1, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -14,6 +14,7 @@ extern int max_streams;              // pgcdcws.max_streams (postmaster)
 extern int stream_buffer_kb;         // pgcdcws.stream_buffer_size (postmaster), kB per stream
 extern int ping_interval_s;          // pgcdcws.ping_interval (postmaster), seconds
 extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), seconds
+extern int snapshot_idle_timeout_s;  // pgcdcws.snapshot_idle_timeout (sighup), seconds, 0 = none
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
 
 void define_settings();

@@ -251,7 +251,10 @@ int find_snapshot(const char *slot_name, std::uint32_t *generation, Refusal *ref
     const char *why = !ended                                      ? "was lost in a server restart"
                       : reason == shmem::SnapshotEnd::Released ? "was released (cdc_snapshot_release)"
                       : reason == shmem::SnapshotEnd::TimedOut ? "timed out (pgcdcws.snapshot_timeout)"
-                                                               : "ended when its worker stopped";
+                      : reason == shmem::SnapshotEnd::Idle
+                          ? "was released because it was idle (pgcdcws.snapshot_idle_timeout)"
+                      : reason == shmem::SnapshotEnd::NotExported ? "never existed: cdc_init() was called with snapshot => false"
+                                                                  : "ended when its worker stopped";
     snprintf(refusal->message, sizeof refusal->message, "the snapshot of replication slot \"%s\" %s", slot_name,
              why);
     return -1;

@@ -512,6 +512,18 @@ void Server::snapshot_housekeeping() {
             lws_callback_on_writable(wsi);
         const bool over = snapshot_running_cancelled_[e] ||
                           (client && client->state() == SnapshotClient::State::Finished);
+        if (client && client->stalled()) {
+            // The client stopped reading its reply: cut it short and close it
+            // (as if it had left), so that the requests queued behind it run.
+            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s (slot \"" +
+                                 std::string(entry->slot_name) + "\")");
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            snapshot_running_[e] = nullptr;
+            snapshot_running_cancelled_[e] = true;
+            entry->request.cancelled.store(true);
+            shmem::wake_snapshot_worker(entry);
+            client = nullptr;
+        }
         if (state == shmem::RequestState::Done && (over || !client)) {
             shmem::snapshot_ring(static_cast<int>(e))->clear();
             entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Idle));
@@ -520,7 +532,21 @@ void Server::snapshot_housekeeping() {
         } else if (state == shmem::RequestState::Done && client && shmem::snapshot_ring(static_cast<int>(e))->empty() &&
                    client->state() == SnapshotClient::State::Running) {
             // The worker stopped without finishing the reply (it exited): end the
-            // connection, the client sees a truncated reply.
+            // connection, the client sees a truncated reply. If it stopped before
+            // taking the request (the snapshot ended just then: idle, released,
+            // timed out), say why instead.
+            if (!client->replied()) {
+                bridge::Refusal refusal;
+                std::uint32_t generation = 0;
+                int alive = -1;
+                pg::guarded([&] {
+                    alive = bridge::find_snapshot(client->request().slot_name.c_str(), &generation, &refusal);
+                });
+                if (alive < 0)
+                    send_http_error(wsi, refusal.status, refusal.message);
+                else
+                    send_http_error(wsi, 410, "the snapshot ended before the request could be served");
+            }
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             snapshot_running_cancelled_[e] = true;
             snapshot_running_[e] = nullptr;

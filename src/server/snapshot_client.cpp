@@ -27,6 +27,13 @@ bool SnapshotClient::wants_write() const {
     return state_ == State::Running && !shmem::snapshot_ring(entry_)->empty();
 }
 
+bool SnapshotClient::stalled() const {
+    // lws asks for writes only once its own buffer has drained: no write means
+    // the socket is full.
+    return state_ == State::Running && !shmem::snapshot_ring(entry_)->empty() &&
+           std::chrono::steady_clock::now() - last_progress_ >= kStalledAfter;
+}
+
 int SnapshotClient::on_writable() {
     if (state_ == State::Finished)
         return -1;  // lws calls us only once what we wrote has left: close now
@@ -47,6 +54,8 @@ int SnapshotClient::on_writable() {
     if (header.length > 0 &&
         lws_write(wsi_, buffer->data() + LWS_PRE, header.length, LWS_WRITE_RAW) < static_cast<int>(header.length))
         return -1;
+    last_progress_ = std::chrono::steady_clock::now();
+    replied_ = replied_ || header.length > 0;
     if (header.flags & shmem::kRecordMessageEnd)
         state_ = State::Finished;
     if (wants_write())

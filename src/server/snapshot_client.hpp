@@ -4,6 +4,7 @@
 // socket, one record per write, and closes the connection.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -31,7 +32,17 @@ public:
     const std::string &body() const { return body_; }
 
     void queue(int entry, std::uint32_t generation, protocol::SnapshotRequest request);
-    void start() { state_ = State::Running; }
+    void start() {
+        state_ = State::Running;
+        last_progress_ = std::chrono::steady_clock::now();
+    }
+
+    // Reply bytes are waiting but the client has taken none for kStalledAfter:
+    // it stopped reading, and holds up every request queued on the snapshot.
+    static constexpr std::chrono::seconds kStalledAfter{5};
+    bool stalled() const;
+    // Whether any byte of the reply went to the socket (its status is out).
+    bool replied() const { return replied_; }
 
     // Relays the reply; a negative result closes the connection (after the last byte).
     int on_writable();
@@ -44,6 +55,8 @@ private:
     std::uint32_t generation_ = 0;
     std::string body_;
     protocol::SnapshotRequest request_;
+    std::chrono::steady_clock::time_point last_progress_;  // last write to the socket
+    bool replied_ = false;
 };
 
 }  // namespace pgcdcws::server

@@ -56,6 +56,8 @@ enum class SnapshotEnd : std::uint32_t {
     Released = 1,   // cdc_snapshot_release()
     TimedOut = 2,   // pgcdcws.snapshot_timeout passed
     SlotDropped = 3,
+    Idle = 4,       // unused for pgcdcws.snapshot_idle_timeout
+    NotExported = 5,  // cdc_init(snapshot => false): the slot never had one
 };
 
 // A snapshot data request (POST /v1/snapshot/data): the server fills the fields
@@ -94,6 +96,8 @@ struct SnapshotEntry {
     std::uint64_t lsn;
     char snapshot_name[64];
     TimestampTz held_since;
+    TimestampTz last_used;  // last HTTP read or cdc_snapshot() call (pgcdcws.snapshot_idle_timeout)
+    bool export_snapshot;   // false for cdc_init(snapshot => false)
     SnapshotEnd end_reason;
     TimestampTz ended_at;
     int error_code;

@@ -40,6 +40,13 @@ bool give_up(Response *r) {
            GetCurrentTimestamp() - since >= static_cast<int64>(config::snapshot_timeout_s) * USECS_PER_SEC;
 }
 
+// A read uses the snapshot: pgcdcws.snapshot_idle_timeout starts again.
+void touch(shmem::SnapshotEntry *entry) {
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    entry->last_used = GetCurrentTimestamp();
+    LWLockRelease(shmem::state()->lock);
+}
+
 output::StringInfoStream row_stream;
 output::JsonWriter *row_writer = nullptr;
 
@@ -55,6 +62,8 @@ bool flush(Response *r, bool last) {
         const std::size_t n = remaining < max_record ? remaining : max_record;
         const bool end = last && n == remaining;
         for (;;) {
+            // A client that stops reading is cancelled by the server (see
+            // SnapshotClient::stalled), which give_up sees.
             if (give_up(r)) {
                 r->abandoned = true;
                 resetStringInfo(&r->buf);
@@ -133,37 +142,90 @@ struct Request {
     Oid role;
 };
 
+// The search_path a request runs with, whatever the worker's session got from
+// postgresql.conf or role/database settings: unqualified table names resolve
+// as for a default session of the reading role, and pg_temp (which this worker
+// never has: creating it is refused in a security-restricted operation) last,
+// as for SECURITY DEFINER functions.
+constexpr const char *kRequestSearchPath = "pg_catalog, \"$user\", public, pg_temp";
+
+// RangeVarGetRelidExtended calls this before it locks the relation (and again
+// if the name moved while it waited): only a relation the reading role may
+// SELECT is ever locked, as LOCK TABLE does. Runs as the reading role.
+void check_before_lock(const RangeVar *, Oid relid, Oid, void *) {
+    if (!OidIsValid(relid))
+        return;
+    const char relkind = get_rel_relkind(relid);
+    if (!relkind)
+        return;  // dropped concurrently: the lookup retries or reports it missing
+    const Oid nsp = get_rel_namespace(relid);
+    const char *qualified = quote_qualified_identifier(get_namespace_name(nsp), get_rel_name(relid));
+    if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK) {
+        const char *role = GetUserNameFromId(GetUserId(), true);
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("permission denied for table %s (role %s, which called cdc_init())", qualified,
+                               role ? role : "?")));
+    }
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE && relkind != RELKIND_VIEW &&
+        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE)
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("%s is not a table", qualified)));
+    // Another session's temporary objects: its table data is unreadable here
+    // anyway, and its temporary views, functions and domains are code a role
+    // without any privilege can write. Refused before anything of it runs.
+    if (isAnyTempNamespace(nsp))
+        ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                        errmsg("%s is a temporary table or view of another session and cannot be read", qualified)));
+}
+
+// "OPERATOR(schema.name)" of the strategy operator of the type's default btree
+// opclass: the keyset condition compares as ORDER BY sorts, and no operator
+// that merely matches the types better can take its place.
+const char *keyset_operator(Oid type, bool descending) {
+    Oid lt, gt;
+    get_sort_group_operators(type, descending, false, !descending, &lt, nullptr, &gt, nullptr);
+    const Oid opno = descending ? lt : gt;
+    HeapTuple tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+    if (!HeapTupleIsValid(tuple))
+        elog(ERROR, "cache lookup failed for operator %u", opno);
+    const Form_pg_operator op = reinterpret_cast<Form_pg_operator>(GETSTRUCT(tuple));
+    const char *text = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+                                NameStr(op->oprname));
+    ReleaseSysCache(tuple);
+    return text;
+}
+
 // Runs the query and streams the rows; errors longjmp out to serve_request.
+// Everything here runs as the reading role in a security-restricted operation,
+// from the name lookup on: the client chooses the table, the column and the
+// "after" text, and so which code runs (domain checks at input, views,
+// functions, row security policies). The caller's subtransaction restores the
+// user, the security context and search_path when it ends.
 void execute(Response *r, const Request &q, volatile Phase *phase) {
+    Oid worker_user;
+    int context;
+    GetUserIdAndSecContext(&worker_user, &context);
+    SetUserIdAndSecContext(q.role, context | SECURITY_RESTRICTED_OPERATION);
+    (void)NewGUCNestLevel();
+    (void)set_config_option("search_path", kRequestSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                            false);
+
+    // The transaction snapshot is the exported one (RestoreTransactionSnapshot
+    // in worker.cpp). Input functions may run SQL (a domain's CHECK), which
+    // needs it active too. The subtransaction's end pops it.
+    PushActiveSnapshot(GetTransactionSnapshot());
+
     *phase = Phase::Table;
     List *names = stringToQualifiedNameList(q.table);
     RangeVar *rv = makeRangeVarFromNameList(names);
-    const Oid relid = RangeVarGetRelid(rv, AccessShareLock, true);
+    const Oid relid = RangeVarGetRelidExtended(rv, AccessShareLock, RVR_MISSING_OK, check_before_lock, nullptr);
     if (relid == InvalidOid) {
         char message[1200];
         snprintf(message, sizeof message, "table \"%s\" does not exist", q.table);
         send_error(r, 404, message);
         return;
     }
-    const char relkind = get_rel_relkind(relid);
-    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE && relkind != RELKIND_VIEW &&
-        relkind != RELKIND_MATVIEW && relkind != RELKIND_FOREIGN_TABLE) {
-        char message[1200];
-        snprintf(message, sizeof message, "\"%s\" is not a table", q.table);
-        send_error(r, 400, message);
-        return;
-    }
     const char *qualified =
         quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
-    // Reads run as the role that called cdc_init(), not as this worker's
-    // superuser: its SELECT privilege is checked and row security applies.
-    if (pg_class_aclcheck(relid, q.role, ACL_SELECT) != ACLCHECK_OK) {
-        char message[1300];
-        snprintf(message, sizeof message, "permission denied for table %s (role %s, which called cdc_init())",
-                 qualified, GetUserNameFromId(q.role, true) ? GetUserNameFromId(q.role, true) : "?");
-        send_error(r, 403, message);
-        return;
-    }
 
     Oid key_type = InvalidOid;
     if (q.has_order) {
@@ -185,27 +247,21 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     appendStringInfo(&sql, "SELECT * FROM %s", qualified);
     Datum after_value = 0;
     if (q.has_after) {
+        // Still Phase::Column: a type without a btree ordering is the column's fault.
+        const char *op = keyset_operator(key_type, q.descending);
         *phase = Phase::After;
         Oid input_fn, ioparam;
         getTypeInputInfo(key_type, &input_fn, &ioparam);
         after_value = OidInputFunctionCall(input_fn, const_cast<char *>(q.after), ioparam, -1);
-        appendStringInfo(&sql, " WHERE %s %s $1", quote_identifier(q.column), q.descending ? "<" : ">");
+        appendStringInfo(&sql, " WHERE %s %s $1", quote_identifier(q.column), op);
     }
     if (q.has_order)
         appendStringInfo(&sql, " ORDER BY %s %s", quote_identifier(q.column), q.descending ? "DESC" : "ASC");
     appendStringInfo(&sql, " LIMIT " INT64_FORMAT " OFFSET " INT64_FORMAT, q.limit, q.offset);
 
     *phase = Phase::Query;
-    // The subtransaction restores the user on abort; release restores it below.
-    Oid saved_user;
-    int saved_context;
-    GetUserIdAndSecContext(&saved_user, &saved_context);
-    SetUserIdAndSecContext(q.role, saved_context | SECURITY_RESTRICTED_OPERATION);
     if (SPI_connect() != SPI_OK_CONNECT)
         elog(ERROR, "SPI_connect failed");
-    // The transaction snapshot is the exported one (RestoreTransactionSnapshot
-    // in worker.cpp); a subtransaction abort pops it again on error.
-    PushActiveSnapshot(GetTransactionSnapshot());
     Oid arg_types[1] = {key_type};
     Datum args[1] = {after_value};
     Portal portal = SPI_cursor_open_with_args(nullptr, sql.data, q.has_after ? 1 : 0, arg_types, args, nullptr,
@@ -266,9 +322,8 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
             break;
     }
     SPI_cursor_close(portal);
-    PopActiveSnapshot();
     SPI_finish();
-    SetUserIdAndSecContext(saved_user, saved_context);
+    PopActiveSnapshot();
     if (!r->abandoned) {
         appendStringInfoChar(&r->buf, ']');
         (void)flush(r, true);
@@ -281,6 +336,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     if (!row_writer)
         row_writer = output::make_process_writer(&row_stream);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Running));
+    touch(entry);
 
     Request q;
     std::memset(&q, 0, sizeof q);
@@ -325,7 +381,10 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     PG_TRY();
     {
         execute(&r, q, &phase);
-        ReleaseCurrentSubTransaction();
+        // A read changes nothing: rolling back (not committing) the
+        // subtransaction releases its locks now rather than when the snapshot
+        // ends, and restores the worker's user, context and settings.
+        RollbackAndReleaseCurrentSubTransaction();
         MemoryContextSwitchTo(caller_context);
         CurrentResourceOwner = caller_owner;
     }
@@ -339,14 +398,22 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         CurrentResourceOwner = caller_owner;
         if (!r.flushed) {
             char message[1400];
-            if (phase == Phase::Table)
-                snprintf(message, sizeof message, "invalid table name \"%s\": %s", q.table, edata->message);
-            else if (phase == Phase::After)
+            int status = phase == Phase::Query ? 500 : 400;
+            if (phase == Phase::After) {
                 snprintf(message, sizeof message, "invalid \"after\" value for column \"%s\": %s", q.column,
                          edata->message);
-            else
+            } else if (edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE) {
+                // The reading role may not see the schema, table or rows.
+                status = 403;
                 snprintf(message, sizeof message, "%s", edata->message);
-            send_error(&r, phase == Phase::Query ? 500 : 400, message);
+            } else if (phase == Phase::Table && edata->sqlerrcode == ERRCODE_WRONG_OBJECT_TYPE) {
+                snprintf(message, sizeof message, "%s", edata->message);
+            } else if (phase == Phase::Table) {
+                snprintf(message, sizeof message, "invalid table name \"%s\": %s", q.table, edata->message);
+            } else {
+                snprintf(message, sizeof message, "%s", edata->message);
+            }
+            send_error(&r, status, message);
         } else {
             // The rows already went out under a 200: end the reply short, so the
             // client sees a truncated body rather than a wrong one.
@@ -363,6 +430,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
 
     MemoryContextSwitchTo(outer_context);
     MemoryContextDelete(request_context);
+    touch(entry);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
     shmem::wake_server();
     pgstat_report_activity(STATE_RUNNING, "holding an exported snapshot");

@@ -24,18 +24,19 @@ void on_exit(int, Datum) {
     if (!entry)
         return;
     entry->worker_latch.store(nullptr);
-    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
-    shmem::wake_server();
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     entry->worker_pid = 0;
     if (entry->state == shmem::SnapshotState::Ready && end_reason != shmem::SnapshotEnd::SlotDropped) {
         entry->state = shmem::SnapshotState::Ended;
         entry->end_reason = end_reason;
         entry->ended_at = GetCurrentTimestamp();
-    } else if (entry->requester_pid == 0) {
+    } else if (entry->requester_pid == 0 && entry->state != shmem::SnapshotState::Ended) {
         entry->state = shmem::SnapshotState::Free;
     }
     LWLockRelease(shmem::state()->lock);
+    // After the state: a request left unanswered is told why the snapshot ended.
+    entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
+    shmem::wake_server();
     ConditionVariableBroadcast(&shmem::state()->changed);
 }
 
@@ -47,8 +48,10 @@ bool cancelled() {
 }
 
 // Creates the slot and exports its snapshot, in walsender's order
-// (CreateReplicationSlot with EXPORT_SNAPSHOT).
-void create(const char *name, bool temporary) {
+// (CreateReplicationSlot with EXPORT_SNAPSHOT); without export_snapshot, only
+// the slot, as pg_create_logical_replication_slot() does. Returns whether a
+// snapshot is held.
+bool create(const char *name, bool temporary, bool export_snapshot) {
     CheckLogicalDecodingRequirements();
     slots::check_plugin_allowed();
 
@@ -60,12 +63,30 @@ void create(const char *name, bool temporary) {
     reader_routine.segment_open = wal_segment_open;
     reader_routine.segment_close = wal_segment_close;
     LogicalDecodingContext *ctx =
-        CreateInitDecodingContext(slots::kPluginName, NIL, true, InvalidXLogRecPtr, &reader_routine, nullptr, nullptr,
-                                  nullptr);
+        CreateInitDecodingContext(slots::kPluginName, NIL, export_snapshot, InvalidXLogRecPtr, &reader_routine,
+                                  nullptr, nullptr, nullptr);
     pgstat_report_activity(STATE_RUNNING, "waiting for running transactions to finish (cdc_init)");
     DecodingContextFindStartpoint(ctx);
     if (cancelled())
         proc_exit(0);
+
+    if (!export_snapshot) {
+        const XLogRecPtr lsn = MyReplicationSlot->data.confirmed_flush;
+        FreeDecodingContext(ctx);
+        if (temporary)
+            slots::mark_temporary(name);
+        ReplicationSlotPersist();
+        ReplicationSlotRelease();
+        // Ended from the start: cdc_snapshot() and HTTP reads can say why there is none.
+        LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+        entry->lsn = lsn;
+        entry->state = shmem::SnapshotState::Ended;
+        entry->end_reason = shmem::SnapshotEnd::NotExported;
+        entry->ended_at = GetCurrentTimestamp();
+        LWLockRelease(shmem::state()->lock);
+        ConditionVariableBroadcast(&shmem::state()->changed);
+        return false;
+    }
 
     // SnapBuildExportSnapshot's steps, plus one: the snapshot also becomes this
     // transaction's own (as walsender does for USE_SNAPSHOT), so that snapshot
@@ -88,9 +109,11 @@ void create(const char *name, bool temporary) {
     entry->lsn = lsn;
     strlcpy(entry->snapshot_name, snapshot_name, sizeof entry->snapshot_name);
     entry->held_since = GetCurrentTimestamp();
+    entry->last_used = entry->held_since;
     entry->state = shmem::SnapshotState::Ready;
     LWLockRelease(shmem::state()->lock);
     ConditionVariableBroadcast(&shmem::state()->changed);
+    return true;
 }
 
 // Keeps the exporting transaction (and so the snapshot) open until it is no longer wanted.
@@ -107,6 +130,7 @@ void hold(const char *name) {
         LWLockAcquire(shmem::state()->lock, LW_SHARED);
         const bool release = entry->release_requested || entry->cancelled;
         const TimestampTz since = entry->held_since;
+        const TimestampTz last_used = entry->last_used;
         LWLockRelease(shmem::state()->lock);
         if (release) {
             end_reason = shmem::SnapshotEnd::Released;
@@ -127,6 +151,16 @@ void hold(const char *name) {
         if (entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Submitted)) {
             serve_request(entry, entry_index);
             continue;
+        }
+        // A reply still being relayed (Done, not yet Idle) is a use too.
+        if (config::snapshot_idle_timeout_s > 0 &&
+            entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Idle) &&
+            GetCurrentTimestamp() - last_used >= static_cast<int64>(config::snapshot_idle_timeout_s) * USECS_PER_SEC) {
+            ereport(LOG, (errmsg("pgcdcws: released the snapshot of slot \"%s\": unused for "
+                                 "pgcdcws.snapshot_idle_timeout (%d s)",
+                                 name, config::snapshot_idle_timeout_s)));
+            end_reason = shmem::SnapshotEnd::Idle;
+            break;
         }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
@@ -173,6 +207,7 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     strlcpy(name, snapshot::entry->slot_name, NAMEDATALEN);
     const bool temporary = snapshot::entry->temporary;
+    const bool export_snapshot = snapshot::entry->export_snapshot;
     snapshot::entry->worker_pid = MyProcPid;
     snapshot::entry->worker_latch.store(MyLatch, std::memory_order_release);
     LWLockRelease(shmem::state()->lock);
@@ -185,9 +220,10 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     // synchronized scans could start each page's scan somewhere else.
     SetConfigOption("synchronize_seqscans", "off", PGC_USERSET, PGC_S_OVERRIDE);
 
+    volatile bool held = false;
     PG_TRY();
     {
-        snapshot::create(name, temporary);
+        held = snapshot::create(name, temporary, export_snapshot);
     }
     PG_CATCH();
     {
@@ -210,6 +246,7 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     }
     PG_END_TRY();
 
-    snapshot::hold(name);
+    if (held)
+        snapshot::hold(name);
     proc_exit(0);
 }

@@ -75,7 +75,7 @@ struct InitWait {
     BackgroundWorkerHandle *handle;
 };
 
-int allocate_snapshot_entry(const char *name, bool temporary) {
+int allocate_snapshot_entry(const char *name, bool temporary, bool export_snapshot) {
     shmem::SharedState *st = shmem::state();
     int found = -1;
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
@@ -108,6 +108,8 @@ int allocate_snapshot_entry(const char *name, bool temporary) {
         e->lsn = 0;
         e->snapshot_name[0] = '\0';
         e->held_since = 0;
+        e->last_used = 0;
+        e->export_snapshot = export_snapshot;
         e->end_reason = shmem::SnapshotEnd::Stopped;
         e->ended_at = 0;
         e->error_code = 0;
@@ -202,12 +204,15 @@ void wait_for_snapshot_worker(InitWait *wait) {
         LWLockAcquire(shmem::state()->lock, LW_SHARED);
         const shmem::SnapshotState state = e->state;
         LWLockRelease(shmem::state()->lock);
-        if (state == shmem::SnapshotState::Ready || state == shmem::SnapshotState::Failed)
+        // Ended: the slot was created without a snapshot (snapshot => false).
+        if (state == shmem::SnapshotState::Ready || state == shmem::SnapshotState::Failed ||
+            state == shmem::SnapshotState::Ended)
             break;
         pid_t pid;
         if (GetBackgroundWorkerPid(wait->handle, &pid) == BGWH_STOPPED) {
             LWLockAcquire(shmem::state()->lock, LW_SHARED);
-            const bool done = e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Failed;
+            const bool done = e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Failed ||
+                              e->state == shmem::SnapshotState::Ended;
             LWLockRelease(shmem::state()->lock);
             if (done)
                 break;
@@ -238,6 +243,7 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
     else
         slot_name_arg(fcinfo, 0, name);
     const bool temporary = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+    const bool export_snapshot = PG_NARGS() < 3 || PG_ARGISNULL(2) ? true : PG_GETARG_BOOL(2);
 
     slots::SlotInfo existing;
     if (slots::find(name, &existing))
@@ -245,7 +251,7 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
                         errhint("Choose another name, or drop the slot with cdc_drop().")));
 
     InitWait wait;
-    wait.index = allocate_snapshot_entry(name, temporary);
+    wait.index = allocate_snapshot_entry(name, temporary, export_snapshot);
     wait.handle = snapshot::launch(wait.index);
     if (wait.handle == nullptr) {
         free_snapshot_entry(wait.index);
@@ -262,7 +268,8 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
 
     shmem::SnapshotEntry *e = shmem::snapshot_entry(wait.index);
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
-    const bool ready = e->state == shmem::SnapshotState::Ready;
+    const bool ready = e->state == shmem::SnapshotState::Ready ||
+                       (e->state == shmem::SnapshotState::Ended && e->end_reason == shmem::SnapshotEnd::NotExported);
     const XLogRecPtr lsn = e->lsn;
     char snapshot_name[64];
     strlcpy(snapshot_name, e->snapshot_name, sizeof snapshot_name);
@@ -272,7 +279,17 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
     strlcpy(detail, e->error_detail, sizeof detail);
     strlcpy(hint, e->error_hint, sizeof hint);
     LWLockRelease(shmem::state()->lock);
-    free_snapshot_entry(wait.index);
+    if (!export_snapshot && ready) {
+        // No snapshot to hold: the worker is on its way out; return once it is
+        // gone. The entry stays Ended, so that cdc_snapshot() can say why the
+        // slot has no snapshot (a later cdc_init() may reuse it).
+        (void)WaitForBackgroundWorkerShutdown(wait.handle);
+        LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+        e->requester_pid = 0;
+        LWLockRelease(shmem::state()->lock);
+    } else {
+        free_snapshot_entry(wait.index);
+    }
 
     if (!ready)
         ereport(ERROR, (errcode(code ? code : ERRCODE_INTERNAL_ERROR), errmsg("%s", message),
@@ -284,7 +301,10 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
     bool nulls[3] = {false, false, false};
     values[0] = CStringGetTextDatum(name);
     values[1] = LSNGetDatum(lsn);
-    values[2] = CStringGetTextDatum(snapshot_name);
+    if (export_snapshot)
+        values[2] = CStringGetTextDatum(snapshot_name);
+    else
+        nulls[2] = true;
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     return (Datum)0;
 }
@@ -483,6 +503,19 @@ SnapshotFacts snapshot_facts(const char *slot_name) {
                                   pstrdup(timestamptz_to_str(f.held_since)), config::snapshot_timeout_s,
                                   pstrdup(timestamptz_to_str(f.ended_at))),
                         errhint("Raise pgcdcws.snapshot_timeout if snapshots must live longer. %s", hint)));
+    if (f.state == shmem::SnapshotState::Ended && f.end_reason == shmem::SnapshotEnd::Idle)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the snapshot of replication slot \"%s\" was released because it was idle", slot_name),
+                        errdetail("Nothing used it (a snapshot read over HTTP or cdc_snapshot()) for "
+                                  "pgcdcws.snapshot_idle_timeout (%d s); it ended at %s.",
+                                  config::snapshot_idle_timeout_s, timestamptz_to_str(f.ended_at)),
+                        errhint("Raise pgcdcws.snapshot_idle_timeout if clients pause longer between reads. %s",
+                                hint)));
+    if (f.state == shmem::SnapshotState::Ended && f.end_reason == shmem::SnapshotEnd::NotExported)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("replication slot \"%s\" was created without a snapshot", slot_name),
+                        errdetail("cdc_init() was called with snapshot => false."),
+                        errhint("%s", hint)));
     if (f.state == shmem::SnapshotState::Ended)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("the snapshot of replication slot \"%s\" ended when its worker stopped", slot_name),
@@ -524,9 +557,16 @@ bool wait_snapshot_released(int index, int worker_pid, const char *name) {
 
 Datum cdc_snapshot(FunctionCallInfo fcinfo) {
     require_ready();
+    CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
     const SnapshotFacts f = live_snapshot(name);
+    // Asking for the snapshot (to import it) uses it: the idle clock restarts.
+    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(f.index);
+    if (e->state == shmem::SnapshotState::Ready && std::strcmp(e->slot_name, name) == 0)
+        e->last_used = GetCurrentTimestamp();
+    LWLockRelease(shmem::state()->lock);
     PG_RETURN_TEXT_P(cstring_to_text(f.name));
 }
 
@@ -560,6 +600,8 @@ int compare_rows(const void *a, const void *b) {
 
 Datum cdc_slots(FunctionCallInfo fcinfo) {
     require_ready();
+    // Client addresses and snapshot names are not for every role.
+    CheckSlotPermissions();
     InitMaterializedSRF(fcinfo, 0);
     ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
 

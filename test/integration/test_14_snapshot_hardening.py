@@ -1,0 +1,462 @@
+"""Snapshot hardening (issue: hardening, parts 1, 2, 3, 5 first bullet, 6 cdc_slots/cdc_snapshot).
+
+1. Nothing a client controls runs with the worker's privileges: the temporary-domain
+   escalation, lookups, privilege checks and "after" input run as the reading role in a
+   security-restricted operation, for a REPLICATION cdc_init() caller and a superuser one.
+2. No lock outlives a read: ALTER TABLE with lock_timeout right after 200/400/403/404, and a
+   403 is answered while another session holds ACCESS EXCLUSIVE on the table.
+3. Held snapshots are short and optional: pgcdcws.snapshot_idle_timeout, cdc_init(snapshot =>
+   false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held.
+5. A client that stops reading a large reply does not hold up other reads of the same slot.
+6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
+"""
+
+import os
+import socket
+import threading
+import time
+
+import psycopg2
+import psycopg2.errors
+import pytest
+
+from conftest import wait_for
+from test_13_snapshot import snap_error, snap_post, snap_rows
+
+REPL_ROLE = "hard_repl"        # LOGIN REPLICATION, not superuser: calls cdc_init()
+ATTACKER = "hard_attacker"     # LOGIN only
+NOBODY = "hard_nobody"         # LOGIN only, never owns anything
+CALLERS = ["postgres", REPL_ROLE]
+
+
+@pytest.fixture(scope="module")
+def roles(cluster):
+    for role, attrs in ((REPL_ROLE, "LOGIN REPLICATION"), (ATTACKER, "LOGIN"), (NOBODY, "LOGIN")):
+        cluster.sql(f"CREATE ROLE {role} {attrs}")
+    yield
+    for role in (REPL_ROLE, ATTACKER, NOBODY):
+        cluster.sql(f"DROP OWNED BY {role}")
+        cluster.sql(f"DROP ROLE {role}")
+
+
+@pytest.fixture
+def slot_as(cluster, roles):
+    """slot_as(role, name, **kw) -> (slot, lsn, snapshot_name) from cdc_init() called by role."""
+    made = []
+
+    def make(role, name, snapshot=True):
+        conn = cluster.connect(user=role)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT slot_name, lsn::text, snapshot_name FROM cdc_init(%s, snapshot => %s)",
+                            (name, snapshot))
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        made.append(name)
+        assert row[0] == name
+        return row
+
+    yield make
+    for name in made:
+        cluster.drop_slot_quietly(name)
+
+
+def read_req(slot, table, **kw):
+    return dict({"slotName": slot, "table": table}, **kw)
+
+
+def worker_locks(cluster, relation):
+    """Locks any pgcdcws snapshot worker holds on `relation` (a regclass text)."""
+    return cluster.sql("SELECT l.pid, l.mode FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                       "WHERE a.backend_type = 'pgcdcws snapshot' AND l.locktype = 'relation' "
+                       "AND l.relation = %s::regclass", (relation,))
+
+
+def alter_within(cluster, statement, lock_timeout="2s"):
+    """Runs a DDL statement with lock_timeout on a new session (fails the test if it times out)."""
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '{lock_timeout}'")
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------ 1. whose privileges run what
+@pytest.mark.parametrize("caller", CALLERS)
+def test_temporary_domain_escalation_runs_nothing(cluster, slot_as, caller):
+    """The issue's exact escalation: a LOGIN-only role's temporary domain whose CHECK runs
+    COPY ... TO PROGRAM. The read is refused before any of its code runs; no marker file."""
+    marker = os.path.join(cluster.tmpdir, f"hard_marker_{caller}.txt")
+    slot = slot_as(caller, f"hard_esc_{caller}")[0]
+    attacker = cluster.connect(user=ATTACKER)  # temporary objects live as long as this session
+    try:
+        with attacker.cursor() as cur:
+            cur.execute("CREATE FUNCTION pg_temp.ev(int) RETURNS bool LANGUAGE sql AS "
+                        f"$$ copy (select 1) to program 'id > {marker}'; select true $$")
+            cur.execute("CREATE DOMAIN pg_temp.dd AS int CHECK (pg_temp.ev(value))")
+            cur.execute("CREATE TEMP TABLE tt (k pg_temp.dd)")
+            cur.execute("GRANT SELECT ON tt TO PUBLIC")
+            cur.execute("CREATE TEMP VIEW tv AS SELECT pg_temp.ev(1) AS k")
+            cur.execute("GRANT SELECT ON tv TO PUBLIC")
+            cur.execute("SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()")
+            nsp = cur.fetchone()[0]
+        for table in (f"{nsp}.tt", f"{nsp}.tv"):
+            r = snap_post(cluster.ws_port, read_req(slot, table, order_by={"column": "k"}, after="1"))
+            assert not os.path.exists(marker), f"the attacker's code ran: {open(marker).read()!r}"
+            message = r.json()["error"]
+            if caller == "postgres":
+                # A superuser may look into any schema: the temporary object itself is refused.
+                assert r.status == 400, r
+                assert f"{table} is a temporary table or view of another session" in message, message
+            else:
+                # Another session's temporary schema is not even visible to the role.
+                assert r.status == 403, r
+                assert message == f"permission denied for schema {nsp}", message
+    finally:
+        attacker.close()
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_after_input_runs_as_reading_role_restricted(cluster, slot_as, caller):
+    """A domain CHECK reached through "after" runs as the role that called cdc_init(), inside a
+    security-restricted operation (SET ROLE is refused there, even for a superuser); for a REPLICATION caller COPY ... TO PROGRAM is refused and writes nothing."""
+    marker = os.path.join(cluster.tmpdir, f"hard_marker_after_{caller}.txt")
+    cluster.sql(f"CREATE SCHEMA hard_evil AUTHORIZATION {ATTACKER}")
+    try:
+        attacker = cluster.connect(user=ATTACKER)
+        try:
+            with attacker.cursor() as cur:
+                cur.execute("""
+                    CREATE FUNCTION hard_evil.probe(int) RETURNS bool LANGUAGE plpgsql AS $$
+                    DECLARE set_role text := 'allowed';
+                    BEGIN
+                      BEGIN
+                        PERFORM set_config('role', current_user, true);
+                      EXCEPTION WHEN others THEN set_role := sqlerrm;
+                      END;
+                      RAISE EXCEPTION 'check ran as %; SET ROLE: %', current_user, set_role;
+                    END $$""")
+                cur.execute("CREATE DOMAIN hard_evil.probed AS int CHECK (hard_evil.probe(value))")
+                cur.execute(f"""
+                    CREATE FUNCTION hard_evil.ev(int) RETURNS bool LANGUAGE plpgsql AS $$
+                    BEGIN
+                      COPY (SELECT 1) TO PROGRAM 'id > {marker}';
+                      RETURN true;
+                    END $$""")
+                cur.execute("CREATE DOMAIN hard_evil.dd AS int CHECK (hard_evil.ev(value))")
+                cur.execute("CREATE TABLE hard_evil.t (p hard_evil.probed, k hard_evil.dd)")
+                cur.execute("GRANT USAGE ON SCHEMA hard_evil TO PUBLIC")
+                cur.execute("GRANT SELECT ON hard_evil.t TO PUBLIC")
+        finally:
+            attacker.close()
+        slot = slot_as(caller, f"hard_after_{caller}")[0]
+
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "p"}, after="1"), 400)
+        assert msg.startswith('invalid "after" value for column "p": '), msg
+        assert (f'check ran as {caller}; SET ROLE: cannot set parameter "role" within '
+                "security-restricted operation") in msg, msg
+
+        if caller == REPL_ROLE:
+            msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "k"}, after="1"),
+                             400)
+            assert "pg_execute_server_program" in msg, msg
+            assert not os.path.exists(marker), f"COPY TO PROGRAM ran: {open(marker).read()!r}"
+        # Without "after", no input function runs: the (empty) table reads fine.
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "k"})) == []
+    finally:
+        cluster.sql("DROP SCHEMA hard_evil CASCADE")
+    assert not os.path.exists(marker)
+
+
+def test_keyset_operator_is_the_ordering_one(cluster, slot_as):
+    """A better-matching '>' operator visible on the search_path (here: for a domain type, in
+    public) does not replace the btree ordering operator in the keyset condition."""
+    cluster.sql("CREATE DOMAIN hard_key AS int")
+    cluster.sql("CREATE FUNCTION public.hard_always(hard_key, hard_key) RETURNS bool LANGUAGE sql "
+                "AS 'select true'")
+    cluster.sql("CREATE OPERATOR public.> (LEFTARG = hard_key, RIGHTARG = hard_key, "
+                "FUNCTION = public.hard_always)")
+    cluster.sql("CREATE TABLE hard_keyset (id hard_key PRIMARY KEY)")
+    cluster.sql("INSERT INTO hard_keyset SELECT g FROM generate_series(1, 5) g")
+    cluster.sql(f"GRANT SELECT ON hard_keyset TO {REPL_ROLE}")
+    try:
+        # The hijack works in plain SQL...
+        assert cluster.sql1("SELECT count(*) FROM hard_keyset WHERE id > 3::hard_key") == 5
+        slot = slot_as(REPL_ROLE, "hard_keyset")[0]
+        rows = snap_rows(cluster.ws_port, read_req(slot, "hard_keyset", order_by={"column": "id"}, after="3"))
+        assert [r["id"] for r in rows] == [4, 5]
+        rows = snap_rows(cluster.ws_port, read_req(slot, "hard_keyset", order_by={"column": "id", "order": "desc"},
+                                                   after="3"))
+        assert [r["id"] for r in rows] == [2, 1]
+    finally:
+        cluster.sql("DROP TABLE hard_keyset")
+        cluster.sql("DROP OPERATOR public.> (hard_key, hard_key)")
+        cluster.sql("DROP FUNCTION public.hard_always(hard_key, hard_key)")
+        cluster.sql("DROP DOMAIN hard_key")
+
+
+# ------------------------------------------------------------- 2. no lock outlives a read
+def test_no_lock_outlives_a_read(cluster, slot_as):
+    cluster.sql("CREATE TABLE hard_lock (id int PRIMARY KEY, v text)")
+    cluster.sql("CREATE TABLE hard_lock_closed (id int PRIMARY KEY)")
+    cluster.sql("INSERT INTO hard_lock SELECT g, 'v' || g FROM generate_series(1, 3) g")
+    cluster.sql(f"GRANT SELECT ON hard_lock TO {REPL_ROLE}")
+    log_offset = cluster.log_size()
+    try:
+        slot = slot_as(REPL_ROLE, "hard_lock")[0]
+        # 200
+        rows = snap_rows(cluster.ws_port, read_req(slot, "hard_lock", order_by={"column": "id"}))
+        assert [r["id"] for r in rows] == [1, 2, 3]
+        assert worker_locks(cluster, "hard_lock") == []
+        alter_within(cluster, "ALTER TABLE hard_lock ADD COLUMN c1 int")
+        # 400 after the table was found (and locked): unknown column
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_lock", order_by={"column": "nope"}), 400)
+        assert 'column "nope" does not exist' in msg, msg
+        assert worker_locks(cluster, "hard_lock") == []
+        alter_within(cluster, "ALTER TABLE hard_lock ADD COLUMN c2 int")
+        # 403
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_lock_closed"), 403)
+        assert msg == f"permission denied for table public.hard_lock_closed (role {REPL_ROLE}, which called cdc_init())"
+        assert worker_locks(cluster, "hard_lock_closed") == []
+        alter_within(cluster, "ALTER TABLE hard_lock_closed ADD COLUMN c1 int")
+        # 404
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_lock_missing"), 404)
+        assert msg == 'table "hard_lock_missing" does not exist', msg
+        alter_within(cluster, "ALTER TABLE hard_lock ADD COLUMN c3 int")
+        rows = snap_rows(cluster.ws_port, read_req(slot, "hard_lock", order_by={"column": "id"}))
+        assert [r["id"] for r in rows] == [1, 2, 3]
+        alter_within(cluster, "TRUNCATE hard_lock")
+        # Ending every read with a rollback leaks nothing (no "resource/snapshot leak" warnings).
+        assert "WARNING" not in cluster.log_since(log_offset), cluster.log_since(log_offset)
+    finally:
+        cluster.sql("DROP TABLE hard_lock, hard_lock_closed")
+
+
+def test_refusal_takes_no_lock(cluster, slot_as):
+    """A 403 is decided before any lock: it comes back while another session holds ACCESS
+    EXCLUSIVE on the table, and pg_authid is never locked."""
+    cluster.sql("CREATE TABLE hard_secret (id int)")
+    holder = cluster.connect(autocommit=False)
+    try:
+        slot = slot_as(REPL_ROLE, "hard_secret")[0]
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE hard_secret IN ACCESS EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        r = snap_post(cluster.ws_port, read_req(slot, "hard_secret"), timeout=60)
+        assert r.status == 403, r
+        assert r.json()["error"] == (f"permission denied for table public.hard_secret (role {REPL_ROLE}, "
+                                     "which called cdc_init())")
+        assert time.monotonic() - t0 < 30
+        msg = snap_error(cluster.ws_port, read_req(slot, "pg_catalog.pg_authid"), 403)
+        assert msg.startswith("permission denied for table pg_catalog.pg_authid"), msg
+        assert worker_locks(cluster, "pg_authid") == []
+        # another user's schema without USAGE: 403 too, not a lookup as the superuser
+        cluster.sql("CREATE SCHEMA hard_private")
+        cluster.sql("CREATE TABLE hard_private.t (id int)")
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_private.t"), 403)
+        assert msg == "permission denied for schema hard_private", msg
+    finally:
+        holder.rollback()
+        holder.close()
+        cluster.sql("DROP SCHEMA IF EXISTS hard_private CASCADE")
+        cluster.sql("DROP TABLE hard_secret")
+
+
+# ------------------------------------------------- 3. held snapshots are short and optional
+def create_index_concurrently(cluster, table, index, statement_timeout):
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = '{statement_timeout}'")
+            cur.execute(f"CREATE INDEX CONCURRENTLY {index} ON {table} (v)")
+    finally:
+        conn.close()
+
+
+def test_idle_snapshot_is_released(cluster, slot_as):
+    cluster.sql("CREATE TABLE hard_idle (id int PRIMARY KEY, v int)")
+    cluster.sql("INSERT INTO hard_idle SELECT g, g FROM generate_series(1, 3) g")
+    try:
+        cluster.alter_system("pgcdcws.snapshot_idle_timeout", 4, expect_show="4s")
+        slot, _, snap = slot_as("postgres", "hard_idle")
+        # While held, CREATE INDEX CONCURRENTLY waits for the snapshot.
+        assert cluster.sql1("SELECT cdc_snapshot(%s)", (slot,)) == snap  # restarts the idle clock
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            create_index_concurrently(cluster, "hard_idle", "hard_idle_v_blocked", "1s")
+        cluster.sql("DROP INDEX hard_idle_v_blocked")  # left invalid by the cancel
+
+        # Reads keep it alive: for three idle timeouts, one read every half second.
+        t_end = time.monotonic() + 12
+        while time.monotonic() < t_end:
+            rows = snap_rows(cluster.ws_port, read_req(slot, "hard_idle", order_by={"column": "id"}))
+            assert [r["id"] for r in rows] == [1, 2, 3]
+            time.sleep(0.5)  # pacing, not an assertion
+        assert cluster.sql1("SELECT snapshot_name FROM cdc_slots() WHERE slot_name = %s", (slot,)) == snap
+
+        # Unused, it goes (cdc_slots() does not count as a use).
+        wait_for(lambda: cluster.sql1("SELECT snapshot_name IS NULL FROM cdc_slots() WHERE slot_name = %s",
+                                      (slot,)), 30, interval=0.2, what="the idle snapshot to be released")
+        with pytest.raises(psycopg2.Error) as ei:
+            cluster.sql("SELECT cdc_snapshot(%s)", (slot,))
+        err = ei.value
+        assert err.pgcode == "55000", err.pgcode
+        assert err.diag.message_primary == (f'the snapshot of replication slot "{slot}" was released because '
+                                            "it was idle")
+        assert "pgcdcws.snapshot_idle_timeout (4 s)" in err.diag.message_detail, err.diag.message_detail
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_idle"), 410)
+        assert msg == (f'the snapshot of replication slot "{slot}" was released because it was idle '
+                       "(pgcdcws.snapshot_idle_timeout)"), msg
+        assert cluster.slot_exists(slot)
+        create_index_concurrently(cluster, "hard_idle", "hard_idle_v", "60s")
+        assert cluster.sql1("SELECT indisvalid FROM pg_index WHERE indexrelid = 'hard_idle_v'::regclass") is True
+    finally:
+        cluster.alter_system("pgcdcws.snapshot_idle_timeout", None, expect_show="5min")
+        cluster.sql("DROP TABLE hard_idle")
+
+
+def test_cdc_init_without_snapshot(cluster, slot_as):
+    cluster.sql("CREATE TABLE hard_nosnap (id int PRIMARY KEY, v int)")
+    try:
+        before = len(cluster.pids_by_backend_type("pgcdcws snapshot", fresh=True))
+        for caller in CALLERS:
+            slot, lsn, snap = slot_as(caller, f"hard_nosnap_{caller}", snapshot=False)
+            assert snap is None and lsn is not None
+            # No worker outlives the call.
+            assert len(cluster.pids_by_backend_type("pgcdcws snapshot", fresh=True)) == before
+            assert cluster.slot_row(slot)[3] == "pgcdcws"
+            assert cluster.sql("SELECT snapshot_name, snapshot_held_since FROM cdc_slots() WHERE slot_name = %s",
+                               (slot,)) == [(None, None)]
+            with pytest.raises(psycopg2.Error) as ei:
+                cluster.sql("SELECT cdc_snapshot(%s)", (slot,))
+            assert ei.value.pgcode == "55000"
+            assert ei.value.diag.message_primary == f'replication slot "{slot}" was created without a snapshot'
+            assert ei.value.diag.message_detail == "cdc_init() was called with snapshot => false."
+            msg = snap_error(cluster.ws_port, read_req(slot, "hard_nosnap"), 410)
+            assert msg == (f'the snapshot of replication slot "{slot}" never existed: cdc_init() was called '
+                           "with snapshot => false"), msg
+        create_index_concurrently(cluster, "hard_nosnap", "hard_nosnap_v", "60s")
+        # cdc_init() with no arguments still exports one.
+        row = cluster.sql("SELECT slot_name, snapshot_name FROM cdc_init()")[0]
+        try:
+            assert row[1] and cluster.sql1("SELECT cdc_snapshot(%s)", (row[0],)) == row[1]
+        finally:
+            cluster.sql("SELECT cdc_drop(%s)", (row[0],))
+    finally:
+        cluster.sql("DROP TABLE hard_nosnap")
+
+
+# ------------------------------------------------------ 5. one client cannot starve others
+@pytest.mark.parametrize("rows", [1000, 2500, 20000])
+def test_stalled_reader_does_not_hold_up_others(cluster, slot_as, rows):
+    """Client A asks for a reply of rows * ~2 kB and never reads it. Depending on the size, the
+    worker is still producing (the ring is full) or already done (the rest waits in the ring)
+    when A stops: either way, client B's read on the same slot is answered within seconds."""
+    cluster.sql("CREATE TABLE hard_big (id int PRIMARY KEY, v text)")
+    cluster.sql("INSERT INTO hard_big SELECT g, repeat(md5(g::text), 64) FROM generate_series(1, %s) g",
+                (rows,))
+    cluster.sql("CREATE TABLE hard_small (id int PRIMARY KEY)")
+    cluster.sql("INSERT INTO hard_small VALUES (1), (2)")
+    stalled = None
+    log_offset = cluster.log_size()
+    try:
+        cluster.alter_system("pgcdcws.snapshot_max_rows", 20000)
+        slot = slot_as("postgres", "hard_stall")[0]
+        # A small receive buffer fills at once.
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("localhost", cluster.ws_port))
+        body = ('{"slotName": "%s", "table": "hard_big", "limit": %d}' % (slot, rows)).encode()
+        stalled.sendall(b"POST /v1/snapshot/data HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_for(lambda: cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                     "AND query LIKE 'reading hard_big%'"), 30, interval=0.05,
+                 what="the snapshot worker to serve client A")
+        # Client B on the same slot: served once A is given up (5 s without progress).
+        t0 = time.monotonic()
+        got = snap_rows(cluster.ws_port, read_req(slot, "hard_small", order_by={"column": "id"}), timeout=60)
+        waited = time.monotonic() - t0
+        assert [r["id"] for r in got] == [1, 2]
+        assert waited < 15, waited
+        # A's connection was closed with its reply cut short (unless the whole reply fitted in
+        # the socket buffers: then A never held anyone up).
+        stalled.settimeout(30)
+        received = b""
+        while True:
+            try:
+                chunk = stalled.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        assert received == b"" or received.startswith(b"HTTP/1.1 200 OK"), received[:100]
+        if rows == 20000:
+            assert not received.endswith(b"]"), len(received)
+        if not received.endswith(b"]"):
+            assert ('closed a snapshot data client that read nothing of its reply for 5 s (slot "hard_stall")'
+                    in cluster.log_since(log_offset))
+    finally:
+        if stalled is not None:
+            stalled.close()
+        cluster.alter_system("pgcdcws.snapshot_max_rows", None, expect_show="10000")
+        cluster.sql("DROP TABLE hard_big, hard_small")
+
+
+def test_read_cut_off_by_worker_end_gets_a_status(cluster, slot_as):
+    """The snapshot worker ends (here: pg_terminate_backend) while a read has produced nothing
+    yet: the client gets a 410 saying why, not a connection closed without a reply."""
+    cluster.sql("CREATE VIEW hard_slow AS SELECT 1 AS x FROM pg_sleep(60)")
+    try:
+        slot = slot_as("postgres", "hard_slow")[0]
+        result = {}
+
+        def read():
+            try:
+                result["reply"] = snap_post(cluster.ws_port, read_req(slot, "hard_slow"), timeout=60)
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = e
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        pid = wait_for(lambda: cluster.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = "
+                                           "'pgcdcws snapshot' AND query LIKE 'reading hard_slow%'"),
+                       30, interval=0.05, what="the worker to run the read")[0][0]
+        assert cluster.sql1("SELECT pg_terminate_backend(%s)", (pid,)) is True
+        reader.join(60)
+        assert not reader.is_alive()
+        assert "error" not in result, result
+        r = result["reply"]
+        assert r.status == 410, r
+        assert r.json() == {"error": f'the snapshot of replication slot "{slot}" ended when its worker stopped'}
+    finally:
+        cluster.sql("DROP VIEW hard_slow")
+
+
+# --------------------------------------------------- 6. privileges of the SQL functions
+def test_slots_and_snapshot_need_replication(cluster, slot_as):
+    slot = slot_as("postgres", "hard_priv")[0]
+    conn = cluster.connect(user=NOBODY)
+    try:
+        for query, args in (("SELECT * FROM cdc_slots()", None), ("SELECT cdc_snapshot(%s)", (slot,))):
+            with conn.cursor() as cur:
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege) as ei:
+                    cur.execute(query, args)
+                assert ei.value.pgcode == "42501"
+                assert ei.value.diag.message_primary == ("must be superuser or replication role to use "
+                                                         "replication slots")
+    finally:
+        conn.close()
+    # A REPLICATION role may.
+    conn = cluster.connect(user=REPL_ROLE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM cdc_slots() WHERE slot_name = %s", (slot,))
+            assert cur.fetchone()[0] == 1
+            cur.execute("SELECT cdc_snapshot(%s) IS NOT NULL", (slot,))
+            assert cur.fetchone()[0] is True
+    finally:
+        conn.close()
