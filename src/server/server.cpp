@@ -576,6 +576,14 @@ void Server::housekeeping() {
             }
             else
                 client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "decoder stopped", true);
+        } else if (status == shmem::DecoderStatus::Starting) {
+            // The postmaster could not start it (fork failed), or it died before
+            // it could say why: the client must not wait for it forever.
+            bool lost = false;
+            pg::guarded([&] { lost = bridge::decoder_lost(client.channel()); });
+            if (lost)
+                client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                                     "decoder stopped before it started streaming (see the server log)", true);
         }
         if (client.wants_write())
             lws_callback_on_writable(client.wsi());
