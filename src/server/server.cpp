@@ -301,6 +301,7 @@ void Server::forget(struct lws *wsi) {
     if (it == clients_.end())
         return;
     const int channel = it->second->channel();
+    it->second->read_after_reset();  // before the decoder is told to stop
     bridge::close_stream(channel);  // atomics and a latch only: cannot fail
     channel_has_client_[static_cast<std::size_t>(channel)] = false;
     clients_.erase(it);

@@ -41,6 +41,10 @@ public:
     // Whether a writable callback would have something to do.
     bool wants_write() const;
 
+    // The connection is closing: handles the messages the client sent that lws
+    // did not read (see the definition).
+    void read_after_reset();
+
 private:
     void queue_reply(const std::string &error);
     void handle_message(const char *data, std::size_t length);
