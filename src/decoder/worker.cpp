@@ -332,6 +332,8 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
         proc_exit(1);
     self.server_generation = shmem::state()->server_generation.load();
     shmem::Channel *ch = shmem::channel(self.index);
+    // Registered first, so that a published pid is always cleared on the way out.
+    before_shmem_exit(decoder::on_exit, 0);
     // The channel may have been handed to another stream since we were
     // launched (the client left, the server restarted): then it is not ours.
     if (!shmem::publish_decoder(ch, self.generation))
@@ -341,7 +343,6 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
     self.max_record = self.ring->max_payload() < static_cast<std::size_t>(output::kFragmentBytes)
                           ? self.ring->max_payload()
                           : static_cast<std::size_t>(output::kFragmentBytes);
-    before_shmem_exit(decoder::on_exit, 0);
 
     char slot_name[NAMEDATALEN];
     strlcpy(slot_name, ch->slot_name, NAMEDATALEN);
