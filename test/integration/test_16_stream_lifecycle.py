@@ -329,3 +329,46 @@ def test_decoding_during_create_index_concurrently(cluster):
         asyncio.run(main())
     finally:
         cluster.drop_slot_quietly(slot)
+
+
+def test_server_restart_keeps_old_decoders_off_new_streams(cluster):
+    """The pgcdcws server restarts (pg_terminate_backend) with a stream open: its client gets
+    1001, the old decoder releases the slot, and streams opened by the new server (the same
+    slot, which waits for the old decoder, and another slot) run undisturbed afterwards."""
+    slot_x, slot_y = "l_gen_x", "l_gen_y"
+    cluster.sql("CREATE TABLE l_gen_t (id int PRIMARY KEY)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot_x,))
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot_y,))
+    try:
+        async def main():
+            x, old_decoder = await _streaming(cluster, slot_x, "l_gen_t", 1)
+            await x.ack(x.last_nextlsn)
+            await apoll(lambda: lsn_int(cluster.confirmed_lsn(slot_x)) >= lsn_int(x.last_nextlsn), 15,
+                        what="ack of 1 confirmed")
+            old_servers = cluster.pids_by_backend_type("pgcdcws server", fresh=True)
+            assert cluster.sql1("SELECT pg_terminate_backend(%s)", (old_servers[0],)) is True
+            code, reason, _ = await x.wait_closed_code(30)
+            assert (code, reason) == (1001, "server shutting down")
+            cluster.wait_ready(old_server_pids=old_servers, timeout=60)
+
+            x = await StreamClient.open_retry(cluster.ws_port, slot_x)
+            y = await StreamClient.open_retry(cluster.ws_port, slot_y)
+            try:
+                await apoll(lambda: old_decoder not in cluster.pids_by_backend_type("pgcdcws decoder", fresh=True),
+                            30, what="the old decoder to exit")
+                for value in (2, 3):
+                    cluster.sql("INSERT INTO l_gen_t VALUES (%s)", (value,))
+                    tx = await x.recv_txn(30)
+                    assert tx.ids() == [value]
+                # Nothing acknowledged on Y: it gets 1, 2 and 3.
+                ty = await y.recv_txns(3, 30)
+                assert [t.ids() for t in ty] == [[1], [2], [3]]
+                assert _decoder_of(cluster, slot_x) not in (None, old_decoder)
+            finally:
+                await x.close()
+                await y.close()
+
+        asyncio.run(main())
+    finally:
+        cluster.drop_slot_quietly(slot_x)
+        cluster.drop_slot_quietly(slot_y)
