@@ -121,7 +121,15 @@ int StreamClient::on_receive(const char *data, std::size_t length, bool binary, 
 // read them here (the socket is still open while lws reports the close). lws
 // reads whole buffers, so what is left starts at a frame unless the client sent
 // more than a buffer at once; anything that does not parse is ignored.
-void StreamClient::read_after_reset() {
+void StreamClient::read_after_reset() noexcept {
+    try {
+        read_unread_frames();
+    } catch (...) {
+        // Out of memory: the acks are lost as if the client had not sent them.
+    }
+}
+
+void StreamClient::read_unread_frames() {
     constexpr std::size_t kMaxUnread = 64 * 1024;
     const lws_sockfd_type fd = lws_get_socket_fd(wsi_);
     if (fd < 0)
