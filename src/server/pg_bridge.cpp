@@ -18,6 +18,9 @@ BackgroundWorkerHandle **handles = nullptr;
 // Channels whose client waits for the previous decoder of its slot to exit
 // before its own decoder is launched (see open_stream); process-local.
 bool *parked = nullptr;
+TimestampTz *parked_since = nullptr;
+// How long a parked client waits for the slot's previous decoder to exit.
+constexpr long kParkedWaitMs = 10000;
 
 void refuse(Refusal *r, int status, const char *fmt, const char *arg) {
     r->status = status;
@@ -83,9 +86,14 @@ void launch_parked(const bool *has_client) {
         LWLockAcquire(st->lock, LW_SHARED);
         const bool wait = slot_has_other_channel_locked(ch->slot_name, i);
         LWLockRelease(st->lock);
-        if (wait)
+        if (wait && !TimestampDifferenceExceeds(parked_since[i], GetCurrentTimestamp(), kParkedWaitMs))
             continue;
         parked[i] = false;
+        if (wait) {
+            shmem::mark_decoder_gone(ch, ch->generation,
+                                     "the previous decoder of this slot did not stop within 10 s; try again", false);
+            continue;
+        }
         if (!launch_decoder(i))
             shmem::mark_decoder_gone(ch, ch->generation, kNoWorkerSlot, false);
     }
@@ -98,6 +106,8 @@ void register_server() {
     handles = static_cast<BackgroundWorkerHandle **>(
         MemoryContextAllocZero(TopMemoryContext, sizeof(BackgroundWorkerHandle *) * st->num_channels));
     parked = static_cast<bool *>(MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * st->num_channels));
+    parked_since =
+        static_cast<TimestampTz *>(MemoryContextAllocZero(TopMemoryContext, sizeof(TimestampTz) * st->num_channels));
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
     st->server_generation.fetch_add(1);
     st->server_pid.store(MyProcPid);
@@ -242,6 +252,7 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
 
     if (wait_for_previous) {
         parked[index] = true;
+        parked_since[index] = GetCurrentTimestamp();
         return index;
     }
     if (!launch_decoder(index)) {

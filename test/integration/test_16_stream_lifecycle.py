@@ -7,6 +7,7 @@ import asyncio
 import collections
 import os
 import resource
+import signal
 import threading
 import time
 
@@ -372,3 +373,47 @@ def test_server_restart_keeps_old_decoders_off_new_streams(cluster):
     finally:
         cluster.drop_slot_quietly(slot_x)
         cluster.drop_slot_quietly(slot_y)
+
+
+def test_reconnect_waits_for_previous_decoder_at_most_10s(cluster):
+    """A client reconnects while the previous decoder of its slot cannot stop (it is
+    SIGSTOPped): the new connection is accepted, then closed with 1011 and a reason after
+    10 s; once the old decoder has gone, the slot streams again."""
+    slot = "l_stuck"
+    cluster.sql("CREATE TABLE l_stuck_t (id int PRIMARY KEY)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    old = None
+    try:
+        async def main():
+            nonlocal old
+            client, old = await _streaming(cluster, slot, "l_stuck_t", 1)
+            os.kill(old, signal.SIGSTOP)
+            try:
+                await client.close()
+                started = time.monotonic()
+                waiting = await StreamClient.open(cluster.ws_port, slot)  # accepted, parked
+                code, reason, got = await waiting.wait_closed_code(60)
+                waited = time.monotonic() - started
+            finally:
+                os.kill(old, signal.SIGCONT)
+            assert (code, reason) == (1011, "decoder failed: the previous decoder of this slot did not stop "
+                                            "within 10 s; try again"), (code, reason)
+            assert got == [] and 9 <= waited <= 40, (got, waited)
+            await apoll(lambda: old not in cluster.pids_by_backend_type("pgcdcws decoder", fresh=True), 30,
+                        what="the old decoder to exit after SIGCONT")
+            again = await StreamClient.open_retry(cluster.ws_port, slot)
+            try:
+                cluster.sql("INSERT INTO l_stuck_t VALUES (2)")
+                txn = await again.recv_txn(30)
+                assert txn.ids() in ([1], [2])  # 1 was never acknowledged
+            finally:
+                await again.close()
+
+        asyncio.run(main())
+    finally:
+        if old is not None:
+            try:
+                os.kill(old, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        cluster.drop_slot_quietly(slot)
