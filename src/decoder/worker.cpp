@@ -4,6 +4,7 @@
 
 #include "config.hpp"
 #include "output/plugin.hpp"
+#include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
 
@@ -29,6 +30,8 @@ struct DecoderState {
     XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
     TimestampTz last_ack_apply;
     TimestampTz last_idle_confirm;
+    bool failed;      // an ERROR ended the decoder; `error` says which
+    char error[256];
 };
 
 DecoderState self;
@@ -49,6 +52,8 @@ bool stop_wanted() {
            shmem::state()->server_generation.load(std::memory_order_acquire) != self.server_generation;
 }
 
+void apply_acks(bool force);
+
 // Releases the slot (dropping it if cdc_drop() asked or it is temporary) and
 // exits. Safe from inside decoding callbacks: proc_exit aborts the
 // transaction the reorder buffer may have open.
@@ -57,6 +62,11 @@ bool stop_wanted() {
         char name[NAMEDATALEN];
         strlcpy(name, NameStr(MyReplicationSlot->data.name), NAMEDATALEN);
         const bool drop = self.channel->drop_requested.load() || slots::is_temporary(name);
+        // An ack the server received before its client left is confirmed
+        // before the slot goes: the server raised ack_request_lsn before it
+        // asked us to stop, so we see it here.
+        if (!drop && shmem::owns_channel(self.channel, self.generation))
+            apply_acks(true);
         if (drop) {
             ReplicationSlotRelease();
             ReplicationSlotDrop(name, true);
@@ -69,18 +79,41 @@ bool stop_wanted() {
     proc_exit(0);
 }
 
+// An ERROR or a SIGTERM ended the decoder while it held the slot. A temporary
+// slot (or one cdc_drop() asked for) is dropped now, not at the next cluster
+// start; any other slot is released by ProcKill.
+void drop_slot_on_exit() {
+    char name[NAMEDATALEN];
+    strlcpy(name, NameStr(MyReplicationSlot->data.name), NAMEDATALEN);
+    if (!self.channel->drop_requested.load() && !slots::is_temporary(name))
+        return;
+    PG_TRY();
+    {
+        ReplicationSlotRelease();
+        ReplicationSlotDrop(name, true);
+        slots::unmark_temporary(name);
+        ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\" after its decoder stopped", name)));
+    }
+    PG_CATCH();
+    {
+        EmitErrorReport();
+        FlushErrorState();
+    }
+    PG_END_TRY();
+}
+
+// Runs after ShutdownPostgres (registered later, so called earlier) has
+// aborted any transaction the decoding had open.
 void on_exit(int, Datum) {
     shmem::Channel *ch = self.channel;
     if (!ch)
         return;
-    if (got_sigterm)
-        ch->terminated.store(true);
-    if (ch->decoder_status.load() != static_cast<std::uint32_t>(shmem::DecoderStatus::Failed))
-        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Exited));
-    ch->decoder_latch.store(nullptr);
-    ch->decoder_pid.store(0);
-    shmem::wake_server();
-    ConditionVariableBroadcast(&shmem::state()->changed);
+    // An ERROR may have left locks held outside a transaction.
+    LWLockReleaseAll();
+    ConditionVariableCancelSleep();
+    if (MyReplicationSlot)
+        drop_slot_on_exit();
+    shmem::mark_decoder_gone(ch, self.generation, self.failed ? self.error : nullptr, got_sigterm);
 }
 
 // Confirms the slot up to `lsn` and writes it to disk, so an ack survives a crash.
@@ -230,10 +263,7 @@ void stream(const char *slot_name) {
     MemoryContextSwitchTo(old);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
 
-    self.channel->confirmed_lsn.store(MyReplicationSlot->data.confirmed_flush);
-    self.channel->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Streaming));
-    shmem::wake_server();
-    ConditionVariableBroadcast(&shmem::state()->changed);
+    shmem::mark_streaming(self.channel, self.generation, MyReplicationSlot->data.confirmed_flush);
     ereport(DEBUG1, (errmsg("pgcdcws: streaming slot \"%s\" from %X/%X", slot_name,
                             LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush))));
 
@@ -300,18 +330,19 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
     std::memcpy(&self.generation, MyBgworkerEntry->bgw_extra, sizeof self.generation);
     if (!shmem::available() || self.index < 0 || self.index >= shmem::state()->num_channels)
         proc_exit(1);
+    self.server_generation = shmem::state()->server_generation.load();
     shmem::Channel *ch = shmem::channel(self.index);
-    if (!ch->in_use || ch->generation != self.generation)
-        proc_exit(0);  // the client left before we started
+    // Registered first, so that a published pid is always cleared on the way out.
+    before_shmem_exit(decoder::on_exit, 0);
+    // The channel may have been handed to another stream since we were
+    // launched (the client left, the server restarted): then it is not ours.
+    if (!shmem::publish_decoder(ch, self.generation))
+        proc_exit(0);
     self.channel = ch;
     self.ring = shmem::ring(self.index);
     self.max_record = self.ring->max_payload() < static_cast<std::size_t>(output::kFragmentBytes)
                           ? self.ring->max_payload()
                           : static_cast<std::size_t>(output::kFragmentBytes);
-    self.server_generation = shmem::state()->server_generation.load();
-    ch->decoder_pid.store(MyProcPid);
-    ch->decoder_latch.store(MyLatch, std::memory_order_release);
-    before_shmem_exit(decoder::on_exit, 0);
 
     char slot_name[NAMEDATALEN];
     strlcpy(slot_name, ch->slot_name, NAMEDATALEN);
@@ -330,12 +361,11 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
     }
     PG_CATCH();
     {
-        // Tell the server why, so the client gets close 1011 with the reason.
+        // on_exit tells the server why, so the client gets close 1011 with the reason.
         MemoryContextSwitchTo(TopMemoryContext);
         ErrorData *edata = CopyErrorData();
-        strlcpy(ch->error, edata->message ? edata->message : "unknown error", sizeof ch->error);
-        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Failed));
-        shmem::wake_server();
+        strlcpy(self.error, edata->message ? edata->message : "unknown error", sizeof self.error);
+        self.failed = true;
         PG_RE_THROW();
     }
     PG_END_TRY();

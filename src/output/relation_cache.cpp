@@ -96,7 +96,10 @@ void build(RelationInfo *info, Relation relation) {
     } else if (replident == REPLICA_IDENTITY_NOTHING) {
         info->identity = Identity::None;
     } else {
-        key_attrs = RelationGetIndexAttrBitmap(relation, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+        // Reads the replica identity index alone, as pgoutput does: the full
+        // bitmap would open every index of the table, among them one that
+        // CREATE INDEX CONCURRENTLY is still building.
+        key_attrs = RelationGetIdentityKeyBitmap(relation);
         info->identity = bms_is_empty(key_attrs) ? Identity::None : Identity::Key;
     }
 

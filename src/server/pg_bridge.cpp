@@ -4,6 +4,7 @@
 
 #include "config.hpp"
 #include "decoder/worker.hpp"
+#include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
 
@@ -14,6 +15,12 @@ namespace {
 Oid database_oid = InvalidOid;
 // Decoder handles, by channel; process-local.
 BackgroundWorkerHandle **handles = nullptr;
+// Channels whose client waits for the previous decoder of its slot to exit
+// before its own decoder is launched (see open_stream); process-local.
+bool *parked = nullptr;
+TimestampTz *parked_since = nullptr;
+// How long a parked client waits for the slot's previous decoder to exit.
+constexpr long kParkedWaitMs = 10000;
 
 void refuse(Refusal *r, int status, const char *fmt, const char *arg) {
     r->status = status;
@@ -23,6 +30,8 @@ void refuse(Refusal *r, int status, const char *fmt, const char *arg) {
 bool decoder_stopped(int index) {
     shmem::Channel *ch = shmem::channel(index);
     const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
+    if (parked[index])
+        return true;  // never launched
     if (handles[index] != nullptr) {
         pid_t pid;
         const BgwHandleStatus hs = GetBackgroundWorkerPid(handles[index], &pid);
@@ -33,27 +42,89 @@ bool decoder_stopped(int index) {
     return ch->decoder_pid.load() == 0 && status != shmem::DecoderStatus::Starting;
 }
 
+// Whether another channel of `slot_name` is in use or still has a decoder. Caller holds the lock.
+bool slot_has_other_channel_locked(const char *slot_name, int except) {
+    for (int i = 0; i < shmem::state()->num_channels; i++) {
+        shmem::Channel *ch = shmem::channel(i);
+        if (i != except && (ch->in_use || handles[i] != nullptr) && std::strcmp(ch->slot_name, slot_name) == 0)
+            return true;
+    }
+    return false;
+}
+
+// Whether `pid` is the decoder of a channel of `slot_name`. Caller holds the lock.
+bool is_slot_decoder_locked(const char *slot_name, int pid) {
+    for (int i = 0; i < shmem::state()->num_channels; i++) {
+        shmem::Channel *ch = shmem::channel(i);
+        if (ch->in_use && ch->decoder_pid.load() == pid && std::strcmp(ch->slot_name, slot_name) == 0)
+            return true;
+    }
+    return false;
+}
+
+constexpr const char *kNoWorkerSlot = "no background worker slot is free for a decoder; raise max_worker_processes";
+
+// Launches the decoder of channel `index`; false when no worker slot is free.
+bool launch_decoder(int index) {
+    shmem::Channel *ch = shmem::channel(index);
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    BackgroundWorkerHandle *handle = decoder::launch(index, ch->generation);
+    MemoryContextSwitchTo(old);
+    handles[index] = handle;
+    return handle != nullptr;
+}
+
+// Launches the decoders of parked clients whose slot has no other channel any more.
+void launch_parked(const bool *has_client) {
+    shmem::SharedState *st = shmem::state();
+    for (int i = 0; i < st->num_channels; i++) {
+        if (!parked[i] || !has_client[i])
+            continue;
+        shmem::Channel *ch = shmem::channel(i);
+        if (ch->stop_requested.load() || ch->drop_requested.load())
+            continue;  // its client is being closed
+        LWLockAcquire(st->lock, LW_SHARED);
+        const bool wait = slot_has_other_channel_locked(ch->slot_name, i);
+        LWLockRelease(st->lock);
+        if (wait && !TimestampDifferenceExceeds(parked_since[i], GetCurrentTimestamp(), kParkedWaitMs))
+            continue;
+        parked[i] = false;
+        if (wait) {
+            shmem::mark_decoder_gone(ch, ch->generation,
+                                     "the previous decoder of this slot did not stop within 10 s; try again", false);
+            continue;
+        }
+        if (!launch_decoder(i))
+            shmem::mark_decoder_gone(ch, ch->generation, kNoWorkerSlot, false);
+    }
+}
+
 }  // namespace
 
 void register_server() {
     shmem::SharedState *st = shmem::state();
     handles = static_cast<BackgroundWorkerHandle **>(
         MemoryContextAllocZero(TopMemoryContext, sizeof(BackgroundWorkerHandle *) * st->num_channels));
+    parked = static_cast<bool *>(MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * st->num_channels));
+    parked_since =
+        static_cast<TimestampTz *>(MemoryContextAllocZero(TopMemoryContext, sizeof(TimestampTz) * st->num_channels));
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
     st->server_generation.fetch_add(1);
     st->server_pid.store(MyProcPid);
     st->server_latch.store(MyLatch, std::memory_order_release);
     // Channels of a previous server process: their decoders notice the new
-    // generation and exit; a decoder not started yet sees its channel's
-    // generation change and exits at once.
+    // server generation and exit, and keep their channel until they have (the
+    // channel is reaped then). A decoder that has not taken its channel yet
+    // finds the channel's generation changed and exits at once.
     for (int i = 0; i < st->num_channels; i++) {
         shmem::Channel *ch = shmem::channel(i);
         if (!ch->in_use)
             continue;
         ch->stop_requested.store(true);
-        ch->generation++;
-        if (ch->decoder_pid.load() == 0)
+        if (ch->decoder_pid.load() == 0) {
+            ch->generation++;
             ch->in_use = false;
+        }
     }
     // Snapshot replies of a previous server process have no reader any more.
     for (int i = 0; i < st->num_snapshots; i++) {
@@ -147,11 +218,10 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     int index = -1;
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
     // A stream whose client just left is not a conflict: its decoder is
-    // releasing the slot, and the new decoder waits for that.
+    // releasing the slot, and the new client waits for that (parked).
     const int existing = shmem::find_channel_locked(slot_name);
     const bool live_stream = existing >= 0 && !shmem::channel(existing)->stop_requested.load();
-    const bool other_holder = info.active_pid != 0 &&
-                              (existing < 0 || info.active_pid != shmem::channel(existing)->decoder_pid.load());
+    const bool other_holder = info.active_pid != 0 && !is_slot_decoder_locked(slot_name, info.active_pid);
     if (live_stream || other_holder) {
         LWLockRelease(st->lock);
         refuse(refusal, 409, "replication slot \"%s\" already has a consumer", slot_name);
@@ -163,24 +233,14 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
             break;
         }
     }
-    std::uint32_t generation = 0;
+    // One decoder per slot at a time: while the previous one is still
+    // stopping, the new client is accepted and parked, and its decoder starts
+    // once the previous one has exited (launch_parked). So a client that
+    // connects and disconnects in a loop never holds more than two channels.
+    bool wait_for_previous = false;
     if (index >= 0) {
-        shmem::Channel *ch = shmem::channel(index);
-        ch->in_use = true;
-        generation = ++ch->generation;
-        strlcpy(ch->slot_name, slot_name, NAMEDATALEN);
-        strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
-        ch->stop_requested.store(false);
-        ch->drop_requested.store(false);
-        ch->ack_request_lsn.store(0);
-        ch->confirmed_lsn.store(info.confirmed_flush);
-        ch->decoder_status.store(static_cast<std::uint32_t>(shmem::DecoderStatus::Starting));
-        ch->decoder_pid.store(0);
-        ch->decoder_latch.store(nullptr);
-        ch->producer_waiting.store(false);
-        ch->terminated.store(false);
-        ch->error[0] = '\0';
-        shmem::ring(index)->clear();
+        wait_for_previous = slot_has_other_channel_locked(slot_name, index);
+        (void)shmem::allocate_channel_locked(index, slot_name, client_addr, info.confirmed_flush);
     }
     LWLockRelease(st->lock);
     if (index < 0) {
@@ -190,17 +250,16 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
         return -1;
     }
 
-    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-    BackgroundWorkerHandle *handle = decoder::launch(index, generation);
-    MemoryContextSwitchTo(old);
-    if (handle == nullptr) {
-        LWLockAcquire(st->lock, LW_EXCLUSIVE);
-        shmem::channel(index)->in_use = false;
-        LWLockRelease(st->lock);
-        refuse(refusal, 503, "%s", "no background worker slot is free for a decoder; raise max_worker_processes");
+    if (wait_for_previous) {
+        parked[index] = true;
+        parked_since[index] = GetCurrentTimestamp();
+        return index;
+    }
+    if (!launch_decoder(index)) {
+        shmem::release_channel(index);
+        refuse(refusal, 503, "%s", kNoWorkerSlot);
         return -1;
     }
-    handles[index] = handle;
     return index;
 }
 
@@ -217,15 +276,21 @@ void reap_channels(const bool *has_client) {
         const bool busy = ch->in_use || handles[i] != nullptr;
         if (!busy || has_client[i] || !decoder_stopped(i))
             continue;
-        LWLockAcquire(st->lock, LW_EXCLUSIVE);
-        ch->in_use = false;
-        LWLockRelease(st->lock);
+        shmem::release_channel(i);
+        parked[i] = false;
         if (handles[i]) {
             pfree(handles[i]);
             handles[i] = nullptr;
         }
-        ConditionVariableBroadcast(&st->changed);
     }
+    launch_parked(has_client);
+}
+
+bool decoder_lost(int index) {
+    if (handles[index] == nullptr)
+        return false;
+    const auto status = static_cast<shmem::DecoderStatus>(shmem::channel(index)->decoder_status.load());
+    return status == shmem::DecoderStatus::Starting && decoder_stopped(index);
 }
 
 int find_snapshot(const char *slot_name, std::uint32_t *generation, Refusal *refusal) {

@@ -22,16 +22,22 @@ void unregister_server(int, Datum);
 // Resolves pgcdcws.database (InvalidOid while it does not exist).
 Oid served_database();
 
-// Checks the slot, reserves a channel and launches its decoder. On success
-// returns the channel index (>= 0); otherwise fills `refusal`.
+// Checks the slot, reserves a channel and launches its decoder (or parks the
+// client until the slot's previous decoder has exited). On success returns the
+// channel index (>= 0); otherwise fills `refusal`.
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal);
 
 // The client is gone: the decoder releases the slot and exits; the channel is
 // freed by housekeeping once the decoder has stopped.
 void close_stream(int channel);
 
-// Frees channels whose client is gone and whose decoder has stopped.
+// Frees channels whose client is gone and whose decoder has stopped, then
+// launches the decoders of parked clients whose slot is free now.
 void reap_channels(const bool *has_client);
+
+// The decoder of the channel exited (or was never started by the postmaster)
+// without reaching Streaming and without saying why.
+bool decoder_lost(int index);
 
 // Snapshot data requests. find_snapshot: the entry holding the live snapshot of
 // `slot_name`, or -1 with a refusal (404 unknown slot, 410 snapshot gone).

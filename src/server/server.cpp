@@ -301,6 +301,7 @@ void Server::forget(struct lws *wsi) {
     if (it == clients_.end())
         return;
     const int channel = it->second->channel();
+    it->second->read_after_reset();  // before the decoder is told to stop
     bridge::close_stream(channel);  // atomics and a latch only: cannot fail
     channel_has_client_[static_cast<std::size_t>(channel)] = false;
     clients_.erase(it);
@@ -602,6 +603,14 @@ void Server::housekeeping() {
             }
             else
                 client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "decoder stopped", true);
+        } else if (status == shmem::DecoderStatus::Starting) {
+            // The postmaster could not start it (fork failed), or it died before
+            // it could say why: the client must not wait for it forever.
+            bool lost = false;
+            pg::guarded([&] { lost = bridge::decoder_lost(client.channel()); });
+            if (lost)
+                client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                                     "decoder stopped before it started streaming (see the server log)", true);
         }
         if (client.wants_write())
             lws_callback_on_writable(client.wsi());

@@ -1,11 +1,14 @@
 #include <cstring>
 #include <vector>
 
+#include <sys/socket.h>
+
 #include "server/stream_client.hpp"
 
 #include "protocol/client_message.hpp"
 #include "protocol/http_response.hpp"
 #include "protocol/lsn.hpp"
+#include "protocol/ws_frame.hpp"
 
 namespace pgcdcws::server {
 
@@ -109,6 +112,46 @@ int StreamClient::on_receive(const char *data, std::size_t length, bool binary, 
     rx_.clear();
     rx_too_large_ = false;
     return 0;
+}
+
+// When a client resets its connection (RST) right after sending, libuv reports
+// the socket's POLLERR as an error without reading it, and lws closes the
+// connection: the client's last messages, an ack among them, are still in the
+// kernel's receive queue. An ack that reached the server must be confirmed, so
+// read them here (the socket is still open while lws reports the close). lws
+// reads whole buffers, so what is left starts at a frame unless the client sent
+// more than a buffer at once; anything that does not parse is ignored.
+void StreamClient::read_after_reset() noexcept {
+    try {
+        read_unread_frames();
+    } catch (...) {
+        // Out of memory: the acks are lost as if the client had not sent them.
+    }
+}
+
+void StreamClient::read_unread_frames() {
+    constexpr std::size_t kMaxUnread = 64 * 1024;
+    const lws_sockfd_type fd = lws_get_socket_fd(wsi_);
+    if (fd < 0)
+        return;
+    std::string data;
+    char buf[4096];
+    while (data.size() < kMaxUnread) {
+        const ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        data.append(buf, static_cast<std::size_t>(n));
+    }
+    if (data.empty())
+        return;
+    std::vector<protocol::ClientFrame> frames;
+    (void)protocol::parse_client_frames(data.data(), data.size(), protocol::kMaxClientMessageSize, &frames);
+    for (const protocol::ClientFrame &frame : frames) {
+        if (frame.opcode == 2 || frame.opcode == 8)
+            break;  // binary (refused) or close: nothing after it counts
+        if (frame.opcode <= 1)
+            (void)on_receive(frame.payload.data(), frame.payload.size(), false, frame.fin);
+    }
 }
 
 int StreamClient::on_writable() {

@@ -41,9 +41,14 @@ public:
     // Whether a writable callback would have something to do.
     bool wants_write() const;
 
+    // The connection is closing: handles the messages the client sent that lws
+    // did not read (see the definition).
+    void read_after_reset() noexcept;
+
 private:
     void queue_reply(const std::string &error);
     void handle_message(const char *data, std::size_t length);
+    void read_unread_frames();
 
     struct lws *wsi_;
     int channel_;

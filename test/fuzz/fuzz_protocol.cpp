@@ -12,6 +12,7 @@
 #include "protocol/setting_list.hpp"
 #include "protocol/slot_name.hpp"
 #include "protocol/snapshot_request.hpp"
+#include "protocol/ws_frame.hpp"
 
 // Same RapidJSON configuration as src/ (the templates must not differ: ODR).
 #include "protocol/rapidjson_config.hpp"
@@ -600,6 +601,30 @@ void check_snapshot_request(const std::uint8_t *data, std::size_t size) {
 
 }  // namespace
 
+// parse_client_frames: whole frames only, each within the limit, and parsing stops
+// where it said (what follows does not start with a whole valid frame).
+void check_client_frames(const std::uint8_t *data, std::size_t size) {
+    const auto *chars = reinterpret_cast<const char *>(data);
+    const std::string_view input(chars, size);
+    constexpr std::size_t kMax = 64;
+    std::vector<proto::ClientFrame> frames;
+    const std::size_t used = proto::parse_client_frames(chars, size, kMax, &frames);
+    CHECK(used <= size, input);
+    std::size_t total = 0;
+    for (const proto::ClientFrame &f : frames) {
+        CHECK(f.payload.size() <= kMax, input);
+        CHECK(f.opcode <= 2 || (f.opcode >= 8 && f.opcode <= 10), input);
+        // 2 header bytes (+2 for 126..65535, +8 beyond), 4 mask bytes, the payload.
+        total += 2 + (f.payload.size() >= 126 ? 2 : 0) + 4 + f.payload.size();
+    }
+    CHECK(total <= used, input);  // a short length may be written in a longer form
+    CHECK(frames.empty() == (used == 0), input);
+    std::vector<proto::ClientFrame> rest;
+    CHECK(proto::parse_client_frames(chars + used, size - used, kMax, &rest) == 0 && rest.empty(), input);
+    std::vector<proto::ClientFrame> again;
+    CHECK(proto::parse_client_frames(chars, used, kMax, &again) == used && again.size() == frames.size(), input);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     const std::string_view input(reinterpret_cast<const char *>(data), size);
     check_lsn(input);
@@ -610,5 +635,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check_client_message(data, size);
     check_qualified_name(input);
     check_snapshot_request(data, size);
+    check_client_frames(data, size);
     return 0;
 }
