@@ -172,6 +172,7 @@ ParsedOriginList parse_origin_list(std::string_view setting) {
         entries++;
         if (entry.empty()) {
             r.error = "empty entry in the origin list (a doubled or trailing comma?)";
+            r.list = OriginList();
             return r;
         }
         if (entry == "*") {
@@ -180,6 +181,7 @@ ParsedOriginList parse_origin_list(std::string_view setting) {
             NormalizedOrigin o = normalize_origin(entry);
             if (!o.ok) {
                 r.error = std::move(o.error);
+                r.list = OriginList();
                 return r;
             }
             if (std::find(r.list.origins.begin(), r.list.origins.end(), o.origin) == r.list.origins.end())
