@@ -15,6 +15,7 @@
 #include <jwt.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
@@ -42,6 +43,13 @@ struct BioDeleter {
 };
 struct PkeyDeleter {
     void operator()(EVP_PKEY *p) const { EVP_PKEY_free(p); }
+};
+
+// A failed parse or verification leaves entries on OpenSSL's per-thread error queue;
+// left there, they would be read as the cause of the next TLS error on this thread
+// (SSL_get_error consults the queue). Every entry point clears it on the way out.
+struct ClearOpensslErrors {
+    ~ClearOpensslErrors() { ERR_clear_error(); }
 };
 
 // ---------------------------------------------------------------------------
@@ -194,6 +202,10 @@ bool read_object(std::string_view text, ObjectReader &reader, std::string &reaso
 
 enum class Round { Down, Up };
 
+// Claim times are below 10^18 (numeric_date); `now` is bounded too so that
+// now + leeway cannot overflow.
+constexpr std::int64_t kMaxClock = 1'000'000'000'000'000'000;
+
 bool numeric_date(const JsonValue &v, Round round, std::int64_t &out) {
     if (v.kind != JsonValue::Kind::Number)
         return false;
@@ -293,6 +305,7 @@ const char *hs256_secret_error(std::string_view secret) {
 }
 
 PublicKeyInfo load_public_key(std::string_view pem) {
+    const ClearOpensslErrors clear_errors;
     PublicKeyInfo info;
     if (pem.find("PRIVATE KEY") != std::string_view::npos) {
         info.error = "the file holds a private key; give pgcdcws only the public key (openssl pkey -pubout)";
@@ -330,8 +343,11 @@ PublicKeyInfo load_public_key(std::string_view pem) {
 
 VerifyResult verify_token(std::string_view token, const TokenKeys &keys, std::string_view audience,
                           std::int64_t now, std::int64_t leeway_seconds) {
+    const ClearOpensslErrors clear_errors;
     VerifyResult r;
     leeway_seconds = std::clamp<std::int64_t>(leeway_seconds, 0, 3600);
+    if (now < 0 || now > kMaxClock)
+        return reject(r, "the clock is out of range");
     if (token.empty())
         return reject(r, "empty token");
     if (token.size() > kMaxTokenSize)
@@ -495,6 +511,7 @@ VerifyResult verify_token(std::string_view token, const TokenKeys &keys, std::st
 
 MintResult mint_hs256(std::string_view role, std::int64_t iat, std::int64_t exp, std::string_view secret,
                       std::string_view audience) {
+    const ClearOpensslErrors clear_errors;
     MintResult m;
     if (const char *e = role_error(role)) {
         m.error = e;
@@ -549,6 +566,7 @@ MintResult mint_hs256(std::string_view role, std::int64_t iat, std::int64_t exp,
 }
 
 std::string generate_secret() {
+    const ClearOpensslErrors clear_errors;
     unsigned char bytes[32];
     if (RAND_bytes(bytes, sizeof bytes) != 1)
         return {};

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <jwt.h>
+#include <openssl/err.h>
 
 #include <set>
 #include <string>
@@ -432,6 +433,24 @@ TEST_F(Jwt, ReasonNeverHoldsTokenOrSecret) {
     ASSERT_FALSE(r.ok);
     EXPECT_EQ(r.reason.find(kSecret), std::string::npos);
     EXPECT_EQ(r.reason.find(token.substr(0, 10)), std::string::npos);
+}
+
+TEST_F(Jwt, OpensslErrorQueueLeftEmpty) {
+    // A stale entry would be taken as the cause of the next TLS error on the thread.
+    ERR_clear_error();
+    EXPECT_FALSE(verify(pkey_token(kRs, claims(), TestKey::rsa(2048).get()), with_rsa()).ok);
+    EXPECT_EQ(ERR_peek_error(), 0u);
+    EXPECT_FALSE(verify(pkey_token(kEs, claims(), TestKey::ec("P-256").get()), with_ec()).ok);
+    EXPECT_EQ(ERR_peek_error(), 0u);
+    EXPECT_FALSE(load_public_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").ok);
+    EXPECT_EQ(ERR_peek_error(), 0u);
+}
+
+TEST_F(Jwt, ClockOutOfRange) {
+    const std::string token = hs256_token(kHs, claims(), kSecret);
+    EXPECT_FALSE(verify_token(token, secret_only(), "", -1).ok);
+    EXPECT_FALSE(verify_token(token, secret_only(), "", INT64_MAX).ok);
+    EXPECT_TRUE(verify_token(token, secret_only(), "", kNow, -5).ok);  // negative leeway is 0
 }
 
 // --- minting ----------------------------------------------------------------
