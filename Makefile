@@ -18,7 +18,8 @@ PG_CONFIG ?= pg_config
 # layout leaves stale objects that disagree about it.
 PG_CXXFLAGS = -std=c++17 -O2 -Wall -Wno-register -Wno-missing-field-initializers -fno-omit-frame-pointer \
 	-I$(srcdir)/src -MMD -MP
-SHLIB_LINK += -lstdc++ -lwebsockets -luv
+# -ljwt -lcrypto: token verification and minting (src/auth/).
+SHLIB_LINK += -lstdc++ -lwebsockets -luv -ljwt -lcrypto
 
 # Debian's LLVM bitcode rule ignores PG_CXXFLAGS; pgcdcws does not use JIT inlining.
 override with_llvm = no

@@ -12,6 +12,8 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-wal2json
     # WebSocket server on a libuv loop, JSON
     libwebsockets-dev libwebsockets-evlib-uv libuv1-dev rapidjson-dev
+    # JWT verification and minting, keys and random secrets
+    libjwt-dev libssl-dev
     # clients and test runners
     python3-websockets python3-psycopg2 python3-pytest libipc-run-perl libgtest-dev
     # toolchain

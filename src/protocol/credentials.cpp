@@ -1,0 +1,193 @@
+#include "protocol/credentials.hpp"
+
+#include <vector>
+
+namespace pgcdcws::protocol {
+
+namespace {
+
+Credential invalid(const char *why) {
+    Credential c;
+    c.status = Credential::Status::Invalid;
+    c.reason = why;
+    return c;
+}
+
+Credential found(std::string token) {
+    Credential c;
+    c.status = Credential::Status::Found;
+    c.token = std::move(token);
+    return c;
+}
+
+bool is_b64token_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~' || c == '+' || c == '/';
+}
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+// Strict: false on a malformed escape. With lenient, malformed escapes are kept as text.
+bool percent_decode(std::string_view in, std::string &out, bool lenient = false) {
+    out.clear();
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); i++) {
+        if (in[i] != '%') {
+            out.push_back(in[i]);
+            continue;
+        }
+        const int hi = i + 2 < in.size() ? hex_value(in[i + 1]) : -1;
+        const int lo = i + 2 < in.size() ? hex_value(in[i + 2]) : -1;
+        if (hi < 0 || lo < 0) {
+            if (!lenient)
+                return false;
+            out.push_back('%');
+            continue;
+        }
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+    }
+    return true;
+}
+
+bool lower_contains_token(std::string_view name) {
+    std::string lower(name);
+    for (char &c : lower)
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+    return lower.find("token") != std::string::npos;
+}
+
+}  // namespace
+
+Credential bearer_from_authorization(std::string_view value) {
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
+    if (value.empty())
+        return invalid("empty Authorization header");
+    if (value.size() > kMaxCredentialSize + 64)
+        return invalid("Authorization header too long");
+    const std::size_t space = value.find(' ');
+    const std::string_view scheme = value.substr(0, space);
+    static constexpr std::string_view kBearer = "bearer";
+    bool is_bearer = scheme.size() == kBearer.size();
+    for (std::size_t i = 0; is_bearer && i < scheme.size(); i++) {
+        char c = scheme[i];
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+        is_bearer = c == kBearer[i];
+    }
+    if (!is_bearer)
+        return invalid("Authorization header is not a Bearer credential");
+    if (space == std::string_view::npos)
+        return invalid("Authorization: Bearer without a token");
+    std::string_view token = value.substr(space);
+    while (!token.empty() && token.front() == ' ')
+        token.remove_prefix(1);
+    if (token.empty())
+        return invalid("Authorization: Bearer without a token");
+    std::size_t i = 0;
+    while (i < token.size() && is_b64token_char(token[i]))
+        i++;
+    if (i == 0)
+        return invalid("Authorization: Bearer token has an invalid character");
+    while (i < token.size() && token[i] == '=')
+        i++;
+    if (i != token.size())
+        return invalid(token.find(' ') != std::string_view::npos || token.find('\t') != std::string_view::npos
+                           ? "Authorization: Bearer followed by more than one token"
+                           : "Authorization: Bearer token has an invalid character");
+    if (token.size() > kMaxCredentialSize)
+        return invalid("bearer token too long");
+    return found(std::string(token));
+}
+
+Credential access_token_from_query(std::string_view query) {
+    Credential result;
+    std::string name, value;
+    std::size_t start = 0;
+    while (start <= query.size()) {
+        std::size_t amp = query.find('&', start);
+        if (amp == std::string_view::npos)
+            amp = query.size();
+        const std::string_view pair = query.substr(start, amp - start);
+        start = amp + 1;
+        const std::size_t eq = pair.find('=');
+        const std::string_view raw_name = pair.substr(0, eq);
+        // "access_token" is 12 bytes; an encoded name is at most 3 bytes per byte.
+        if (raw_name.size() < 12 || raw_name.size() > 36 || !percent_decode(raw_name, name) || name != "access_token")
+            continue;
+        if (result.status != Credential::Status::Absent)
+            return invalid("access_token given more than once in the query string");
+        if (eq == std::string_view::npos)
+            return invalid("access_token without a value in the query string");
+        const std::string_view raw_value = pair.substr(eq + 1);
+        if (raw_value.empty())
+            return invalid("access_token with an empty value in the query string");
+        if (raw_value.size() > 3 * kMaxCredentialSize)
+            return invalid("access_token too long");
+        if (!percent_decode(raw_value, value))
+            return invalid("access_token has a malformed %-escape");
+        if (value.empty() || value.size() > kMaxCredentialSize)
+            return invalid("access_token too long");
+        if (value.find('\0') != std::string::npos)
+            return invalid("access_token contains %00");
+        result = found(value);
+    }
+    return result;
+}
+
+Credential select_credential(const Credential &from_header, const Credential &from_query) {
+    using S = Credential::Status;
+    if (from_header.status == S::Invalid)
+        return from_header;
+    if (from_query.status == S::Invalid)
+        return from_query;
+    if (from_header.status == S::Found && from_query.status == S::Found)
+        return invalid("token given both in the Authorization header and in the query string");
+    if (from_header.status == S::Found)
+        return from_header;
+    return from_query;  // Found or Absent
+}
+
+std::string redact_access_token(std::string_view target) {
+    std::string out;
+    out.reserve(target.size());
+    std::size_t start = 0;
+    const std::size_t question = target.find('?');
+    if (question != std::string_view::npos) {
+        out.append(target.substr(0, question + 1));
+        start = question + 1;
+    }
+    std::string name;
+    while (start <= target.size()) {
+        const std::size_t sep = target.find_first_of("&;#", start);
+        const std::size_t end = sep == std::string_view::npos ? target.size() : sep;
+        const std::string_view pair = target.substr(start, end - start);
+        const std::size_t eq = pair.find('=');
+        percent_decode(pair.substr(0, eq), name, true);
+        if (eq != std::string_view::npos && lower_contains_token(name)) {
+            out.append(pair.substr(0, eq + 1));
+            out.append("REDACTED");
+        } else {
+            out.append(pair);
+        }
+        if (sep == std::string_view::npos)
+            break;
+        out.push_back(target[sep]);
+        start = sep + 1;
+    }
+    return out;
+}
+
+}  // namespace pgcdcws::protocol
