@@ -15,6 +15,7 @@ extern int stream_buffer_kb;         // pgcdcws.stream_buffer_size (postmaster),
 extern int ping_interval_s;          // pgcdcws.ping_interval (postmaster), seconds
 extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), seconds
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
+extern int max_connections;          // pgcdcws.max_connections (postmaster)
 
 void define_settings();
 

@@ -1,0 +1,18 @@
+// libwebsockets' log lines, rate limited and written to the server log.
+//
+// lws may log from inside its callbacks, where an ereport must not happen: the
+// emit function only queues (bounded), and the event loop writes the queue
+// with ereport(LOG) after lws has returned.
+#pragma once
+
+namespace pgcdcws::server::lws_log {
+
+// Installs the emit function. `verbose`: every lws log level, unthrottled,
+// straight to stderr (for diagnosing; PGCDCWS_LWS_DEBUG).
+void install(bool verbose);
+
+// Writes the queued lines and the summaries of held-back ones. Call outside
+// any lws callback.
+void flush();
+
+}  // namespace pgcdcws::server::lws_log
