@@ -407,8 +407,16 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
     }
 
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+        auto it = snapshot_clients_.find(wsi);
+        if (it != snapshot_clients_.end() && it->second->state() != SnapshotClient::State::ReadingBody) {
+            // Bytes after the body (a stray CRLF, a pipelined request): lws
+            // reports the completion again and keeps the bytes unconsumed.
+            // Ignore them; the reply ends the connection.
+            return 0;
+        }
         return snapshot_request_body_done(wsi);
+    }
 
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         auto it = snapshot_clients_.find(wsi);
