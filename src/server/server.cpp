@@ -39,8 +39,10 @@ constexpr long kHousekeepingMs = 1000;
 constexpr std::uint64_t kTerminateGraceMs = 300;
 // Snapshot data requests waiting for one slot's worker, at most.
 constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
-// How long shutdown waits for close frames to go out.
-constexpr long kShutdownGraceMs = 500;
+// How long shutdown waits, at most, for every stream client's close handshake
+// (our 1001 written and the client's reply read). A client that does not read
+// its socket would otherwise hold the shutdown up.
+constexpr long kShutdownGraceMs = 2000;
 // A connection must have sent its whole request (headers and body) this soon
 // after it was accepted; checked this often.
 constexpr std::uint64_t kRequestDeadlineMs = 10 * 1000;
@@ -712,6 +714,7 @@ void Server::shutdown() {
         uv_update_time(&loop_);
         pg_usleep(10 * 1000L);
     }
+    lws_log::flush();
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ import pytest
 import websockets.exceptions
 
 from conftest import Cluster, _require_extension, wait_for
-from cdcws import StreamClient, http_request
+from cdcws import StreamClient, Writer, http_request
 
 SNAP_PATH = "/v1/snapshot/data"
 REQUEST_DEADLINE = 10  # seconds, in the server
@@ -284,26 +284,34 @@ def test_cap_follows_open_file_limit(own_cluster):
 
 # ------------------------------------------------------------ close 1001 at restart
 def test_restart_fast_sends_1001_to_every_client(own_cluster):
+    """Streams busy with a writer's transactions: every client gets 1001, never 1006."""
     c = own_cluster()
     slots = [f"rs_{i}" for i in range(5)]
-    c.sql("CREATE TABLE rs_t (id int PRIMARY KEY)")
+    rounds = int(os.environ.get("PGCDCWS_RESTART_ROUNDS", "5"))
     for s in slots:
         c.sql("SELECT * FROM cdc_init(%s)", (s,))
     try:
-        for round_ in range(5):
+        for round_ in range(rounds):
+            table = f"rs_t{round_}"
+            c.sql(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+            writer = Writer(c, table, 10 ** 6, pace=0.002)
+
             async def main():
                 clients = [await StreamClient.open_retry(c.ws_port, s, timeout=60) for s in slots]
-                c.sql("INSERT INTO rs_t VALUES (%s)", (round_,))
+                writer.start()
                 for client in clients:
-                    assert (await client.recv_txn(20)).ids() == [round_]
-                    await client.ack((client.last_nextlsn))
+                    await client.recv_txn(20)
                 loop = asyncio.get_running_loop()
                 restart = loop.run_in_executor(None, c.restart, "fast")
                 results = await asyncio.gather(*(cl.wait_closed_code(60) for cl in clients))
                 await restart
                 return [(code, reason) for code, reason, _ in results]
 
-            codes = asyncio.run(main())
+            try:
+                codes = asyncio.run(main())
+            finally:
+                writer.stop()
+                writer.join()
             assert codes == [(1001, "server shutting down")] * len(slots), (round_, codes)
     finally:
         for s in slots:
