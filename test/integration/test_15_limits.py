@@ -80,18 +80,33 @@ class SlowBody(threading.Thread):
         self.connected_at = time.monotonic()
         self.sent = 0
         self.halt = threading.Event()
-        head = (f"POST {SNAP_PATH} HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: 100\r\n\r\n")
-        self.sock.sendall(head.encode())
+        self.sock.sendall(self.head(port))
+
+    def head(self, port):
+        return (f"POST {SNAP_PATH} HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 100\r\n\r\n").encode()
+
+    def piece(self):
+        return b" "
 
     def run(self):
         while not self.halt.is_set() and self.sent < 100:
             try:
-                self.sock.send(b" ")
+                self.sock.send(self.piece())
             except OSError:
                 return  # the server closed: what the test waits for
             self.sent += 1
             self.halt.wait(2)
+
+
+class SlowHeaders(SlowBody):
+    """A WebSocket upgrade request whose header lines come one every 2 s (never finished)."""
+
+    def head(self, port):
+        return f"GET /v1/lr/stream?slotName=x HTTP/1.1\r\nHost: localhost:{port}\r\n".encode()
+
+    def piece(self):
+        return f"X-Slow-{self.sent}: 1\r\n".encode()
 
 
 def open_idle(port, n):
@@ -199,7 +214,8 @@ def flood(c, idle_count, slow_count, cap, name="flood"):
     c.sql("SELECT * FROM cdc_init(%s)", (slot,))
     pid = server_pid(c)
     log_before = c.log_size()
-    slow = [SlowBody(c.ws_port) for _ in range(slow_count)]
+    # slow_count slow senders, bodies and headers alternating
+    slow = [(SlowBody if i % 2 == 0 else SlowHeaders)(c.ws_port) for i in range(slow_count)]
     for t in slow:
         t.start()
     idle = open_idle(c.ws_port, idle_count)
@@ -223,10 +239,10 @@ def flood(c, idle_count, slow_count, cap, name="flood"):
             status_line, _, body = parse_response(data)
             assert status_line == "HTTP/1.1 408 Request Timeout", data
             assert "within 10 s" in json.loads(body)["error"], data
-        # Slow bodies: closed though they keep sending.
+        # Slow bodies and headers: closed though they keep sending.
         for t in slow:
             data = read_until_eof(t.sock, t.connected_at + REQUEST_DEADLINE + 20)
-            assert data is not None, "a slow body was still being read 30 s after it began"
+            assert data is not None, f"a {type(t).__name__} was still being read 30 s after it began"
             assert time.monotonic() - t.connected_at >= REQUEST_DEADLINE - 1
             assert t.sent < 10, t.sent
             if data:  # the reply may be lost to a reset caused by our own late bytes
@@ -248,9 +264,9 @@ def flood(c, idle_count, slow_count, cap, name="flood"):
 def test_flood_small_cap(own_cluster):
     c = own_cluster(["pgcdcws.max_connections = 100"])
     assert c.show_fresh("pgcdcws.max_connections") == "100"
-    flood(c, idle_count=1100, slow_count=3, cap=100)
+    flood(c, idle_count=1100, slow_count=4, cap=100)
     # a second flood is handled the same way
-    flood(c, idle_count=300, slow_count=1, cap=100, name="flood2")
+    flood(c, idle_count=300, slow_count=2, cap=100, name="flood2")
 
 
 def test_flood_default_cap(own_cluster):
