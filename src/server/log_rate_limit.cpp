@@ -41,7 +41,8 @@ LogRateLimiter::Kind &LogRateLimiter::find(std::string_view line) {
 LogRateLimiter::Verdict LogRateLimiter::admit(std::string_view line, std::uint64_t now_ms) {
     Kind &kind = find(line);
     Verdict verdict;
-    if (kind.example.empty() || now_ms - kind.window_start >= interval_ms_) {
+    if (!kind.seen || now_ms - kind.window_start >= interval_ms_) {
+        kind.seen = true;
         verdict.log = true;
         verdict.held_back = kind.held_back;
         kind.held_back = 0;

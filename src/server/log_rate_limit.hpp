@@ -40,6 +40,7 @@ public:
 
 private:
     struct Kind {
+        bool seen = false;
         std::uint64_t window_start = 0;
         std::uint64_t held_back = 0;
         std::string example;

@@ -44,10 +44,9 @@ void write_log(const std::string &line) {
     }
 }
 
-// Called by lws, possibly inside its callbacks: no ereport, no exception out.
-void emit(int, const char *line) noexcept {
+void queue(const char *prefix, const char *line) noexcept {
     try {
-        std::string text(line ? line : "");
+        std::string text = std::string(prefix) + (line ? line : "");
         while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
             text.pop_back();
         State &s = state();
@@ -60,10 +59,13 @@ void emit(int, const char *line) noexcept {
             s.dropped++;
             return;
         }
-        s.queue.push_back("libwebsockets: " + text);
+        s.queue.push_back(std::move(text));
     } catch (...) {
     }
 }
+
+// Called by lws, possibly inside its callbacks: no ereport, no exception out.
+void emit(int, const char *line) noexcept { queue("libwebsockets: ", line); }
 
 }  // namespace
 
@@ -74,6 +76,8 @@ void install(bool verbose) {
         lws_set_log_level(LLL_ERR, emit);
 }
 
+void rate_limited(const char *line) { queue("", line); }
+
 void flush() {
     State &s = state();
     std::deque<std::string> lines;
@@ -81,11 +85,11 @@ void flush() {
     for (const std::string &line : lines)
         write_log(line);
     if (s.dropped > 0) {
-        write_log("libwebsockets: " + std::to_string(s.dropped) + " more log lines of other kinds were dropped");
+        write_log(std::to_string(s.dropped) + " more log lines of other kinds were dropped");
         s.dropped = 0;
     }
     for (const LogRateLimiter::Summary &summary : s.limiter.due_summaries(now_ms()))
-        write_log("libwebsockets: " + summary.example + " (repeated " + std::to_string(summary.held_back) +
+        write_log(summary.example + " (repeated " + std::to_string(summary.held_back) +
                   " times since the last one; logged at most every " + std::to_string(kIntervalMs / 1000) + " s)");
 }
 

@@ -11,6 +11,10 @@ namespace pgcdcws::server::lws_log {
 // straight to stderr (for diagnosing; PGCDCWS_LWS_DEBUG).
 void install(bool verbose);
 
+// A line of the server's own that may repeat at a high rate (refused
+// connections in a flood): queued under the same rate limit.
+void rate_limited(const char *line);
+
 // Writes the queued lines and the summaries of held-back ones. Call outside
 // any lws callback.
 void flush();

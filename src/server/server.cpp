@@ -350,6 +350,9 @@ int Server::accept_or_refuse(int fd) {
     if (!counting_connections_ || connections_.size() < connection_cap_)
         return 0;
     refuse_over_capacity(fd);
+    lws_log::rate_limited(("refused a connection: " + std::to_string(connection_cap_) +
+                           " connections are open (pgcdcws.max_connections)")
+                              .c_str());
     return 1;
 }
 
@@ -370,6 +373,7 @@ void Server::enforce_request_deadlines() {
         }
         connections_.request_complete(wsi);  // told once; lws closes it shortly
         tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
+        lws_log::rate_limited("closed a connection whose request was not complete within 10 s");
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
 }

@@ -8,6 +8,7 @@ Each test starts its own throw-away cluster (floods and restarts would disturb o
 import asyncio
 import json
 import os
+import re
 import resource
 import select
 import socket
@@ -194,6 +195,19 @@ def close_all(socks):
             pass
 
 
+def logged_count(c, offset, text):
+    """How many events the rate-limited log lines containing `text` stand for; at most a few
+    lines of one kind may be logged (one per 10 s)."""
+    lines = [x for x in c.log_since(offset).splitlines() if text in x]
+    assert len(lines) <= 6, lines
+    total = 0
+    for line in lines:
+        m = re.search(r"\((\d+) more like it held back since the last one\)$", line)
+        r = re.search(r"\(repeated (\d+) times since the last one; logged at most every 10 s\)$", line)
+        total += int(r.group(1)) if r else 1 + (int(m.group(1)) if m else 0)
+    return total
+
+
 def stream_one(c, slot, table):
     """A legitimate client: cdc_init, open the stream (retrying), receive one transaction."""
     async def main():
@@ -252,6 +266,11 @@ def flood(c, idle_count, slow_count, cap, name="flood"):
         assert server_pid(c) == pid
         grown = c.log_size() - log_before
         assert grown < 64 * 1024, f"the log grew by {grown} bytes during the flood"
+        # Refusals and timeouts are logged, rate limited, with counts that add up.
+        wait_for(lambda: logged_count(c, log_before, "refused a connection") == len(refused), 25,
+                 what=f"{len(refused)} refusals counted in the log")
+        wait_for(lambda: logged_count(c, log_before, "request was not complete within 10 s") == cap, 25,
+                 what=f"{cap} request timeouts counted in the log")
         stream_one(c, slot, table)
         assert server_pid(c) == pid
     finally:
