@@ -13,6 +13,8 @@ namespace pgcdcws::server {
 
 namespace {
 
+constexpr rlim_t kMaxOpenFileLimit = 1 << 20;
+
 long count_open_descriptors(long limit) {
     long n = 0;
     if (DIR *dir = opendir("/proc/self/fd")) {
@@ -42,14 +44,17 @@ FileLimit raise_open_file_limit() {
         result.limit = 1024;
     } else {
         result.raised_from = static_cast<long>(rl.rlim_cur);
-        if (rl.rlim_cur != rl.rlim_max) {
-            rl.rlim_cur = rl.rlim_max;
+        // lws allocates tables sized by the limit (16 bytes per descriptor)
+        // and falls back to 2560 above 10 million: a million at most.
+        const rlim_t target = rl.rlim_max < kMaxOpenFileLimit ? rl.rlim_max : kMaxOpenFileLimit;
+        if (rl.rlim_cur != target) {
+            rl.rlim_cur = target;
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
                 result.error = std::strerror(errno);
                 getrlimit(RLIMIT_NOFILE, &rl);
             }
         }
-        result.limit = rl.rlim_cur == RLIM_INFINITY ? 1L << 20 : static_cast<long>(rl.rlim_cur);
+        result.limit = static_cast<long>(rl.rlim_cur < kMaxOpenFileLimit ? rl.rlim_cur : kMaxOpenFileLimit);
     }
     result.open_now = count_open_descriptors(result.limit);
     return result;

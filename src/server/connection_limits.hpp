@@ -13,9 +13,9 @@ struct FileLimit {
     std::string error;  // why it could not be raised (empty: no problem)
 };
 
-// Raises the soft open-file limit to the hard one (libwebsockets sizes its
-// tables from it: call before creating the lws context) and counts the
-// descriptors already open.
+// Raises the soft open-file limit to the hard one (at most 2^20), and counts
+// the descriptors already open. libwebsockets sizes its tables from the
+// limit: call before creating the lws context.
 FileLimit raise_open_file_limit();
 
 // A connection beyond the cap, straight after accept() and before lws reads
