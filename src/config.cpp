@@ -15,6 +15,7 @@ int ping_interval_s = 10;
 int snapshot_timeout_s = 3600;
 int snapshot_idle_timeout_s = 300;
 int snapshot_max_rows = 10000;
+int max_connections = 1000;
 
 namespace {
 
@@ -45,6 +46,11 @@ void define_postmaster_settings() {
                             "Seconds without client traffic before the server pings a WebSocket client.",
                             "A client that stays silent for twice this long is disconnected.", &ping_interval_s,
                             10, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.max_connections",
+                            "Largest number of open WebSocket/HTTP connections to the pgcdcws server.",
+                            "Beyond it a new connection is answered 503 and closed. The server lowers it to "
+                            "what its open-file limit allows.",
+                            &max_connections, 1000, 1, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ extern int ping_interval_s;          // pgcdcws.ping_interval (postmaster), seco
 extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), seconds
 extern int snapshot_idle_timeout_s;  // pgcdcws.snapshot_idle_timeout (sighup), seconds, 0 = none
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
+extern int max_connections;          // pgcdcws.max_connections (postmaster)
 
 void define_settings();
 

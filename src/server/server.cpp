@@ -19,7 +19,10 @@
 #include "protocol/http_response.hpp"
 #include "protocol/slot_name.hpp"
 #include "protocol/snapshot_request.hpp"
+#include "server/connection_limits.hpp"
+#include "server/connection_table.hpp"
 #include "server/gate.hpp"
+#include "server/lws_log.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/snapshot_client.hpp"
 #include "server/stream_client.hpp"
@@ -36,8 +39,14 @@ constexpr long kHousekeepingMs = 1000;
 constexpr std::uint64_t kTerminateGraceMs = 300;
 // Snapshot data requests waiting for one slot's worker, at most.
 constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
-// How long shutdown waits for close frames to go out.
-constexpr long kShutdownGraceMs = 500;
+// How long shutdown waits, at most, for every stream client's close handshake
+// (our 1001 written and the client's reply read). A client that does not read
+// its socket would otherwise hold the shutdown up.
+constexpr long kShutdownGraceMs = 2000;
+// A connection must have sent its whole request (headers and body) this soon
+// after it was accepted; checked this often.
+constexpr std::uint64_t kRequestDeadlineMs = 10 * 1000;
+constexpr std::uint64_t kDeadlineSweepMs = 250;
 
 void log_guarded(int level, const std::string &message) {
     try {
@@ -138,6 +147,8 @@ private:
     void housekeeping();
     void start_pending_closes();
     void shutdown();
+    void enforce_request_deadlines();
+    int accept_or_refuse(int fd);
     int confirm_upgrade(struct lws *wsi);
     void forget(struct lws *wsi);
     int snapshot_request_start(struct lws *wsi);
@@ -159,6 +170,12 @@ private:
     std::vector<std::deque<struct lws *>> snapshot_queue_;
     std::vector<struct lws *> snapshot_running_;
     std::vector<bool> snapshot_running_cancelled_;
+    // Accepted connections (from when the listeners are up), for the cap and
+    // the request deadline.
+    ConnectionTable connections_;
+    bool counting_connections_ = false;
+    std::size_t connection_cap_ = 0;
+    std::uint64_t last_deadline_sweep_ = 0;
 };
 
 int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *, void *in, std::size_t len) {
@@ -187,10 +204,22 @@ bool Server::setup() {
         log_guarded(LOG, "could not initialize the libuv loop");
         return false;
     }
-    // libwebsockets logs to stderr (the server log). PGCDCWS_LWS_DEBUG in the
-    // postmaster's environment turns on its detailed logs, for diagnosing.
-    lws_set_log_level(getenv("PGCDCWS_LWS_DEBUG") ? (LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG) : LLL_ERR,
-                      nullptr);
+    // libwebsockets' errors go to the server log, rate limited. PGCDCWS_LWS_DEBUG
+    // in the postmaster's environment turns on its detailed logs, for diagnosing.
+    lws_log::install(getenv("PGCDCWS_LWS_DEBUG") != nullptr);
+
+    // Before the lws context: it sizes its descriptor tables from the limit.
+    const FileLimit files = raise_open_file_limit();
+    if (!files.error.empty())
+        log_guarded(WARNING, "could not raise the open-file limit from " + std::to_string(files.raised_from) +
+                                 ": " + files.error);
+    connection_cap_ =
+        static_cast<std::size_t>(usable_connection_cap(config::max_connections, files.limit, files.open_now));
+    if (connection_cap_ < static_cast<std::size_t>(config::max_connections))
+        log_guarded(WARNING, "pgcdcws.max_connections lowered from " + std::to_string(config::max_connections) +
+                                 " to " + std::to_string(connection_cap_) + ": the open-file limit is " +
+                                 std::to_string(files.limit) + " and " + std::to_string(files.open_now) +
+                                 " descriptors are open (raise the hard limit, ulimit -Hn, of the postmaster)");
 
     std::memset(&retry_policy_, 0, sizeof retry_policy_);
     retry_policy_.secs_since_valid_ping = static_cast<uint16_t>(config::ping_interval_s);
@@ -205,6 +234,8 @@ bool Server::setup() {
     info.uid = -1;
     info.gid = -1;
     info.retry_and_idle_policy = &retry_policy_;
+    // One header buffer per connection we keep (lws's default: one per possible fd).
+    info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap_);
     context_ = lws_create_context(&info);
     if (!context_) {
         log_guarded(LOG, "could not create the libwebsockets context");
@@ -226,6 +257,9 @@ bool Server::setup() {
         vh.retry_and_idle_policy = &retry_policy_;
         vh.keepalive_timeout = 5;
         vh.timeout_secs = 10;
+        // The request deadline (enforce_request_deadlines) decides; lws's own
+        // idle timeout is only a backstop.
+        vh.timeout_secs_ah_idle = 2 * kRequestDeadlineMs / 1000;
         if (addresses[i].find(':') == std::string::npos && addresses[i] != "*")
             vh.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
         if (lws_create_vhost(context_, &vh)) {
@@ -257,8 +291,10 @@ bool Server::setup() {
     snapshot_queue_.resize(static_cast<std::size_t>(shmem::state()->num_snapshots));
     snapshot_running_.assign(static_cast<std::size_t>(shmem::state()->num_snapshots), nullptr);
     snapshot_running_cancelled_.assign(static_cast<std::size_t>(shmem::state()->num_snapshots), false);
+    counting_connections_ = true;
     log_guarded(LOG, "listening on port " + std::to_string(config::port) + " (" + std::to_string(listening) +
-                         " address" + (listening > 1 ? "es" : "") + ")");
+                         " address" + (listening > 1 ? "es" : "") + "), at most " +
+                         std::to_string(connection_cap_) + " connections");
     return true;
 }
 
@@ -270,8 +306,10 @@ int Server::confirm_upgrade(struct lws *wsi) {
         send_http_error(wsi, decision.status, decision.message);
         return 1;
     }
-    char arg[512];
-    const char *slot = lws_get_urlarg_by_name(wsi, "slotName=", arg, sizeof arg);
+    // Room for the whole query string: lws finds no argument longer than the
+    // buffer, and a long name must be reported as too long, not as missing.
+    std::vector<char> arg(static_cast<std::size_t>(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS)) + 64);
+    const char *slot = lws_get_urlarg_by_name(wsi, "slotName=", arg.data(), static_cast<int>(arg.size()));
     if (!slot) {
         send_http_error(wsi, 400, "missing query parameter slotName (GET /v1/lr/stream?slotName=S)");
         return 1;
@@ -307,8 +345,51 @@ void Server::forget(struct lws *wsi) {
     clients_.erase(it);
 }
 
+// Called by lws right after accept(), before it reads anything: beyond the
+// cap the connection is answered 503 here and lws closes it.
+int Server::accept_or_refuse(int fd) {
+    if (!counting_connections_ || connections_.size() < connection_cap_)
+        return 0;
+    refuse_over_capacity(fd);
+    lws_log::rate_limited(("refused a connection: " + std::to_string(connection_cap_) +
+                           " connections are open (pgcdcws.max_connections)")
+                              .c_str());
+    return 1;
+}
+
+// Closes connections that have not sent a whole request within the deadline
+// (idle sockets, headers or bodies sent a byte at a time).
+void Server::enforce_request_deadlines() {
+    const std::uint64_t now = uv_now(&loop_);
+    if (now - last_deadline_sweep_ < kDeadlineSweepMs)
+        return;
+    last_deadline_sweep_ = now;
+    for (const void *key : connections_.overdue(now, kRequestDeadlineMs)) {
+        auto *wsi = static_cast<struct lws *>(const_cast<void *>(key));
+        auto snapshot = snapshot_clients_.find(wsi);
+        if (clients_.count(wsi) != 0 ||
+            (snapshot != snapshot_clients_.end() && snapshot->second->state() != SnapshotClient::State::ReadingBody)) {
+            connections_.request_complete(wsi);
+            continue;
+        }
+        connections_.request_complete(wsi);  // told once; lws closes it shortly
+        tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
+        lws_log::rate_limited("closed a connection whose request was not complete within 10 s");
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+}
+
 int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in, std::size_t len) {
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        // lws 4.1 passes the accepted descriptor as `in` (and its address as `user`).
+        return accept_or_refuse(static_cast<int>(reinterpret_cast<std::intptr_t>(in)));
+
+    case LWS_CALLBACK_WSI_CREATE:
+        if (counting_connections_)
+            connections_.add(wsi, uv_now(&loop_));
+        return 0;
+
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return confirm_upgrade(wsi);
 
@@ -333,8 +414,16 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
     }
 
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+        auto it = snapshot_clients_.find(wsi);
+        if (it != snapshot_clients_.end() && it->second->state() != SnapshotClient::State::ReadingBody) {
+            // Bytes after the body (a stray CRLF, a pipelined request): lws
+            // reports the completion again and keeps the bytes unconsumed.
+            // Ignore them; the reply ends the connection.
+            return 0;
+        }
         return snapshot_request_body_done(wsi);
+    }
 
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         auto it = snapshot_clients_.find(wsi);
@@ -350,6 +439,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_ESTABLISHED:
         if (clients_.find(wsi) == clients_.end())
             return -1;
+        connections_.request_complete(wsi);
         return 0;
 
     case LWS_CALLBACK_RECEIVE: {
@@ -379,6 +469,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_WSI_DESTROY:
         forget(wsi);
         forget_snapshot_client(wsi);
+        connections_.remove(wsi);
         return 0;
 
     default:
@@ -628,6 +719,8 @@ void Server::run() {
     WaitEvent fired[3];
     while (!ShutdownRequestPending) {
         uv_run(&loop_, UV_RUN_NOWAIT);
+        lws_log::flush();
+        enforce_request_deadlines();
         int timeout = uv_backend_timeout(&loop_);
         if (timeout < 0 || timeout > kHousekeepingMs)
             timeout = kHousekeepingMs;
@@ -660,6 +753,7 @@ void Server::shutdown() {
         uv_update_time(&loop_);
         pg_usleep(10 * 1000L);
     }
+    lws_log::flush();
 }
 
 }  // namespace

@@ -1,0 +1,40 @@
+// The server's accepted connections, for the connection cap and the request
+// deadline (no Postgres, no lws: unit-tested). Keys are lws connection handles.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace pgcdcws::server {
+
+// Room for Postgres and the server itself (listen sockets, event loop, latch,
+// catalog files) beyond the descriptors already open when the server starts.
+constexpr long kReservedFileDescriptors = 64;
+
+// pgcdcws.max_connections as it can be honoured with `open_file_limit`
+// descriptors when `open_now` are already in use (at least 1).
+long usable_connection_cap(long wanted, long open_file_limit, long open_now);
+
+class ConnectionTable {
+public:
+    void add(const void *connection, std::uint64_t now_ms);
+    void remove(const void *connection);
+    // The connection's request (headers and body) is complete: no deadline any more.
+    void request_complete(const void *connection);
+
+    std::size_t size() const { return connections_.size(); }
+    bool contains(const void *connection) const { return connections_.count(connection) != 0; }
+
+    // Connections whose request is still incomplete `limit_ms` after they were accepted.
+    std::vector<const void *> overdue(std::uint64_t now_ms, std::uint64_t limit_ms) const;
+
+private:
+    struct Entry {
+        std::uint64_t accepted_ms;
+        bool request_complete;
+    };
+    std::unordered_map<const void *, Entry> connections_;
+};
+
+}  // namespace pgcdcws::server
