@@ -70,7 +70,7 @@ void apply_acks(bool force);
         if (drop) {
             ReplicationSlotRelease();
             ReplicationSlotDrop(name, true);
-            slots::unmark_temporary(name);
+            slots::forget_marks(name);
             ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\"", name)));
         } else {
             ReplicationSlotRelease();
@@ -91,7 +91,7 @@ void drop_slot_on_exit() {
     {
         ReplicationSlotRelease();
         ReplicationSlotDrop(name, true);
-        slots::unmark_temporary(name);
+        slots::forget_marks(name);
         ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\" after its decoder stopped", name)));
     }
     PG_CATCH();

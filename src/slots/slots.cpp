@@ -1,4 +1,5 @@
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -17,9 +18,19 @@ namespace pgcdcws::slots {
 namespace {
 constexpr const char *kStateDir = "pgcdcws";
 constexpr const char *kTemporaryDir = "pgcdcws/temporary";
+constexpr const char *kOwnerDir = "pgcdcws/owners";
 
 void temporary_path(const char *name, char *out, std::size_t size) {
     snprintf(out, size, "%s/%s", kTemporaryDir, name);
+}
+
+void owner_path(const char *name, char *out, std::size_t size) { snprintf(out, size, "%s/%s", kOwnerDir, name); }
+
+void make_state_dir(const char *dir) {
+    if (MakePGDirectory(kStateDir) < 0 && errno != EEXIST)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", kStateDir)));
+    if (MakePGDirectory(dir) < 0 && errno != EEXIST)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", dir)));
 }
 }  // namespace
 
@@ -80,10 +91,7 @@ void check_plugin_allowed() {
 
 void mark_temporary(const char *name) {
     char path[MAXPGPATH];
-    if (MakePGDirectory(kStateDir) < 0 && errno != EEXIST)
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", kStateDir)));
-    if (MakePGDirectory(kTemporaryDir) < 0 && errno != EEXIST)
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", kTemporaryDir)));
+    make_state_dir(kTemporaryDir);
     temporary_path(name, path, sizeof path);
     int fd = OpenTransientFile(path, O_CREAT | O_WRONLY | PG_BINARY);
     if (fd < 0)
@@ -98,6 +106,52 @@ void unmark_temporary(const char *name) {
     temporary_path(name, path, sizeof path);
     if (unlink(path) == 0)
         fsync_fname(kTemporaryDir, true);
+}
+
+void set_owner(const char *name, Oid role) {
+    char path[MAXPGPATH], tmp[MAXPGPATH], text[32];
+    make_state_dir(kOwnerDir);
+    owner_path(name, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    const int len = snprintf(text, sizeof text, "%u\n", role);
+    int fd = OpenTransientFile(tmp, O_CREAT | O_TRUNC | O_WRONLY | PG_BINARY);
+    if (fd < 0)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp)));
+    if (write(fd, text, len) != len) {
+        const int save_errno = errno;
+        CloseTransientFile(fd);
+        errno = save_errno ? save_errno : ENOSPC;
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not write file \"%s\": %m", tmp)));
+    }
+    CloseTransientFile(fd);
+    // fsyncs the file, renames, fsyncs the directory: the owner survives a crash.
+    (void)durable_rename(tmp, path, ERROR);
+}
+
+Oid owner(const char *name) {
+    char path[MAXPGPATH], text[32];
+    owner_path(name, path, sizeof path);
+    int fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+    if (fd < 0)
+        return InvalidOid;
+    const ssize_t n = read(fd, text, sizeof text - 1);
+    CloseTransientFile(fd);
+    if (n <= 0)
+        return InvalidOid;
+    text[n] = '\0';
+    char *end = nullptr;
+    const unsigned long value = std::strtoul(text, &end, 10);
+    if (end == text || (*end != '\n' && *end != '\0') || value > PG_UINT32_MAX)
+        return InvalidOid;
+    return static_cast<Oid>(value);
+}
+
+void forget_marks(const char *name) {
+    char path[MAXPGPATH];
+    owner_path(name, path, sizeof path);
+    if (unlink(path) == 0)
+        fsync_fname(kOwnerDir, true);
+    unmark_temporary(name);
 }
 
 bool is_temporary(const char *name) {
@@ -125,7 +179,24 @@ void drop_leftover_temporary() {
             ereport(LOG, (errmsg("pgcdcws: dropped temporary replication slot \"%s\" left from before the restart",
                                  name)));
         }
-        unmark_temporary(name);
+        forget_marks(name);
+    }
+    FreeDir(dir);
+
+    // Owner marks of slots dropped by other means (pg_drop_replication_slot):
+    // a new slot of the same name must not inherit them.
+    dir = AllocateDir(kOwnerDir);
+    if (dir == nullptr)
+        return;
+    while ((de = ReadDirExtended(dir, kOwnerDir, LOG)) != nullptr) {
+        if (de->d_name[0] == '.' || std::strlen(de->d_name) >= NAMEDATALEN || std::strchr(de->d_name, '.'))
+            continue;
+        SlotInfo info;
+        if (!find(de->d_name, &info)) {
+            char path[MAXPGPATH];
+            owner_path(de->d_name, path, sizeof path);
+            (void)unlink(path);
+        }
     }
     FreeDir(dir);
 }

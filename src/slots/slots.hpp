@@ -6,6 +6,12 @@
 // consumed by another. So pgcdcws creates a persistent slot and records that it
 // is temporary in $PGDATA/pgcdcws/temporary/<slot>; the decoder drops it when
 // its client leaves and the server drops leftovers when it starts.
+//
+// Owners: the role that called cdc_init() owns the slot; it is kept in
+// $PGDATA/pgcdcws/owners/<slot> (the role's OID), written before the slot is
+// persisted, removed when pgcdcws drops the slot, and swept for slots dropped
+// by other means when the cluster starts. A slot without a mark was not made
+// by cdc_init() (superusers only).
 #pragma once
 
 #include "pg/pg.hpp"
@@ -43,6 +49,12 @@ char *plugin_not_allowed_hint();
 void mark_temporary(const char *name);
 void unmark_temporary(const char *name);
 bool is_temporary(const char *name);
+
+// The slot's owner mark (see the file comment); InvalidOid when there is none.
+void set_owner(const char *name, Oid role);
+Oid owner(const char *name);
+// Removes every mark of a slot pgcdcws dropped (temporary and owner).
+void forget_marks(const char *name);
 // Drops every marked slot that is not in use, and removes the marks. Server start.
 void drop_leftover_temporary();
 

@@ -47,6 +47,20 @@ bool cancelled() {
     return result;
 }
 
+// Makes the EPHEMERAL slot permanent, with its marks written first (a crash in
+// between leaves marks without a slot, which the next start sweeps, never a
+// slot without its owner or temporary mark).
+void persist(const char *name, bool temporary) {
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    const Oid owner = entry->requester_role;
+    LWLockRelease(shmem::state()->lock);
+    slots::set_owner(name, owner);
+    if (temporary)
+        slots::mark_temporary(name);
+    ReplicationSlotPersist();
+    ReplicationSlotRelease();
+}
+
 // Creates the slot and exports its snapshot, in walsender's order
 // (CreateReplicationSlot with EXPORT_SNAPSHOT); without export_snapshot, only
 // the slot, as pg_create_logical_replication_slot() does. Returns whether a
@@ -73,10 +87,7 @@ bool create(const char *name, bool temporary, bool export_snapshot) {
     if (!export_snapshot) {
         const XLogRecPtr lsn = MyReplicationSlot->data.confirmed_flush;
         FreeDecodingContext(ctx);
-        if (temporary)
-            slots::mark_temporary(name);
-        ReplicationSlotPersist();
-        ReplicationSlotRelease();
+        persist(name, temporary);
         // Ended from the start: cdc_snapshot() and HTTP reads can say why there is none.
         LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
         entry->lsn = lsn;
@@ -100,10 +111,7 @@ bool create(const char *name, bool temporary, bool export_snapshot) {
     ereport(LOG, (errmsg("pgcdcws: exported snapshot \"%s\" for slot \"%s\"", snapshot_name, name)));
     const XLogRecPtr lsn = MyReplicationSlot->data.confirmed_flush;
     FreeDecodingContext(ctx);
-    if (temporary)
-        slots::mark_temporary(name);
-    ReplicationSlotPersist();
-    ReplicationSlotRelease();
+    persist(name, temporary);
 
     LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
     entry->lsn = lsn;

@@ -165,7 +165,7 @@ void init_cleanup(int, Datum arg) {
     if ((e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Ended) &&
         slots::find(e->slot_name, &info) && info.active_pid == 0) {
         ReplicationSlotDrop(e->slot_name, true);
-        slots::unmark_temporary(e->slot_name);
+        slots::forget_marks(e->slot_name);
     }
     free_snapshot_entry(wait->index);
     RESUME_INTERRUPTS();
@@ -444,7 +444,7 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
                             errhint("Stop that consumer first.")));
         ReplicationSlotDrop(name, true);
     }
-    slots::unmark_temporary(name);
+    slots::forget_marks(name);
 
     if (snapshot_index >= 0) {
         (void)wait_snapshot_released(snapshot_index, snapshot_worker, name);
