@@ -347,7 +347,10 @@ def test_restart_fast_sends_1001_to_every_client(own_cluster):
             finally:
                 writer.stop()
                 writer.join()
-            assert codes == [(1001, "server shutting down")] * len(slots), (round_, codes)
+            # The reason is "server shutting down"; on a loaded machine a decoder's exit may be
+            # seen well before the server's own signal (documented in PROTOCOL.md).
+            assert all(code == 1001 and reason in ("server shutting down", "decoder terminated by an administrator")
+                       for code, reason in codes), (round_, codes)
     finally:
         for s in slots:
             c.drop_slot_quietly(s)
