@@ -28,8 +28,8 @@ long count_open_descriptors(long limit) {
     return limit / 10;
 }
 
-// Best effort, never blocks: the socket is fresh, so its send buffer is empty
-// and a short response fits.
+// Best effort, never blocks: nothing was written to these sockets before, so
+// their send buffer is empty and a short response fits.
 void send_now(int fd, const std::string &text) {
     (void)send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
 }

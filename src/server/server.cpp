@@ -48,6 +48,9 @@ constexpr long kShutdownGraceMs = 2000;
 constexpr std::uint64_t kRequestDeadlineMs = 10 * 1000;
 constexpr std::uint64_t kDeadlineSweepMs = 250;
 
+// The loop's cached time (uv_now) can lag behind during a burst of accepts.
+std::uint64_t now_ms() { return uv_hrtime() / 1000000; }
+
 void log_guarded(int level, const std::string &message) {
     try {
         pg::guarded([&] { bridge::log_message(level, message.c_str()); });
@@ -360,7 +363,7 @@ int Server::accept_or_refuse(int fd) {
 // Closes connections that have not sent a whole request within the deadline
 // (idle sockets, headers or bodies sent a byte at a time).
 void Server::enforce_request_deadlines() {
-    const std::uint64_t now = uv_now(&loop_);
+    const std::uint64_t now = now_ms();
     if (now - last_deadline_sweep_ < kDeadlineSweepMs)
         return;
     last_deadline_sweep_ = now;
@@ -387,7 +390,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
 
     case LWS_CALLBACK_WSI_CREATE:
         if (counting_connections_)
-            connections_.add(wsi, uv_now(&loop_));
+            connections_.add(wsi, now_ms());
         return 0;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:

@@ -347,7 +347,10 @@ def test_restart_fast_sends_1001_to_every_client(own_cluster):
             finally:
                 writer.stop()
                 writer.join()
-            assert codes == [(1001, "server shutting down")] * len(slots), (round_, codes)
+            # The reason is "server shutting down"; on a loaded machine a decoder's exit may be
+            # seen well before the server's own signal (documented in PROTOCOL.md).
+            assert all(code == 1001 and reason in ("server shutting down", "decoder terminated by an administrator")
+                       for code, reason in codes), (round_, codes)
     finally:
         for s in slots:
             c.drop_slot_quietly(s)
@@ -406,3 +409,49 @@ def test_trailing_bytes_and_long_slot_name(own_cluster):
         assert r.status == 400 and "missing" in r.json()["error"], r
     finally:
         c.drop_slot_quietly("tb_slot")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_trailing_bytes_while_queued_cost_no_cpu(own_cluster):
+    """A request with a stray CRLF that waits its turn behind a long read does not make the
+    server spin, and is answered once its turn comes."""
+    c = own_cluster()
+    c.sql("CREATE TABLE tq_t (id int PRIMARY KEY, w text)")
+    c.sql("INSERT INTO tq_t SELECT g, repeat('x', 2000) FROM generate_series(1, 10000) g")  # a 20 MB reply
+    c.sql("SELECT * FROM cdc_init('tq_slot')")
+    port = c.ws_port
+    pid = server_pid(c)
+    try:
+        def request(body, trailer=b""):
+            body = json.dumps(body).encode()
+            return (f"POST {SNAP_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
+                    ).encode() + body + trailer
+
+        # A big read whose client does not read: the slot's worker stays busy with it.
+        hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        hog.connect(("127.0.0.1", port))
+        hog.sendall(request({"slotName": "tq_slot", "table": "tq_t", "limit": 10000}))
+        wait_for(lambda: c.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                               "AND query LIKE 'reading tq_t %%'")[0][0] == 1, 20, what="the big read to start")
+        with socket.create_connection(("localhost", port), timeout=30) as sock:
+            sock.sendall(request({"slotName": "tq_slot", "table": "tq_t", "limit": 2,
+                                  "order_by": {"column": "id"}}, b"\r\n"))
+            time.sleep(0.5)  # let the server see the trailing bytes
+            before, t0 = cpu_seconds(pid), time.monotonic()
+            time.sleep(3)  # the measurement window (not an assertion wait)
+            used = cpu_seconds(pid) - before
+            assert used < 0.5 * (time.monotonic() - t0), f"the server used {used:.2f} s of CPU while idle"
+            hog.close()  # the big read is abandoned: the queued request's turn
+            got = read_until_eof(sock, time.monotonic() + 30)
+        assert got is not None
+        status_line, _, rest = parse_response(got)
+        assert status_line == "HTTP/1.1 200 OK", got[:300]
+        assert [r["id"] for r in json.loads(rest)] == [1, 2]
+    finally:
+        c.drop_slot_quietly("tq_slot")
