@@ -7,7 +7,8 @@
    403 is answered while another session holds ACCESS EXCLUSIVE on the table.
 3. Held snapshots are short and optional: pgcdcws.snapshot_idle_timeout, cdc_init(snapshot =>
    false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held.
-5. A client that stops reading a large reply does not hold up other reads of the same slot.
+5. A client that stops reading a large reply does not hold up other reads of the same slot;
+   a read the worker never answered (it ended) gets a 410 that says why.
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
 """
 
