@@ -6,9 +6,8 @@
 
 #include "server/lws_log.hpp"
 
-#include "pg/guard.hpp"
 #include "server/log_rate_limit.hpp"
-#include "server/pg_bridge.hpp"
+#include "server/server_log.hpp"
 
 namespace pgcdcws::server::lws_log {
 
@@ -37,12 +36,7 @@ std::uint64_t now_ms() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
-void write_log(const std::string &line) {
-    try {
-        pg::guarded([&] { bridge::log_message(LOG, line.c_str()); });
-    } catch (...) {
-    }
-}
+void write_log(const std::string &line) { log_guarded(LOG, line); }
 
 void queue(const char *prefix, const char *line) noexcept {
     try {

@@ -678,7 +678,7 @@ TEST(SnapshotRequestRegression, LoneLowSurrogateEscapesAreRejected) {
 }
 
 // Minor: qualified_name_error accepts NUL inside a quoted identifier (order_by.column and after
-// refuse NUL). The server passes q.table.c_str() on (server.cpp, strlcpy in pg_bridge.cpp), so
+// refuse NUL). The server passes q.table.c_str() on (snapshot_scheduler.cpp, strlcpy in pg_bridge.cpp), so
 // the worker sees the name cut at the NUL, always inside the quotes: Postgres then reports
 // "invalid name syntax" and the client still gets a 400, but from the worker after waiting its
 // turn, and naming a table text it did not send.

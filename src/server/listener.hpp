@@ -1,0 +1,21 @@
+// The listening side: pgcdcws.listen_addresses resolved to numeric addresses,
+// and one lws vhost per address on pgcdcws.port.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <libwebsockets.h>
+
+namespace pgcdcws::server {
+
+// Listen addresses from pgcdcws.listen_addresses: numeric addresses, one vhost
+// each; "*" means every address (one dual-stack vhost).
+std::vector<std::string> resolve_listen_addresses(const std::string &setting);
+
+// Creates a vhost serving `protocols` for every listen address; returns how
+// many listen (0: none could).
+int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
+                     const lws_retry_bo_t *retry_policy);
+
+}  // namespace pgcdcws::server

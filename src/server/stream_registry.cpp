@@ -1,0 +1,155 @@
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/stream_registry.hpp"
+
+#include "pg/guard.hpp"
+#include "protocol/slot_name.hpp"
+#include "server/http_io.hpp"
+#include "server/pg_bridge.hpp"
+#include "shmem/state.hpp"
+
+namespace pgcdcws::server {
+
+namespace {
+
+// How long a stream whose decoder got SIGTERM waits for the server's own
+// SIGTERM (a shutdown) before telling the client it was an administrator.
+constexpr std::uint64_t kTerminateGraceMs = 300;
+
+}  // namespace
+
+int StreamRegistry::open(struct lws *wsi) {
+    // Room for the whole query string: lws finds no argument longer than the
+    // buffer, and a long name must be reported as too long, not as missing.
+    std::vector<char> arg(static_cast<std::size_t>(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS)) + 64);
+    const char *slot = lws_get_urlarg_by_name(wsi, "slotName=", arg.data(), static_cast<int>(arg.size()));
+    if (!slot) {
+        send_http_error(wsi, 400, "missing query parameter slotName (GET /v1/lr/stream?slotName=S)");
+        return 1;
+    }
+    if (const char *why = protocol::slot_name_error(slot)) {
+        send_http_error(wsi, 400, std::string("invalid slotName: ") + why);
+        return 1;
+    }
+    const std::string addr = peer_address(wsi);
+
+    bridge::Refusal refusal;
+    int channel = -1;
+    pg::guarded([&] { channel = bridge::open_stream(slot, addr.c_str(), &refusal); });
+    if (channel < 0) {
+        send_http_error(wsi, refusal.status, refusal.message);
+        return 1;
+    }
+    clients_[wsi] = std::make_unique<StreamClient>(wsi, channel);
+    channel_has_client_[static_cast<std::size_t>(channel)] = true;
+    return 0;
+}
+
+int StreamRegistry::on_receive(struct lws *wsi, const char *data, std::size_t length) {
+    auto it = clients_.find(wsi);
+    if (it == clients_.end())
+        return -1;
+    StreamClient &client = *it->second;
+    if (client.on_receive(data, length, lws_frame_is_binary(wsi) != 0, lws_is_final_fragment(wsi) != 0) < 0)
+        return -1;
+    if (client.wants_write())
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+int StreamRegistry::on_writable(struct lws *wsi) {
+    auto it = clients_.find(wsi);
+    if (it == clients_.end())
+        return 0;
+    return it->second->on_writable();
+}
+
+void StreamRegistry::forget(struct lws *wsi) {
+    auto it = clients_.find(wsi);
+    if (it == clients_.end())
+        return;
+    const int channel = it->second->channel();
+    it->second->read_after_reset();  // before the decoder is told to stop
+    bridge::close_stream(channel);  // atomics and a latch only: cannot fail
+    channel_has_client_[static_cast<std::size_t>(channel)] = false;
+    clients_.erase(it);
+}
+
+// Starts the close handshake of clients whose close is due. Outside any lws
+// callback, a synchronous kill goes through the WebSocket close path (close
+// frame with our code and reason, then the peer's reply).
+void StreamRegistry::start_pending_closes() {
+    std::vector<struct lws *> due;
+    for (auto &entry : clients_)
+        if (entry.second->ready_to_close())
+            due.push_back(entry.first);
+    for (struct lws *wsi : due) {
+        auto it = clients_.find(wsi);
+        if (it == clients_.end())
+            continue;
+        it->second->start_close();
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+    }
+}
+
+// Reacts to decoders (data, failures, exits) and to cdc_drop(): the close code
+// and reason each ending gets.
+void StreamRegistry::housekeeping(std::uint64_t loop_now_ms) {
+    start_pending_closes();
+    for (auto &entry : clients_) {
+        StreamClient &client = *entry.second;
+        shmem::Channel *ch = shmem::channel(client.channel());
+        const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
+        if (ch->drop_requested.load()) {
+            // Wait for the message in flight only while a decoder can finish it.
+            const bool decoder_gone = status == shmem::DecoderStatus::Exited || status == shmem::DecoderStatus::Failed;
+            client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "replication slot dropped",
+                                 decoder_gone && shmem::ring(client.channel())->empty());
+        } else if (status == shmem::DecoderStatus::Failed) {
+            client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, std::string("decoder failed: ") + ch->error,
+                                 true);
+        } else if (status == shmem::DecoderStatus::Exited && shmem::ring(client.channel())->empty()) {
+            // A shutdown signals every process at once: a decoder that got
+            // SIGTERM is the shutdown, unless no SIGTERM reaches us shortly.
+            if (ShutdownRequestPending) {
+                client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
+            } else if (ch->terminated.load()) {
+                if (client.terminated_since() == 0)
+                    client.set_terminated_since(loop_now_ms);
+                else if (loop_now_ms - client.terminated_since() >= kTerminateGraceMs)
+                    client.request_close(LWS_CLOSE_STATUS_GOINGAWAY, "decoder terminated by an administrator", true);
+            }
+            else
+                client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "decoder stopped", true);
+        } else if (status == shmem::DecoderStatus::Starting) {
+            // The postmaster could not start it (fork failed), or it died before
+            // it could say why: the client must not wait for it forever.
+            bool lost = false;
+            pg::guarded([&] { lost = bridge::decoder_lost(client.channel()); });
+            if (lost)
+                client.request_close(LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                                     "decoder stopped before it started streaming (see the server log)", true);
+        }
+        if (client.wants_write())
+            lws_callback_on_writable(client.wsi());
+    }
+}
+
+void StreamRegistry::reap_channels() {
+    std::unique_ptr<bool[]> has_client(new bool[channel_has_client_.size()]);
+    for (std::size_t i = 0; i < channel_has_client_.size(); i++)
+        has_client[i] = channel_has_client_[i];
+    pg::guarded([&] { bridge::reap_channels(has_client.get()); });
+}
+
+void StreamRegistry::close_all_for_shutdown() {
+    for (auto &entry : clients_) {
+        entry.second->request_close(LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
+        lws_callback_on_writable(entry.second->wsi());
+    }
+}
+
+}  // namespace pgcdcws::server

@@ -1,0 +1,46 @@
+// The WebSocket stream side of the server: which connection streams which
+// channel, opening a stream on upgrade, moving its events to its StreamClient,
+// reacting to its decoder, and the close code each ending gets.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include <libwebsockets.h>
+
+#include "server/stream_client.hpp"
+
+namespace pgcdcws::server {
+
+class StreamRegistry {
+public:
+    explicit StreamRegistry(std::size_t num_channels) : channel_has_client_(num_channels, false) {}
+
+    // An admitted upgrade to GET /v1/lr/stream: checks slotName and opens the
+    // stream. 0 accepts the upgrade; otherwise the answer is written, 1.
+    int open(struct lws *wsi);
+    bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0; }
+    bool empty() const { return clients_.empty(); }
+
+    // lws events of a stream connection; a negative result closes it.
+    int on_receive(struct lws *wsi, const char *data, std::size_t length);
+    int on_writable(struct lws *wsi);
+    // The connection is gone: its decoder is told to stop.
+    void forget(struct lws *wsi);
+
+    // Reacts to decoders and cdc_drop(). `loop_now_ms`: the event loop's time.
+    void housekeeping(std::uint64_t loop_now_ms);
+    // Frees channels whose client and decoder are both gone.
+    void reap_channels();
+    void start_pending_closes();
+    // Shutdown: every client is told 1001 "server shutting down".
+    void close_all_for_shutdown();
+
+private:
+    std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
+    std::vector<bool> channel_has_client_;
+};
+
+}  // namespace pgcdcws::server
