@@ -512,10 +512,12 @@ void Server::snapshot_housekeeping() {
             lws_callback_on_writable(wsi);
         const bool over = snapshot_running_cancelled_[e] ||
                           (client && client->state() == SnapshotClient::State::Finished);
-        if (client && client->stalled()) {
-            // The client stopped reading its reply: cut it short and close it
-            // (as if it had left), so that the requests queued behind it run.
-            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s (slot \"" +
+        if (client && !snapshot_queue_[e].empty() && client->stalled()) {
+            // The client stopped reading its reply while others wait for this
+            // snapshot: cut it short and close it (as if it had left), so that
+            // the requests queued behind it run. Alone, it may pause as it likes.
+            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s while other "
+                             "requests waited (slot \"" +
                                  std::string(entry->slot_name) + "\")");
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             snapshot_running_[e] = nullptr;

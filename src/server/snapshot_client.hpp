@@ -38,7 +38,7 @@ public:
     }
 
     // Reply bytes are waiting but the client has taken none for kStalledAfter:
-    // it stopped reading, and holds up every request queued on the snapshot.
+    // it stopped reading (and holds up any request queued on the snapshot).
     static constexpr std::chrono::seconds kStalledAfter{5};
     bool stalled() const;
     // Whether any byte of the reply went to the socket (its status is out).
