@@ -733,8 +733,10 @@ def test_big_snapshot_read_does_not_block_streaming(cluster, slot_for):
                                                "order_by": {"column": "id", "order": "desc"}})) == [n, n - 1, n - 2]
                 # slot A's read is still under way
                 assert reader.is_alive() and reader.data == b""
-                assert len(cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
-                                       "AND query LIKE 'reading snap_big %%'")) == 1
+                # (slot B's worker may still be ending its read after its reply went out)
+                wait_for(lambda: len(cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = "
+                                                 "'pgcdcws snapshot' AND query LIKE 'reading snap_big %%'")) == 1,
+                         10, what="only slot A's worker reading snap_big")
                 cluster.sql("INSERT INTO snap_big_ev VALUES (2)")
                 assert (await client.recv_txn(5)).ids() == [2]
                 reader.resume.set()
