@@ -10,7 +10,7 @@ PGFILEDESC = "pgcdcws - Postgres changes over WebSocket, decoded in-server"
 SRCS = $(wildcard src/*.cpp src/*/*.cpp)
 OBJS = $(SRCS:.cpp=.o)
 
-REGRESS = init ack plugin snapshot slots errors
+REGRESS = init ack plugin snapshot slots errors auth
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=pgcdcws
 
 PG_CONFIG ?= pg_config
@@ -18,8 +18,9 @@ PG_CONFIG ?= pg_config
 # layout leaves stale objects that disagree about it.
 PG_CXXFLAGS = -std=c++17 -O2 -Wall -Wno-register -Wno-missing-field-initializers -fno-omit-frame-pointer \
 	-I$(srcdir)/src -MMD -MP
-# -ljwt -lcrypto: token verification and minting (src/auth/).
-SHLIB_LINK += -lstdc++ -lwebsockets -luv -ljwt -lcrypto
+# -lcrypto: token verification and minting (src/auth/). libjwt is not linked but
+# loaded with RTLD_DEEPBIND (src/pg/libjwt.cpp says why).
+SHLIB_LINK += -lstdc++ -lwebsockets -luv -lcrypto -ldl
 
 # Debian's LLVM bitcode rule ignores PG_CXXFLAGS; pgcdcws does not use JIT inlining.
 override with_llvm = no

@@ -43,3 +43,10 @@ AS 'MODULE_PATHNAME', 'pgcdcws_cdc_snapshot_release'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_snapshot_release(text) IS
   'End the exported snapshot of a pgcdcws slot (it holds back vacuum while alive)';
+
+CREATE FUNCTION cdc_token(ttl interval DEFAULT '1 hour')
+RETURNS text
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_token'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_token(interval) IS
+  'A signed token (JWT, HS256) for current_user that pgcdcws accepts until ttl has passed (at most 30 days)';

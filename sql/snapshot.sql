@@ -46,7 +46,7 @@ SELECT count(*) AS its_workers FROM pg_stat_activity
 SELECT cdc_snapshot('regress_snap_none');
 SELECT cdc_drop('regress_snap_none');
 
--- cdc_slots() and cdc_snapshot() are for REPLICATION roles and superusers.
+-- cdc_slots() shows a role only the slots it may use (auth.sql tests ownership).
 CREATE ROLE regress_snap_nobody;
 SET ROLE regress_snap_nobody;
 SELECT * FROM cdc_slots();

@@ -1,3 +1,10 @@
+#include <cstdio>
+#include <new>
+#include <string>
+
+#include "auth/jwt.hpp"
+#include "protocol/origin_list.hpp"
+
 #include "pg/pg.hpp"
 
 #include "config.hpp"
@@ -7,7 +14,7 @@ namespace pgcdcws::config {
 int port = 12312;
 char *listen_addresses = nullptr;
 char *database = nullptr;
-int auth = static_cast<int>(AuthMode::Trust);
+int auth = static_cast<int>(AuthMode::Token);
 int max_changes_per_message = 1000;
 int max_streams = 16;
 int stream_buffer_kb = 1024;
@@ -16,13 +23,109 @@ int snapshot_timeout_s = 3600;
 int snapshot_idle_timeout_s = 300;
 int snapshot_max_rows = 10000;
 int max_connections = 1000;
+char *jwt_secret = nullptr;
+char *jwt_public_key = nullptr;
+char *jwt_audience = nullptr;
+char *trust_role = nullptr;
+char *allowed_origins = nullptr;
+int max_connections_per_role = 100;
 
 namespace {
 
 const struct config_enum_entry auth_options[] = {
+    {"token", static_cast<int>(AuthMode::Token), false},
     {"trust", static_cast<int>(AuthMode::Trust), false},
     {nullptr, 0, false},
 };
+
+// Check hooks run in the postmaster at start and in every process at reload: they
+// never ERROR (a refused value is logged and the old one kept), and report through
+// GUC_check_errdetail only after every C++ object is gone (it pallocs). No
+// exception leaves them.
+using Why = char[512];
+
+bool refuse(const char *why) {
+    GUC_check_errdetail("%s", why);
+    return false;
+}
+
+bool check_jwt_secret(char **newval, void **, GucSource) {
+    if (*newval == nullptr || **newval == '\0')
+        return true;  // empty: pgcdcws generates and keeps its own secret
+    const char *error = auth::hs256_secret_error(*newval);
+    if (error == nullptr)
+        return true;
+    // Postgres' default message quotes the value: never log a secret.
+    GUC_check_errmsg("invalid value for parameter \"pgcdcws.jwt_secret\"");
+    return refuse(error);
+}
+
+// Longest PEM file read: an RSA-16384 public key is under 3 KiB.
+constexpr long kMaxPemFileSize = 64 * 1024;
+
+// Reads a small file whole; false with `why` filled in otherwise. Plain stdio:
+// Postgres' file APIs may ERROR, which a check hook must not.
+bool read_small_file(const char *path, std::string *out, Why why) {
+    FILE *f = fopen(path, "rb");
+    if (f == nullptr) {
+        snprintf(why, sizeof(Why), "could not open file \"%s\": %s", path, strerror(errno));
+        return false;
+    }
+    char buf[4096];
+    size_t n;
+    bool ok = true;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        out->append(buf, n);
+        if (static_cast<long>(out->size()) > kMaxPemFileSize) {
+            snprintf(why, sizeof(Why), "file \"%s\" is larger than %ld bytes", path, kMaxPemFileSize);
+            ok = false;
+            break;
+        }
+    }
+    if (ok && ferror(f)) {
+        snprintf(why, sizeof(Why), "could not read file \"%s\": %s", path, strerror(errno));
+        ok = false;
+    }
+    fclose(f);
+    return ok;
+}
+
+bool check_jwt_public_key(char **newval, void **, GucSource) {
+    if (*newval == nullptr || **newval == '\0')
+        return true;
+    Why why = "";
+    try {
+        std::string pem;
+        if (read_small_file(*newval, &pem, why)) {
+            const auth::PublicKeyInfo info = auth::load_public_key(pem);
+            if (info.ok)
+                return true;
+            snprintf(why, sizeof why, "file \"%s\": %s", *newval, info.error.c_str());
+        }
+    } catch (const std::bad_alloc &) {
+        strlcpy(why, "out of memory", sizeof why);
+    }
+    return refuse(why);
+}
+
+bool check_allowed_origins(char **newval, void **, GucSource) {
+    Why why = "";
+    try {
+        const protocol::ParsedOriginList parsed = protocol::parse_origin_list(*newval ? *newval : "");
+        if (parsed.ok)
+            return true;
+        strlcpy(why, parsed.error.c_str(), sizeof why);
+    } catch (const std::bad_alloc &) {
+        strlcpy(why, "out of memory", sizeof why);
+    }
+    return refuse(why);
+}
+
+bool check_role_name(char **newval, void **, GucSource) {
+    if (*newval != nullptr && strlen(*newval) >= NAMEDATALEN)
+        return refuse("A role name is at most 63 bytes long.");
+    return true;
+}
 
 // Settings read only by the preloaded workers, fixed at server start.
 void define_postmaster_settings() {
@@ -62,9 +165,37 @@ void define_settings() {
     if (process_shared_preload_libraries_in_progress)
         define_postmaster_settings();
     DefineCustomEnumVariable("pgcdcws.auth", "How WebSocket/HTTP clients are authenticated.",
-                             "trust: every client that can reach the port is accepted.", &auth,
-                             static_cast<int>(AuthMode::Trust), auth_options, PGC_SIGHUP, 0, nullptr, nullptr,
-                             nullptr);
+                             "token: every request needs a JWT naming a Postgres role (docs/SECURITY.md); "
+                             "trust: every client that can reach the port is accepted (loopback only).",
+                             &auth, static_cast<int>(AuthMode::Token), auth_options, PGC_SIGHUP, 0, nullptr,
+                             nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.jwt_secret", "HS256 secret that signs and verifies pgcdcws tokens.",
+                               "At least 32 bytes. Empty: pgcdcws generates one and keeps it in "
+                               "$PGDATA/pgcdcws/jwt_secret.",
+                               &jwt_secret, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_jwt_secret, nullptr,
+                               nullptr);
+    DefineCustomStringVariable("pgcdcws.jwt_public_key",
+                               "PEM file with the RSA (RS256) or EC P-256 (ES256) public key that verifies "
+                               "tokens.",
+                               "A relative path is relative to the data directory. Empty: only HS256 tokens.",
+                               &jwt_public_key, "", PGC_SIGHUP, 0, check_jwt_public_key, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.jwt_audience", "Value the \"aud\" claim of every token must contain.",
+                               "Empty: \"aud\" is not checked. cdc_token() puts it into the tokens it mints.",
+                               &jwt_audience, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.trust_role",
+                               "Role that serves requests tied to no slot when pgcdcws.auth = trust.",
+                               "Empty: the bootstrap superuser (for development on a trusted host only).",
+                               &trust_role, "", PGC_SIGHUP, 0, check_role_name, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.allowed_origins",
+                               "Origins (scheme://host[:port]) whose web pages may use pgcdcws.",
+                               "Comma-separated; * (token auth only) allows every origin; empty allows none. "
+                               "Requests without an Origin header are not affected.",
+                               &allowed_origins, "", PGC_SIGHUP, GUC_LIST_INPUT, check_allowed_origins, nullptr,
+                               nullptr);
+    DefineCustomIntVariable("pgcdcws.max_connections_per_role",
+                            "Largest number of open WebSocket/HTTP connections of one role, superusers included.",
+                            "0: no per-role limit (pgcdcws.max_connections still applies).",
+                            &max_connections_per_role, 100, 0, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("pgcdcws.max_changes_per_message",
                             "Largest number of changes in one stream message; bigger transactions are split.",
                             nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,

@@ -3,7 +3,7 @@
 
 namespace pgcdcws::config {
 
-enum class AuthMode { Trust = 0 };
+enum class AuthMode { Trust = 0, Token = 1 };
 
 extern int port;                     // pgcdcws.port (postmaster)
 extern char *listen_addresses;       // pgcdcws.listen_addresses (postmaster)
@@ -17,6 +17,12 @@ extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), secon
 extern int snapshot_idle_timeout_s;  // pgcdcws.snapshot_idle_timeout (sighup), seconds, 0 = none
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
 extern int max_connections;          // pgcdcws.max_connections (postmaster)
+extern char *jwt_secret;             // pgcdcws.jwt_secret (sighup, superuser-only), "" = generated
+extern char *jwt_public_key;         // pgcdcws.jwt_public_key (sighup), PEM file path, "" = none
+extern char *jwt_audience;           // pgcdcws.jwt_audience (sighup), "" = aud not checked
+extern char *trust_role;             // pgcdcws.trust_role (sighup), "" = bootstrap superuser
+extern char *allowed_origins;        // pgcdcws.allowed_origins (sighup), protocol::parse_origin_list
+extern int max_connections_per_role; // pgcdcws.max_connections_per_role (sighup), 0 = no per-role cap
 
 void define_settings();
 

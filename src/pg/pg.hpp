@@ -22,6 +22,7 @@ extern "C" {
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_operator.h"

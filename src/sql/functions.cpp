@@ -1,4 +1,5 @@
-// SQL API: cdc_init, cdc_ack, cdc_slots, cdc_drop (docs/PROTOCOL.md, "SQL API").
+// SQL API: cdc_init, cdc_ack, cdc_slots, cdc_drop, cdc_snapshot, cdc_snapshot_release
+// (docs/PROTOCOL.md, "SQL API"; who may call what: docs/SECURITY.md). cdc_token: token.cpp.
 // Written in Postgres' own style: nothing here owns a destructor, because any
 // call may ERROR (longjmp), and every entry point catches C++ exceptions.
 #include <cstdlib>
@@ -6,6 +7,7 @@
 
 #include "pg/guard.hpp"
 
+#include "auth/authorize.hpp"
 #include "config.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
@@ -65,6 +67,33 @@ slots::SlotInfo require_our_slot(const char *name) {
                         errmsg("replication slot \"%s\" is not a pgcdcws slot of this database", name),
                         errdetail("Its plugin is \"%s\".", info.plugin),
                         errhint("pgcdcws serves only slots created by cdc_init().")));
+    return info;
+}
+
+// The slot privilege of the current user (docs/SECURITY.md, "Tokens and slot
+// ownership"). Checked before any wait or lock on the slot.
+void require_slot_privilege(const char *name) {
+    if (auth::may_use_slot(GetUserId(), name))
+        return;
+    const Oid owner = slots::owner(name);
+    const char *owner_name = OidIsValid(owner) ? GetUserNameFromId(owner, true) : nullptr;
+    if (owner_name != nullptr)
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("permission denied for replication slot \"%s\"", name),
+                        errdetail("The slot belongs to role \"%s\".", owner_name),
+                        errhint("Only superusers, the role that created the slot with cdc_init() and roles "
+                                "with its privileges (its members) may use it.")));
+    ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                    errmsg("permission denied for replication slot \"%s\"", name),
+                    errdetail("The slot has no owner: it was not created by cdc_init(), or its owner role was "
+                              "dropped."),
+                    errhint("Only superusers may use it.")));
+}
+
+// require_our_slot, then require_slot_privilege.
+slots::SlotInfo require_usable_slot(const char *name) {
+    const slots::SlotInfo info = require_our_slot(name);
+    require_slot_privilege(name);
     return info;
 }
 
@@ -340,9 +369,9 @@ int streaming_channel(const char *name) {
 
 Datum cdc_ack(FunctionCallInfo fcinfo) {
     require_ready();
-    CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
+    (void)require_usable_slot(name);
     const XLogRecPtr lsn = PG_GETARG_LSN(1);
     if (lsn == InvalidXLogRecPtr)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("cannot acknowledge LSN 0/0")));
@@ -380,7 +409,18 @@ Datum cdc_ack(FunctionCallInfo fcinfo) {
     if (info.active_pid != 0)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
                         errmsg("replication slot \"%s\" is in use by process %d", name, info.active_pid)));
-    (void)OidFunctionCall2(F_PG_REPLICATION_SLOT_ADVANCE, DirectFunctionCall1(namein, CStringGetDatum(name)), LSNGetDatum(lsn));
+    // The slot privilege was checked above; members of the owner role need not have
+    // REPLICATION, which pg_replication_slot_advance demands. It runs no user code
+    // (fast-forward decoding calls no output callback), so run it as the bootstrap
+    // superuser; an ERROR restores the caller's identity at (sub)transaction abort.
+    Oid saved_user;
+    int saved_context;
+    GetUserIdAndSecContext(&saved_user, &saved_context);
+    SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+                           saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+    (void)OidFunctionCall2(F_PG_REPLICATION_SLOT_ADVANCE, DirectFunctionCall1(namein, CStringGetDatum(name)),
+                           LSNGetDatum(lsn));
+    SetUserIdAndSecContext(saved_user, saved_context);
     // pg_replication_slot_advance leaves the new position to the next
     // checkpoint; an ack must survive a crash, so write it now.
     PGCDCWS_SLOT_ACQUIRE(name, true);
@@ -395,10 +435,9 @@ bool wait_snapshot_released(int index, int worker_pid, const char *name);
 
 Datum cdc_drop(FunctionCallInfo fcinfo) {
     require_ready();
-    CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
-    (void)require_our_slot(name);
+    (void)require_usable_slot(name);
 
     // A held snapshot for this slot is no longer wanted: wake its worker now
     // (it would notice within a second anyway) and wait below until it has
@@ -531,7 +570,7 @@ SnapshotFacts snapshot_facts(const char *slot_name) {
 
 // The slot's live snapshot, or the error that says why it is gone.
 SnapshotFacts live_snapshot(const char *name) {
-    (void)require_our_slot(name);
+    (void)require_usable_slot(name);
     const SnapshotFacts f = snapshot_facts(name);
     if (f.state != shmem::SnapshotState::Ready)
         snapshot_gone(name, f);
@@ -557,7 +596,6 @@ bool wait_snapshot_released(int index, int worker_pid, const char *name) {
 
 Datum cdc_snapshot(FunctionCallInfo fcinfo) {
     require_ready();
-    CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
     const SnapshotFacts f = live_snapshot(name);
@@ -572,7 +610,6 @@ Datum cdc_snapshot(FunctionCallInfo fcinfo) {
 
 Datum cdc_snapshot_release(FunctionCallInfo fcinfo) {
     require_ready();
-    CheckSlotPermissions();
     char name[NAMEDATALEN];
     slot_name_arg(fcinfo, 0, name);
     const SnapshotFacts f = live_snapshot(name);
@@ -600,8 +637,8 @@ int compare_rows(const void *a, const void *b) {
 
 Datum cdc_slots(FunctionCallInfo fcinfo) {
     require_ready();
-    // Client addresses and snapshot names are not for every role.
-    CheckSlotPermissions();
+    // Client addresses and snapshot names are not for every role: each role sees
+    // only the slots it may use (below).
     InitMaterializedSRF(fcinfo, 0);
     ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
 
@@ -628,8 +665,11 @@ Datum cdc_slots(FunctionCallInfo fcinfo) {
     qsort(rows, n, sizeof(SlotRow), compare_rows);
 
     const XLogRecPtr current = GetXLogWriteRecPtr();
+    const Oid role = GetUserId();
     for (int i = 0; i < n; i++) {
         const char *name = NameStr(rows[i].name);
+        if (!auth::may_use_slot(role, name))
+            continue;
         char client_addr[64] = "";
         LWLockAcquire(shmem::state()->lock, LW_SHARED);
         const int index = shmem::find_channel_locked(name);

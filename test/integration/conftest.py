@@ -154,6 +154,8 @@ class Cluster:
                 "pgcdcws.listen_addresses = 'localhost'",
                 "pgcdcws.database = 'postgres'",
                 "pgcdcws.ping_interval = 2",
+                # Tests of token auth switch to it in their own cluster or with ALTER SYSTEM.
+                "pgcdcws.auth = trust",
             ]
         conf = os.path.join(self.datadir, "postgresql.conf")
         text = "\n".join(lines) + "\n"
