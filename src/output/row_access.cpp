@@ -223,8 +223,9 @@ bool row_visible(RowFilter *filter, const char *table, const Datum *values, cons
         const TimestampTz now = GetCurrentTimestamp();
         if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
             last_error_log = now;
-            ereport(LOG, (errmsg("pgcdcws: a change of table \"%s\" was left out: its row security policies failed for role %u: %s",
-                                 table, role, edata->message)));
+            const char *role_name = GetUserNameFromId(role, true);
+            ereport(LOG, (errmsg("pgcdcws: a change of table \"%s\" was left out: its row security policies failed for role %s: %s",
+                                 table, role_name ? role_name : "(dropped)", edata->message)));
         }
         FreeErrorData(edata);
         visible = false;
