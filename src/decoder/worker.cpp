@@ -4,7 +4,7 @@
 
 #include "config.hpp"
 #include "output/plugin.hpp"
-#include "output/relation_cache.hpp"
+#include "output/row_access.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
@@ -20,8 +20,9 @@ constexpr long kIdlePollMs = 100;
 constexpr long kAckApplyIntervalMs = 10;
 // Idle progress (confirming past empty transactions) is written at most this often.
 constexpr long kIdleConfirmIntervalMs = 500;
-// What the client's role may see is decided again at least this often, behind
-// the invalidations that normally bring privilege and policy changes at once.
+// What the client's role may SELECT is checked against the current catalogs
+// this often (output::recheck_current_privileges); decoding itself applies
+// privilege and policy changes at their commit.
 constexpr long kAccessRecheckMs = 2000;
 
 struct DecoderState {
@@ -34,7 +35,7 @@ struct DecoderState {
     XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
     TimestampTz last_ack_apply;
     TimestampTz last_idle_confirm;
-    TimestampTz last_access_expiry;
+    TimestampTz last_access_recheck;
     bool failed;      // an ERROR ended the decoder; `error` says which
     char error[256];
 };
@@ -285,9 +286,9 @@ void stream(const char *slot_name) {
             finish();
         apply_acks(false);
         const TimestampTz now = GetCurrentTimestamp();
-        if (TimestampDifferenceExceeds(self.last_access_expiry, now, kAccessRecheckMs)) {
-            self.last_access_expiry = now;
-            output::expire_access();
+        if (TimestampDifferenceExceeds(self.last_access_recheck, now, kAccessRecheckMs)) {
+            self.last_access_recheck = now;
+            output::recheck_current_privileges();
         }
 
         char *errm = nullptr;

@@ -171,6 +171,7 @@ void build_access(RelationInfo *info, Relation relation) {
             key_attr[info->columns[info->key_columns[k]].attnum - 1] = true;
     }
     info->access = decide_access(relation, info->access_context, key_attr, &info->filter);
+    info->denied_now = denied_now(info->relid);
     info->access_valid = invalidations == seen;
 }
 

@@ -7,6 +7,11 @@ namespace pgcdcws::output {
 namespace {
 
 Oid role = InvalidOid;
+// Tables the role may not SELECT as of the last recheck (Oid set), in its own
+// context so that each recheck replaces it whole.
+HTAB *denied_tables = nullptr;
+MemoryContext denied_context = nullptr;
+XLogRecPtr denied_before = InvalidXLogRecPtr;
 ExprContext *expr_context = nullptr;  // per evaluation; reset after each
 TimestampTz last_error_log = 0;
 constexpr long kErrorLogIntervalMs = 10000;
@@ -123,6 +128,55 @@ bool is_unchanged_toast_value(Datum value, bool isnull, const TupleDesc desc, At
 
 void set_stream_role(Oid r) { role = r; }
 Oid stream_role() { return role; }
+
+void recheck_current_privileges() {
+    if (role == InvalidOid)
+        return;
+    if (denied_context == nullptr)
+        denied_context = AllocSetContextCreate(TopMemoryContext, "pgcdcws current privileges", ALLOCSET_SMALL_SIZES);
+    // Taken before the catalog snapshot: every commit before it is visible
+    // there (but for one finishing at this very moment).
+    const XLogRecPtr started_at = GetXLogInsertRecPtr();
+    StartTransactionCommand();
+    MemoryContextReset(denied_context);
+    denied_tables = nullptr;
+    HASHCTL ctl;
+    std::memset(&ctl, 0, sizeof ctl);
+    ctl.keysize = sizeof(Oid);
+    ctl.entrysize = sizeof(Oid);
+    ctl.hcxt = denied_context;
+    HTAB *denied = hash_create("pgcdcws denied tables", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+    // A superuser may SELECT everything: nothing to note, and nothing but the
+    // role's own pg_authid entry (current, so still right) was read.
+    const bool superuser_now = superuser_arg(role);
+    if (!superuser_now) {
+        Relation pg_class = table_open(RelationRelationId, AccessShareLock);
+        TableScanDesc scan = table_beginscan_catalog(pg_class, 0, nullptr);
+        while (HeapTuple tuple = heap_getnext(scan, ForwardScanDirection)) {
+            const auto *form = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple));
+            if (form->relkind != RELKIND_RELATION && form->relkind != RELKIND_PARTITIONED_TABLE)
+                continue;
+            // A table dropped meanwhile is missing, and is no change's table any more.
+            bool missing = false;
+            if (pg_class_aclcheck_ext(form->oid, role, ACL_SELECT, &missing) != ACLCHECK_OK && !missing)
+                (void)hash_search(denied, &form->oid, HASH_ENTER, nullptr);
+        }
+        table_endscan(scan);
+        table_close(pg_class, AccessShareLock);
+    }
+    // Also forgets every relation's access (the relcache callbacks run).
+    if (!superuser_now)
+        InvalidateSystemCaches();
+    CommitTransactionCommand();
+    denied_tables = denied;
+    denied_before = started_at;
+}
+
+bool denied_now(Oid relid) {
+    return denied_tables && hash_search(denied_tables, &relid, HASH_FIND, nullptr);
+}
+
+XLogRecPtr recheck_lsn() { return denied_before; }
 
 Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
     *filter = nullptr;

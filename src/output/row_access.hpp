@@ -33,6 +33,23 @@ struct RowFilter {
 void set_stream_role(Oid role);
 Oid stream_role();
 
+// Decoding sees privileges as of each change's transaction, which is exact
+// for a stream that keeps up. So that a REVOKE also stops a stream replaying
+// older WAL, the decoder calls this at its start and every few seconds,
+// between records (no transaction open): it notes, with the current
+// catalogs, every table the role may not SELECT now. Changes of those tables
+// in transactions that committed before the recheck began are left out
+// whatever decoding sees; later ones are judged as of their transaction,
+// which is newer than the recheck. Then resets the system caches, so no
+// entry read with the current catalogs serves decoding.
+void recheck_current_privileges();
+
+// Whether the role may not SELECT the table as of the last recheck.
+bool denied_now(Oid relid);
+// WAL position when the last recheck began: transactions that committed
+// before it are subject to denied_now().
+XLogRecPtr recheck_lsn();
+
 // Decides the access of `relation` for the stream role; with Access::Filtered
 // also builds *filter in `context`. Needs catalog access (decoding context).
 // `key_attr[attnum - 1]` tells replica identity key columns (NULL: no key).
