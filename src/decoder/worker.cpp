@@ -4,6 +4,7 @@
 
 #include "config.hpp"
 #include "output/plugin.hpp"
+#include "output/row_access.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
@@ -19,6 +20,10 @@ constexpr long kIdlePollMs = 100;
 constexpr long kAckApplyIntervalMs = 10;
 // Idle progress (confirming past empty transactions) is written at most this often.
 constexpr long kIdleConfirmIntervalMs = 500;
+// What the client's role may SELECT is checked against the current catalogs
+// this often (output::recheck_current_privileges); decoding itself applies
+// privilege and policy changes at their commit.
+constexpr long kAccessRecheckMs = 2000;
 
 struct DecoderState {
     int index;
@@ -30,6 +35,7 @@ struct DecoderState {
     XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
     TimestampTz last_ack_apply;
     TimestampTz last_idle_confirm;
+    TimestampTz last_access_recheck;
     bool failed;      // an ERROR ended the decoder; `error` says which
     char error[256];
 };
@@ -256,6 +262,9 @@ void stream(const char *slot_name) {
     reader_routine.segment_open = wal_segment_open;
     reader_routine.segment_close = wal_segment_close;
 
+    // The stream shows what the client's role may SELECT (output/row_access.hpp).
+    output::set_stream_role(self.channel->role);
+
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     List *options = list_make1(makeDefElem(pstrdup("stream-fragments"), (Node *)makeString(pstrdup("true")), -1));
     LogicalDecodingContext *ctx =
@@ -276,6 +285,11 @@ void stream(const char *slot_name) {
         if (stop_wanted())
             finish();
         apply_acks(false);
+        const TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(self.last_access_recheck, now, kAccessRecheckMs)) {
+            self.last_access_recheck = now;
+            output::recheck_current_privileges();
+        }
 
         char *errm = nullptr;
         XLogRecord *record = XLogReadRecord(ctx->reader, &errm);

@@ -23,6 +23,7 @@ struct PluginState {
     TransactionId xid;
     XLogRecPtr end_lsn;
     TimestampTz commit_time;
+    bool before_recheck;  // committed before the last privilege recheck began
     int scratch_natts;
     Datum *values[2];
     bool *nulls[2];
@@ -90,6 +91,7 @@ void begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
     state->xid = txn->xid;
     state->end_lsn = txn->end_lsn;
     state->commit_time = txn->xact_time.commit_time;
+    state->before_recheck = txn->end_lsn <= recheck_lsn();
     state->max_changes = config::max_changes_per_message;
     state->frame_open = false;
     state->changes_in_frame = 0;
@@ -272,11 +274,67 @@ void write_new_row(LogicalDecodingContext *ctx, PluginState *state, JsonWriter &
     w.EndArray();
 }
 
-void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
-    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
-    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+// Whether an old row (or old key) of `info` passes the stream role's policies.
+enum class OldRow : std::uint8_t { Visible, Hidden, Unknown };
 
-    RelationInfo *info = relation_info(relation);
+// `old_values` holds the deformed old tuple when there is one. With only a
+// key logged, a policy that reads other columns cannot be judged (they are
+// NULL there); without an old tuple (key unchanged) the old key is the new
+// key, so a key-only policy gives the new row's answer.
+OldRow old_row_visibility(const RelationInfo *info, const char *table, bool has_old, const Datum *old_values,
+                          const bool *old_nulls, int natts, bool new_visible) {
+    RowFilter *f = info->filter;
+    if (has_old) {
+        if (info->identity == Identity::Full || f->only_key_columns)
+            return row_visible(f, table, old_values, old_nulls, natts) ? OldRow::Visible : OldRow::Hidden;
+        return OldRow::Unknown;
+    }
+    if (info->identity == Identity::Key && f->only_key_columns)
+        return new_visible ? OldRow::Visible : OldRow::Hidden;
+    return OldRow::Unknown;
+}
+
+// A change of a table with row security, as the stream role sees it: the
+// action to send (REORDER_BUFFER_CHANGE_INSERT/UPDATE/DELETE), or -1 for
+// nothing. An update that moves a row into the role's view is sent as an
+// insert (nothing of the old row), one that moves it out as a delete of the
+// old row; see docs/PROTOCOL.md.
+int filtered_action(const RelationInfo *info, const char *table, ReorderBufferChange *change, TupleDesc desc,
+                    Datum *new_values, bool *new_nulls, Datum *old_values, bool *old_nulls) {
+    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
+    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
+    const int natts = desc->natts;
+    if (newtuple)
+        heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+    if (oldtuple)
+        heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
+    switch (change->action) {
+    case REORDER_BUFFER_CHANGE_INSERT:
+        return newtuple && row_visible(info->filter, table, new_values, new_nulls, natts) ? change->action : -1;
+    case REORDER_BUFFER_CHANGE_UPDATE: {
+        const bool new_visible = newtuple && row_visible(info->filter, table, new_values, new_nulls, natts);
+        const OldRow old_row =
+            old_row_visibility(info, table, oldtuple != nullptr, old_values, old_nulls, natts, new_visible);
+        if (new_visible)
+            // An old key of a row the role may not have seen is not sent.
+            return old_row == OldRow::Hidden || (old_row == OldRow::Unknown && oldtuple)
+                       ? REORDER_BUFFER_CHANGE_INSERT
+                       : REORDER_BUFFER_CHANGE_UPDATE;
+        return old_row == OldRow::Visible && oldtuple ? REORDER_BUFFER_CHANGE_DELETE : -1;
+    }
+    case REORDER_BUFFER_CHANGE_DELETE:
+        return old_row_visibility(info, table, oldtuple != nullptr, old_values, old_nulls, natts, false) ==
+                       OldRow::Visible
+                   ? change->action
+                   : -1;
+    default:
+        return -1;
+    }
+}
+
+void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
+                  ReorderBufferChange *change, int action, bool deformed) {
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
     TupleDesc desc = RelationGetDescr(relation);
     ensure_scratch(state, desc->natts);
     before_change(ctx, state);
@@ -287,23 +345,26 @@ void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, 
     Datum *new_values = state->values[0], *old_values = state->values[1];
     bool *new_nulls = state->nulls[0], *old_nulls = state->nulls[1];
 
-    switch (change->action) {
+    switch (action) {
     case REORDER_BUFFER_CHANGE_INSERT:
         write_prefix(w, "insert", info);
         if (newtuple) {
-            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+            if (!deformed)
+                heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
             write_new_row(ctx, state, w, info, new_values, new_nulls);
         }
         break;
     case REORDER_BUFFER_CHANGE_UPDATE:
         write_prefix(w, "update", info);
         if (newtuple) {
-            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+            if (!deformed)
+                heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
             write_new_row(ctx, state, w, info, new_values, new_nulls);
         }
         if (info->identity != Identity::None) {
             if (oldtuple) {
-                heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
+                if (!deformed)
+                    heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
                 write_old_keys(w, info, old_values, old_nulls);
             } else if (info->identity == Identity::Key && newtuple) {
                 // Key unchanged: Postgres logged no old key, the new row holds it.
@@ -314,7 +375,8 @@ void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, 
     case REORDER_BUFFER_CHANGE_DELETE:
         write_prefix(w, "delete", info);
         if (info->identity != Identity::None && oldtuple) {
-            heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
+            if (!deformed)
+                heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
             write_old_keys(w, info, old_values, old_nulls);
         }
         break;
@@ -328,12 +390,46 @@ void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, 
     MemoryContextReset(state->change_context);
 }
 
+// A change of a table with row security: deformed once, judged, then written
+// as the action the role sees.
+void filtered_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
+                     ReorderBufferChange *change) {
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    TupleDesc desc = RelationGetDescr(relation);
+    ensure_scratch(state, desc->natts);
+    const int action = filtered_action(info, info->table, change, desc, state->values[0], state->nulls[0],
+                                       state->values[1], state->nulls[1]);
+    MemoryContextSwitchTo(old);
+    if (action >= 0)
+        write_change(ctx, state, info, relation, change, action, true);
+    else
+        MemoryContextReset(state->change_context);
+}
+
+void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    RelationInfo *info = relation_info(relation);
+    // The common case costs these tests of one cached entry; a change left
+    // out opens no message, so a transaction left with none sends nothing.
+    if (info->access != Access::All || info->denied_now) {
+        if (info->access == Access::None || (info->denied_now && state->before_recheck))
+            return;
+        if (info->access == Access::Filtered)
+            return filtered_change(ctx, state, info, relation, change);
+    }
+    write_change(ctx, state, info, relation, change, change->action, false);
+}
+
 void truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
               ReorderBufferChange *) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     for (int i = 0; i < nrelations; i++) {
         RelationInfo *info = relation_info(relations[i]);
+        // A truncate shows no row: sent to a role that may SELECT the table,
+        // with or without row security.
+        if (info->access == Access::None || (info->denied_now && state->before_recheck))
+            continue;
         before_change(ctx, state);
         write_prefix(*frame_writer, "truncate", info);
         frame_writer->EndObject();

@@ -22,12 +22,18 @@ void invalidate(Datum, Oid relid) {
         HASH_SEQ_STATUS status;
         hash_seq_init(&status, cache);
         while (auto *entry = static_cast<RelationInfo *>(hash_seq_search(&status)))
-            entry->valid = false;
+            entry->valid = entry->access_valid = false;
         return;
     }
     auto *entry = static_cast<RelationInfo *>(hash_search(cache, &relid, HASH_FIND, nullptr));
     if (entry)
-        entry->valid = false;
+        entry->valid = entry->access_valid = false;
+}
+
+// Role attributes (SUPERUSER, BYPASSRLS) and memberships decide access too.
+void invalidate_access(Datum, int, uint32) {
+    invalidations++;
+    expire_access();
 }
 
 // A renamed schema or type changes no relation, so no relcache callback fires:
@@ -46,6 +52,8 @@ void ensure_cache() {
     CacheRegisterRelcacheCallback(invalidate, 0);
     CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, 0);
     CacheRegisterSyscacheCallback(TYPEOID, invalidate_all, 0);
+    CacheRegisterSyscacheCallback(AUTHOID, invalidate_access, 0);
+    CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, invalidate_access, 0);
 }
 
 // Renders `text` as a JSON string into memory of the current context.
@@ -146,7 +154,37 @@ void build(RelationInfo *info, Relation relation) {
     info->valid = invalidations == seen;
 }
 
+// Access of the stream role to the relation (row_access.hpp). Like build(),
+// valid only if no invalidation arrived meanwhile.
+void build_access(RelationInfo *info, Relation relation) {
+    if (info->access_context)
+        MemoryContextDelete(info->access_context);
+    info->access_context = AllocSetContextCreate(CacheMemoryContext, "pgcdcws relation access", ALLOCSET_SMALL_SIZES);
+    info->access_valid = false;
+    info->filter = nullptr;
+    const std::uint64_t seen = invalidations;
+    TupleDesc desc = RelationGetDescr(relation);
+    bool *key_attr = nullptr;
+    if (info->identity == Identity::Key) {
+        key_attr = static_cast<bool *>(MemoryContextAllocZero(info->access_context, sizeof(bool) * desc->natts));
+        for (int k = 0; k < info->nkeys; k++)
+            key_attr[info->columns[info->key_columns[k]].attnum - 1] = true;
+    }
+    info->access = decide_access(relation, info->access_context, key_attr, &info->filter);
+    info->denied_now = denied_now(info->relid);
+    info->access_valid = invalidations == seen;
+}
+
 }  // namespace
+
+void expire_access() {
+    if (!cache)
+        return;
+    HASH_SEQ_STATUS status;
+    hash_seq_init(&status, cache);
+    while (auto *entry = static_cast<RelationInfo *>(hash_seq_search(&status)))
+        entry->access_valid = false;
+}
 
 RelationInfo *relation_info(Relation relation) {
     ensure_cache();
@@ -158,9 +196,15 @@ RelationInfo *relation_info(Relation relation) {
     if (!found) {
         info->context = nullptr;
         info->valid = false;
+        info->access_context = nullptr;
+        info->access_valid = false;
     }
-    if (!info->valid)
+    if (!info->valid) {
         build(info, relation);
+        info->access_valid = false;
+    }
+    if (!info->access_valid)
+        build_access(info, relation);
     return info;
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "pg/pg.hpp"
+#include "output/row_access.hpp"
 #include "output/value_writer.hpp"
 
 namespace pgcdcws::output {
@@ -49,10 +50,23 @@ struct RelationInfo {
     int key_names_json_len;
     const char *key_types_json;
     int key_types_json_len;
+
+    // What the stream role may see (row_access.hpp). Rebuilt on its own after
+    // role changes and every few seconds (expire_access), without the rest.
+    bool access_valid;
+    Access access;
+    bool denied_now;    // no SELECT as of the last current-catalog recheck (row_access.hpp)
+    RowFilter *filter;  // with Access::Filtered
+    MemoryContext access_context;
 };
 
 // Cached facts for `relation`, rebuilt when invalidated. Needs catalog access
 // (the reorder buffer provides the historic snapshot and transaction).
 RelationInfo *relation_info(Relation relation);
+
+// Forgets every relation's access decision, so that the next change of each
+// relation decides again. The decoder calls this every few seconds as a
+// safety net behind the invalidation callbacks.
+void expire_access();
 
 }  // namespace pgcdcws::output

@@ -197,7 +197,7 @@ void lookup_database_oid() {
     table_close(rel, AccessShareLock);
 }
 
-int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal) {
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role) {
     if (!slots::plugin_allowed()) {
         refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
         return -1;
@@ -212,6 +212,14 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
         refuse(refusal, 410, "replication slot \"%s\" was invalidated (max_slot_wal_keep_size); drop it and create a new one",
                slot_name);
         return -1;
+    }
+
+    // Trust mode: the stream runs as the role that called cdc_init(); a slot
+    // pgcdcws did not create has no owner and is superuser-only.
+    if (role == InvalidOid) {
+        role = slots::owner(slot_name);
+        if (role == InvalidOid)
+            role = BOOTSTRAP_SUPERUSERID;
     }
 
     shmem::SharedState *st = shmem::state();
@@ -240,7 +248,7 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     bool wait_for_previous = false;
     if (index >= 0) {
         wait_for_previous = slot_has_other_channel_locked(slot_name, index);
-        (void)shmem::allocate_channel_locked(index, slot_name, client_addr, info.confirmed_flush);
+        (void)shmem::allocate_channel_locked(index, slot_name, client_addr, role, info.confirmed_flush);
     }
     LWLockRelease(st->lock);
     if (index < 0) {

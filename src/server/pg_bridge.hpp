@@ -24,8 +24,9 @@ Oid served_database();
 
 // Checks the slot, reserves a channel and launches its decoder (or parks the
 // client until the slot's previous decoder has exited). On success returns the
-// channel index (>= 0); otherwise fills `refusal`.
-int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal);
+// channel index (>= 0); otherwise fills `refusal`. The stream shows what
+// `role` may SELECT; InvalidOid means the slot's owner (trust mode).
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role = InvalidOid);
 
 // The client is gone: the decoder releases the slot and exits; the channel is
 // freed by housekeeping once the decoder has stopped.

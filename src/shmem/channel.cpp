@@ -12,13 +12,14 @@ void set_status(Channel *ch, DecoderStatus status) {
 
 }  // namespace
 
-std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr,
+std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
                                       std::uint64_t confirmed_lsn) {
     Channel *ch = channel(index);
     ch->in_use = true;
     const std::uint32_t generation = ++ch->generation;
     strlcpy(ch->slot_name, slot_name, NAMEDATALEN);
     strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
+    ch->role = role;
     ch->stop_requested.store(false);
     ch->drop_requested.store(false);
     ch->ack_request_lsn.store(0);

@@ -13,7 +13,8 @@ namespace pgcdcws::shmem {
 
 // Server: reserves channel `index` for a new stream of `slot_name`. Caller
 // holds the lock and has checked the channel is free. Returns its generation.
-std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr,
+// `role` is the client's role, whose privileges decide what the stream shows.
+std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
                                       std::uint64_t confirmed_lsn);
 
 // Server: frees the channel (its client and decoder are both gone). A stream

@@ -26,6 +26,7 @@ struct Channel {
     std::uint32_t generation;  // bumped on each allocation; a decoder checks it is still wanted
     char slot_name[NAMEDATALEN];
     char client_addr[64];  // text form of the stream client's address
+    Oid role;  // the client's role: the stream shows what it may SELECT (set at allocation)
 
     // Server -> decoder.
     std::atomic<bool> stop_requested;   // client gone: release (or drop, if temporary) and exit

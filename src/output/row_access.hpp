@@ -1,0 +1,64 @@
+// What a stream's role may see of a relation: all of its changes, none of
+// them (no SELECT privilege, or row security policies pgcdcws cannot
+// evaluate), or the rows its SELECT policies let through. Decided with the
+// catalogs as decoding sees them (the historic snapshot: as of the change's
+// transaction), cached per relation in the relation cache; see
+// docs/SECURITY.md, "What a stream shows a role".
+#pragma once
+
+#include <cstdint>
+
+#include "pg/pg.hpp"
+
+namespace pgcdcws::output {
+
+enum class Access : std::uint8_t {
+    All,       // may SELECT, not subject to row security
+    Filtered,  // may SELECT, rows filtered by the role's SELECT policies
+    None,      // nothing of the relation is sent
+};
+
+// The combined USING expression of the role's SELECT policies, ready to run.
+struct RowFilter {
+    ExprState *expr;
+    TupleTableSlot *slot;  // virtual slot of the relation's row type
+    int nattrs;
+    AttrNumber *attrs;      // columns the expression reads (1-based)
+    bool only_key_columns;  // reads only replica identity key columns (old keys suffice)
+};
+
+// The role whose privileges decide what is sent; InvalidOid (the default, and
+// the SQL decoding functions) sends everything. Set by the decoder worker
+// before decoding starts.
+void set_stream_role(Oid role);
+Oid stream_role();
+
+// Decoding sees privileges as of each change's transaction, which is exact
+// for a stream that keeps up. So that a REVOKE also stops a stream replaying
+// older WAL, the decoder calls this at its start and every few seconds,
+// between records (no transaction open): it notes, with the current
+// catalogs, every table the role may not SELECT now. Changes of those tables
+// in transactions that committed before the recheck began are left out
+// whatever decoding sees; later ones are judged as of their transaction,
+// which is newer than the recheck. Then resets the system caches, so no
+// entry read with the current catalogs serves decoding.
+void recheck_current_privileges();
+
+// Whether the role may not SELECT the table as of the last recheck.
+bool denied_now(Oid relid);
+// WAL position when the last recheck began: transactions that committed
+// before it are subject to denied_now().
+XLogRecPtr recheck_lsn();
+
+// Decides the access of `relation` for the stream role; with Access::Filtered
+// also builds *filter in `context`. Needs catalog access (decoding context).
+// `key_attr[attnum - 1]` tells replica identity key columns (NULL: no key).
+Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter);
+
+// Whether the row (deformed into values/nulls, natts of the relation) passes
+// the filter, evaluated as the stream role in a security-restricted
+// operation. An unevaluable row (an unchanged TOAST value the expression
+// reads) or an ERROR (logged, rate-limited) counts as not visible.
+bool row_visible(RowFilter *filter, const char *table, const Datum *values, const bool *nulls, int natts);
+
+}  // namespace pgcdcws::output
