@@ -22,6 +22,7 @@ struct Response {
     bool head_sent;  // a status line is in buf or gone
     bool flushed;    // bytes went to the ring: the status can no longer change
     bool abandoned;  // the client left, or the snapshot ends: produce nothing more
+    bool complete;   // the whole reply is in buf: sent after the request's subtransaction ends
     std::uint32_t server_generation;
 };
 
@@ -124,7 +125,7 @@ void send_error(Response *r, int status, const char *message) {
                      body.len);
     appendBinaryStringInfo(&r->buf, body.data, body.len);
     r->head_sent = true;
-    (void)flush(r, true);
+    r->complete = true;
 }
 
 // What an error in a phase means for the client.
@@ -326,7 +327,7 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     PopActiveSnapshot();
     if (!r->abandoned) {
         appendStringInfoChar(&r->buf, ']');
-        (void)flush(r, true);
+        r->complete = true;
     }
 }
 
@@ -358,6 +359,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     r.head_sent = false;
     r.flushed = false;
     r.abandoned = false;
+    r.complete = false;
     r.server_generation = shmem::state()->server_generation.load();
 
     char activity[1200];
@@ -419,14 +421,16 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
             // client sees a truncated body rather than a wrong one.
             ereport(LOG, (errmsg("pgcdcws: snapshot read of %s failed after the reply started: %s", q.table,
                                  edata->message)));
-            if (!r.abandoned) {
-                resetStringInfo(&r.buf);
-                (void)flush(&r, true);
-            }
+            resetStringInfo(&r.buf);
+            r.complete = true;
         }
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    // The reply's last bytes go out only now, after the subtransaction is gone:
+    // a client that has its answer finds no lock of this read left behind.
+    if (r.complete && !r.abandoned)
+        (void)flush(&r, true);
 
     MemoryContextSwitchTo(outer_context);
     MemoryContextDelete(request_context);
