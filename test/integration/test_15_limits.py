@@ -125,12 +125,15 @@ def read_until_eof(sock, deadline):
     sock.setblocking(False)
     buf = b""
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
+        # One look even past the deadline: sockets are checked one after another,
+        # so a later one may be checked only after its deadline, with its EOF
+        # long waiting in the buffer.
+        left = max(deadline - time.monotonic(), 0)
         poller = select.poll()  # select() cannot watch descriptors above 1023
         poller.register(sock, select.POLLIN)
         if not poller.poll(min(left, 1.0) * 1000):
+            if left <= 0:
+                return None
             continue
         try:
             chunk = sock.recv(65536)
