@@ -259,7 +259,21 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
     // resource owner would have to release.
     TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(relation));
     f->slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
-    f->expr = ExecInitExpr(expression_planner(qual), nullptr);
+    // Constant folding evaluates the policy's immutable calls: as the
+    // client's role in a security-restricted operation, like evaluation.
+    Oid saved_user;
+    int saved_sec;
+    GetUserIdAndSecContext(&saved_user, &saved_sec);
+    SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
+    PG_TRY();
+    {
+        f->expr = ExecInitExpr(expression_planner(qual), nullptr);
+    }
+    PG_FINALLY();
+    {
+        SetUserIdAndSecContext(saved_user, saved_sec);
+    }
+    PG_END_TRY();
     MemoryContextSwitchTo(old);
     *filter = f;
     return Access::Filtered;
