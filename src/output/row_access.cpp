@@ -171,6 +171,12 @@ bool is_unchanged_toast_value(Datum value, bool isnull, const TupleDesc desc, At
            VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
 }
 
+void forget_privilege_cache_entries() {
+    CatalogCacheFlushCatalog(AuthIdRelationId);
+    CatalogCacheFlushCatalog(AuthMemRelationId);
+    CatalogCacheFlushCatalog(RelationRelationId);
+}
+
 }  // namespace
 
 void set_stream_role(Oid r) { role = r; }
@@ -195,6 +201,13 @@ void recheck_current_privileges() {
     HTAB *denied = hash_create("pgcdcws denied tables", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
     // A superuser may SELECT everything: nothing to note, and nothing but the
     // role's own pg_authid entry (current, so still right) was read.
+    // The catalog caches may hold entries read with decoding's historic
+    // snapshots, older than the catalogs: forget those the check reads (the
+    // role's attributes and memberships, the tables' ACLs; the callbacks of
+    // acl.c and superuser.c run), and again afterwards, so that no entry read
+    // with the current catalogs serves decoding. Much cheaper than
+    // InvalidateSystemCaches(), which rebuilt every relcache entry.
+    forget_privilege_cache_entries();
     const bool superuser_now = superuser_arg(role);
     if (!superuser_now) {
         Relation pg_class = table_open(RelationRelationId, AccessShareLock);
@@ -211,9 +224,7 @@ void recheck_current_privileges() {
         table_endscan(scan);
         table_close(pg_class, AccessShareLock);
     }
-    // Also forgets every relation's access (the relcache callbacks run).
-    if (!superuser_now)
-        InvalidateSystemCaches();
+    forget_privilege_cache_entries();
     CommitTransactionCommand();
     denied_tables = denied;
     denied_before = started_at;
