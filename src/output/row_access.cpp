@@ -21,8 +21,49 @@ constexpr long kErrorLogIntervalMs = 10000;
 // (they would read other tables through the historic snapshot), no domain
 // checks (they may call user functions), no system columns (decoded rows
 // have none). Shaped like pgoutput's row filter check, but per node.
+//
+// Built-in functions reach user code through the types of their arguments:
+// the json family calls a user's CAST (... AS json), a comparison calls the
+// type's operator, a coercion a user cast. So a policy in which any value
+// has a user-defined type is refused, and so is the json builder family
+// (it calls casts to json that a superuser may have added for a built-in type).
 bool unsafe_function(Oid function, void *) {
-    return function >= FirstNormalObjectId || func_volatile(function) == PROVOLATILE_VOLATILE;
+    if (function >= FirstNormalObjectId || func_volatile(function) == PROVOLATILE_VOLATILE)
+        return true;
+    static const char *const json_family[] = {
+        "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_object", "json_build_array",
+        "jsonb_build_object", "jsonb_build_array", "json_object_agg", "jsonb_object_agg", "json_agg",
+        "jsonb_agg", "json_populate_record", "json_populate_recordset", "jsonb_populate_record",
+        "jsonb_populate_recordset", "json_to_record", "json_to_recordset", "jsonb_to_record",
+        "jsonb_to_recordset",
+    };
+    const char *name = get_func_name(function);
+    if (name == nullptr)
+        return true;
+    for (const char *denied : json_family)
+        if (std::strcmp(name, denied) == 0)
+            return true;
+    return false;
+}
+
+// A type a user defined, or a domain, array or range over one (a user's
+// composite type, table row type, domain, array or range has its own OID
+// past FirstNormalObjectId anyway; the recursion is for safety).
+bool user_defined_type(Oid type) {
+    if (type == InvalidOid)
+        return false;
+    if (type >= FirstNormalObjectId)
+        return true;
+    const Oid base = getBaseType(type);
+    if (base != type)
+        return user_defined_type(base);
+    const Oid element = get_element_type(type);
+    if (element != InvalidOid)
+        return user_defined_type(element);
+    const Oid subtype = get_range_subtype(type);
+    if (subtype != InvalidOid)
+        return user_defined_type(subtype);
+    return false;
 }
 
 // expression_tree_walker takes its callback as bool (*)(); through void (*)()
@@ -55,6 +96,12 @@ bool not_evaluable(Node *node, void *context) {
     default:
         break;
     }
+    // Every value's type, so that no function, operator, coercion
+    // (CoerceViaIO, ArrayCoerceExpr, RelabelType, ConvertRowtypeExpr), row
+    // or array constructor gets a value of a user-defined type. (Lists and
+    // CASE arms have no type; their members are walked.)
+    if (!IsA(node, List) && !IsA(node, CaseWhen) && user_defined_type(exprType(node)))
+        return true;
     if (check_functions_in_node(node, unsafe_function, nullptr))
         return true;
     return expression_tree_walker(node, as_walker(not_evaluable), context);
@@ -124,6 +171,12 @@ bool is_unchanged_toast_value(Datum value, bool isnull, const TupleDesc desc, At
            VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
 }
 
+void forget_privilege_cache_entries() {
+    CatalogCacheFlushCatalog(AuthIdRelationId);
+    CatalogCacheFlushCatalog(AuthMemRelationId);
+    CatalogCacheFlushCatalog(RelationRelationId);
+}
+
 }  // namespace
 
 void set_stream_role(Oid r) { role = r; }
@@ -148,6 +201,13 @@ void recheck_current_privileges() {
     HTAB *denied = hash_create("pgcdcws denied tables", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
     // A superuser may SELECT everything: nothing to note, and nothing but the
     // role's own pg_authid entry (current, so still right) was read.
+    // The catalog caches may hold entries read with decoding's historic
+    // snapshots, older than the catalogs: forget those the check reads (the
+    // role's attributes and memberships, the tables' ACLs; the callbacks of
+    // acl.c and superuser.c run), and again afterwards, so that no entry read
+    // with the current catalogs serves decoding. Much cheaper than
+    // InvalidateSystemCaches(), which rebuilt every relcache entry.
+    forget_privilege_cache_entries();
     const bool superuser_now = superuser_arg(role);
     if (!superuser_now) {
         Relation pg_class = table_open(RelationRelationId, AccessShareLock);
@@ -164,9 +224,7 @@ void recheck_current_privileges() {
         table_endscan(scan);
         table_close(pg_class, AccessShareLock);
     }
-    // Also forgets every relation's access (the relcache callbacks run).
-    if (!superuser_now)
-        InvalidateSystemCaches();
+    forget_privilege_cache_entries();
     CommitTransactionCommand();
     denied_tables = denied;
     denied_before = started_at;
@@ -212,7 +270,21 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
     // resource owner would have to release.
     TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(relation));
     f->slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
-    f->expr = ExecInitExpr(expression_planner(qual), nullptr);
+    // Constant folding evaluates the policy's immutable calls: as the
+    // client's role in a security-restricted operation, like evaluation.
+    Oid saved_user;
+    int saved_sec;
+    GetUserIdAndSecContext(&saved_user, &saved_sec);
+    SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
+    PG_TRY();
+    {
+        f->expr = ExecInitExpr(expression_planner(qual), nullptr);
+    }
+    PG_FINALLY();
+    {
+        SetUserIdAndSecContext(saved_user, saved_sec);
+    }
+    PG_END_TRY();
     MemoryContextSwitchTo(old);
     *filter = f;
     return Access::Filtered;

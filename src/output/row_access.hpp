@@ -40,8 +40,10 @@ Oid stream_role();
 // catalogs, every table the role may not SELECT now. Changes of those tables
 // in transactions that committed before the recheck began are left out
 // whatever decoding sees; later ones are judged as of their transaction,
-// which is newer than the recheck. Then resets the system caches, so no
-// entry read with the current catalogs serves decoding.
+// which is newer than the recheck. The catalog cache entries the check reads
+// (pg_class, pg_authid, pg_auth_members) are forgotten before and after it, so
+// that no entry read with the current catalogs serves decoding; the access
+// decisions of the relations seen so far are made again (AUTHOID callback).
 void recheck_current_privileges();
 
 // Whether the role may not SELECT the table as of the last recheck.

@@ -387,3 +387,58 @@ def test_revoke_applies_to_changes_written_before_it(cluster):
             assert [_change(c) for c in txn.changes] == [("insert", "priv_old", {"id": 3}, None)]
 
         _stream(cluster, slot, body)
+
+
+def test_policies_never_reach_user_code_through_types(cluster):
+    """A built-in function reaches user code through its arguments' types (to_json calls a
+    user's CAST (... AS json), a comparison the type's operator): a policy in which a value
+    has a user-defined type, or that calls the json builder family, leaves the table out and
+    runs nothing; built-in functions over built-in types are still evaluated."""
+    slot = "priv_types"
+    cluster.sql("CREATE SEQUENCE priv_cast_calls")
+    cluster.sql("CREATE TYPE priv_mood AS ENUM ('sad', 'happy')")
+    cluster.sql("""CREATE FUNCTION priv_mood_json(priv_mood) RETURNS json LANGUAGE plpgsql IMMUTABLE AS $$
+                   BEGIN RAISE LOG 'priv cast ran'; PERFORM nextval('priv_cast_calls');
+                   RETURN to_json($1::text); END $$""")
+    cluster.sql("CREATE CAST (priv_mood AS json) WITH FUNCTION priv_mood_json(priv_mood)")
+    try:
+        with _setup(cluster, {"priv_r7": ""},
+                    {"priv_cast": "(id int PRIMARY KEY, m priv_mood)",
+                     "priv_enum_eq": "(id int PRIMARY KEY, m priv_mood)",
+                     "priv_jsonb": "(id int PRIMARY KEY)",
+                     "priv_builtin": "(id int PRIMARY KEY, name text)"}):
+            for table in ("priv_cast", "priv_enum_eq", "priv_jsonb", "priv_builtin"):
+                cluster.sql(f"GRANT SELECT ON {table} TO priv_r7")
+                cluster.sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            # The reviewer's attack: to_json calls the user's cast, a plpgsql function.
+            cluster.sql("CREATE POLICY j ON priv_cast USING (to_json(m)::text <> '')")
+            # A built-in operator over a user type: refused too.
+            cluster.sql("CREATE POLICY e ON priv_enum_eq USING (m = 'happy')")
+            # The json builder family over a built-in type: refused.
+            cluster.sql("CREATE POLICY b ON priv_jsonb USING (to_jsonb(id) IS NOT NULL)")
+            # Built-in functions over built-in types: evaluated, folded constants included.
+            cluster.sql("CREATE POLICY ok ON priv_builtin USING (upper(name) LIKE upper('a') || '%' "
+                        "AND length(name) + abs(-1) > 3)")
+            _init_as(cluster, "priv_r7", slot)
+
+            async def body(client, marker):
+                cluster.exec_txn("INSERT INTO priv_cast VALUES (1, 'happy')",
+                                 "INSERT INTO priv_enum_eq VALUES (1, 'happy')",
+                                 "INSERT INTO priv_jsonb VALUES (1)",
+                                 "INSERT INTO priv_builtin VALUES (1, 'alice')",
+                                 "INSERT INTO priv_builtin VALUES (2, 'bob')",
+                                 "INSERT INTO priv_builtin VALUES (3, 'al')")
+                txn = await client.recv_txn(20)
+                assert [_change(c) for c in txn.changes] == [
+                    ("insert", "priv_builtin", {"id": 1, "name": "alice"}, None)]
+                await marker.expect_next(client)
+
+            log_offset = cluster.log_size()
+            _stream(cluster, slot, body)
+            log = cluster.log_since(log_offset)
+            assert "priv cast ran" not in log, log
+            assert "outer snapshot" not in log, log
+            assert cluster.sql("SELECT is_called FROM priv_cast_calls") == [(False,)]
+    finally:
+        cluster.sql("DROP TYPE priv_mood CASCADE")
+        cluster.sql("DROP SEQUENCE priv_cast_calls")
