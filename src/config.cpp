@@ -16,6 +16,9 @@ int snapshot_timeout_s = 3600;
 int snapshot_idle_timeout_s = 300;
 int snapshot_max_rows = 10000;
 int max_connections = 1000;
+bool ssl = false;
+char *ssl_cert_file = nullptr;
+char *ssl_key_file = nullptr;
 
 namespace {
 
@@ -23,6 +26,22 @@ const struct config_enum_entry auth_options[] = {
     {"trust", static_cast<int>(AuthMode::Trust), false},
     {nullptr, 0, false},
 };
+
+// TLS on the pgcdcws port; fixed at server start like Postgres' own ssl_* files
+// are read at start (a restart picks up a renewed certificate).
+void define_tls_settings() {
+    DefineCustomBoolVariable("pgcdcws.ssl", "Serve the pgcdcws port over TLS only (https:// and wss://).",
+                             "Plain HTTP and ws:// connections are then refused.", &ssl, false, PGC_POSTMASTER, 0,
+                             nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.ssl_cert_file",
+                               "TLS certificate (PEM, may include the chain) of the pgcdcws port.",
+                               "Empty: Postgres' ssl_cert_file. Relative paths are relative to the data directory.",
+                               &ssl_cert_file, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.ssl_key_file", "TLS private key (PEM) of the pgcdcws port.",
+                               "Empty: Postgres' ssl_key_file. Relative paths are relative to the data directory; "
+                               "the file must be mode 0600 (0640 if owned by root) as Postgres requires.",
+                               &ssl_key_file, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+}
 
 // Settings read only by the preloaded workers, fixed at server start.
 void define_postmaster_settings() {
@@ -51,6 +70,7 @@ void define_postmaster_settings() {
                             "Beyond it a new connection is answered 503 and closed. The server lowers it to "
                             "what its open-file limit allows.",
                             &max_connections, 1000, 1, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    define_tls_settings();
 }
 
 }  // namespace

@@ -17,6 +17,9 @@ extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), secon
 extern int snapshot_idle_timeout_s;  // pgcdcws.snapshot_idle_timeout (sighup), seconds, 0 = none
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
 extern int max_connections;          // pgcdcws.max_connections (postmaster)
+extern bool ssl;                     // pgcdcws.ssl (postmaster)
+extern char *ssl_cert_file;          // pgcdcws.ssl_cert_file (postmaster), "" = Postgres' ssl_cert_file
+extern char *ssl_key_file;           // pgcdcws.ssl_key_file (postmaster), "" = Postgres' ssl_key_file
 
 void define_settings();
 
