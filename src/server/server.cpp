@@ -27,6 +27,10 @@ namespace {
 
 // Longest wait between housekeeping passes when nothing happens.
 constexpr long kHousekeepingMs = 1000;
+// Request line and headers, as lws stores them: room for an 8 kB token in
+// Authorization or the query string besides ordinary headers. Allocated per
+// connection while its headers are read.
+constexpr unsigned short kMaxRequestHeaderBytes = 16 * 1024;
 // How long shutdown waits, at most, for every stream client's close handshake
 // (our 1001 written and the client's reply read). A client that does not read
 // its socket would otherwise hold the shutdown up.
@@ -109,6 +113,10 @@ bool Server::setup() {
     info.retry_and_idle_policy = &retry_policy_;
     // One header buffer per connection we keep (lws's default: one per possible fd).
     info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap);
+    // The largest request line and headers; lws closes a connection whose
+    // request does not fit, without an answer (its 4.1 parser has no hook to
+    // answer 431 from).
+    info.max_http_header_data = kMaxRequestHeaderBytes;
     context_ = lws_create_context(&info);
     if (!context_) {
         log_guarded(LOG, "could not create the libwebsockets context");

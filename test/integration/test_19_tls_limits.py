@@ -24,7 +24,7 @@ from cdcws import STREAM_PATH, StreamClient, loads, lsn_int, wait_confirmed
 
 SNAP_PATH = "/v1/snapshot/data"
 MAX_MESSAGE = 4096         # bytes of one client message, all fragments together
-MAX_HEADERS = 16384        # bytes of a request's line and headers
+MAX_HEADERS = 16384        # bytes of a request's line and headers, as lws stores them
 TOO_BIG_REASON = f"message too big: at most {MAX_MESSAGE} bytes"
 
 
@@ -197,8 +197,9 @@ def test_tls_1_1_is_refused(tls_cluster):
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client offers TLS 1.1 at all
     old.minimum_version = ssl.TLSVersion.TLSv1
     old.maximum_version = ssl.TLSVersion.TLSv1_1
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(ssl.SSLError) as e:
         https_snapshot(c.ws_port, old, {"slotName": "x", "table": "x"})
+    assert e.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", e.value  # the server's alert
     # the same client allowed TLS 1.2 is served (the refusal above is the server's)
     ok = verifying_context(c.cert)
     ok.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -391,3 +392,33 @@ def test_inbound_messages_above_the_limit_close_1009(cluster):
         asyncio.run(main())
     finally:
         cluster.drop_slot_quietly(slot)
+
+
+# ----------------------------------------------------------------------- request size
+def _snapshot_request(port, extra_header_bytes):
+    """POST /v1/snapshot/data for an unknown slot with `extra_header_bytes` of X-Padding
+    headers (1000 bytes each); returns (bytes received until close, seconds)."""
+    headers = "".join(f"X-Padding-{i}: {'p' * 980}\r\n" for i in range(extra_header_bytes // 1000))
+    body = b'{"slotName": "no_such_slot", "table": "t"}'
+    request = (f"POST {SNAP_PATH} HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
+    return plain_exchange(port, request)
+
+
+def test_request_header_limit(cluster):
+    port = cluster.ws_port
+    # 12 kB of headers (an 8 kB bearer token and ordinary headers fit): served
+    got, _ = _snapshot_request(port, 12000)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 "), got[:300]
+    assert "no_such_slot" in loads(body)["error"]
+
+    # 20 kB: libwebsockets 4.1 drops the request in its parser: the connection is closed
+    # promptly without an answer (documented), the log says why, and the server goes on
+    offset = cluster.log_size()
+    got, seconds = _snapshot_request(port, 20000)
+    assert got == b"" and seconds < 5, (got[:300], seconds)
+    wait_for(lambda: "libwebsockets: Ran out of header data space" in cluster.log_since(offset), 15,
+             what="the log line of the dropped request")
+    got, _ = _snapshot_request(port, 0)
+    assert got.startswith(b"HTTP/1.1 404 "), got[:300]
