@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import time
+import warnings
 
 import pytest
 import websockets
@@ -195,8 +196,10 @@ def test_tls_1_1_is_refused(tls_cluster):
     c = tls_cluster
     old = verifying_context(c.cert)
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client offers TLS 1.1 at all
-    old.minimum_version = ssl.TLSVersion.TLSv1
-    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # what this test is about
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises(ssl.SSLError) as e:
         https_snapshot(c.ws_port, old, {"slotName": "x", "table": "x"})
     assert e.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", e.value  # the server's alert
