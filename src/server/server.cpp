@@ -145,8 +145,8 @@ bool Server::setup() {
         AddWaitEventToSet(events_, WL_SOCKET_READABLE, uv_backend_fd(&loop_), nullptr, nullptr);
     });
     connections_.start_counting();
-    log_guarded(LOG, std::string("listening on port ") + std::to_string(config::port) + (config::ssl ? " (TLS only)" : "") + " (" + std::to_string(listening) +
-                         " address" + (listening > 1 ? "es" : "") + "), at most " +
+    log_guarded(LOG, "listening on port " + std::to_string(config::port) + (config::ssl ? " (TLS only, " : " (") +
+                         std::to_string(listening) + " address" + (listening > 1 ? "es" : "") + "), at most " +
                          std::to_string(connection_cap) + " connections");
     return true;
 }

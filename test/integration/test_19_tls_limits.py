@@ -133,7 +133,7 @@ def plain_exchange(port, data, timeout=10):
 def test_tls_stream_ack_and_snapshot_with_a_verified_certificate(tls_cluster):
     c = tls_cluster
     ctx = verifying_context(c.cert)
-    assert "(TLS only)" in c.log(), c.log_tail()
+    assert f"listening on port {c.ws_port} (TLS only, 1 address)" in c.log(), c.log_tail()
     c.sql("CREATE TABLE tls_t (id int PRIMARY KEY, v text)")
     c.sql("INSERT INTO tls_t VALUES (1, 'before')")
     slot = c.sql1("SELECT slot_name FROM cdc_init('tls_feed')")
