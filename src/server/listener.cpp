@@ -1,9 +1,8 @@
+#include <cerrno>
 #include <cstring>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <cerrno>
 
 #include <netdb.h>
 #include <sys/socket.h>
@@ -12,8 +11,8 @@
 #include "server/listener.hpp"
 
 #include "config.hpp"
-#include "server/connection_guard.hpp"
 #include "pg/guard.hpp"
+#include "server/connection_guard.hpp"
 #include "server/server_log.hpp"
 #include "server/tls.hpp"
 
@@ -30,7 +29,12 @@ struct TlsFiles {
 // load_tls_credentials() before it returns, and what went wrong is kept for
 // the log.
 const TlsFiles *tls_loading = nullptr;
-std::string tls_load_error;
+
+// Leaked on purpose: proc_exit runs static destructors.
+std::string &tls_load_error() {
+    static std::string *error = new std::string();
+    return *error;
+}
 
 // pgcdcws' setting, or Postgres' own when it is empty.
 std::string setting_or_postgres(const char *value, const char *postgres_setting) {
@@ -81,11 +85,11 @@ bool tls_files(TlsFiles *files) {
 
 int load_tls_credentials(void *ssl_ctx) {
     if (!tls_loading) {
-        tls_load_error = "no certificate configured";
+        tls_load_error() = "no certificate configured";
         return 1;
     }
-    tls_load_error = load_server_credentials(static_cast<SSL_CTX *>(ssl_ctx), tls_loading->cert, tls_loading->key);
-    return tls_load_error.empty() ? 0 : 1;
+    tls_load_error() = load_server_credentials(static_cast<SSL_CTX *>(ssl_ctx), tls_loading->cert, tls_loading->key);
+    return tls_load_error().empty() ? 0 : 1;
 }
 
 std::vector<std::string> resolve_listen_addresses(const std::string &setting) {
@@ -161,14 +165,14 @@ int create_listeners(struct lws_context *context, const struct lws_protocols *pr
             // WebSocket over HTTP/2 is not served.
             vh.alpn = "http/1.1";
             tls_loading = &files;
-            tls_load_error.clear();
+            tls_load_error().clear();
         }
         struct lws_vhost *vhost = lws_create_vhost(context, &vh);
         tls_loading = nullptr;
         if (vhost) {
             listening++;
-        } else if (config::ssl && !tls_load_error.empty()) {
-            refuse_tls(tls_load_error);
+        } else if (config::ssl && !tls_load_error().empty()) {
+            refuse_tls(tls_load_error());
             return -1;
         } else {
             log_guarded(WARNING, "could not listen on " + addresses[i] + " port " + std::to_string(config::port) +
