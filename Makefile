@@ -28,6 +28,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# -lssl: TLS on the pgcdcws port (src/server/tls.cpp).
+SHLIB_LINK += -lssl
+
 -include $(OBJS:.o=.d)
 EXTRA_CLEAN = $(OBJS:.o=.d)
 

@@ -29,6 +29,9 @@ char *jwt_audience = nullptr;
 char *trust_role = nullptr;
 char *allowed_origins = nullptr;
 int max_connections_per_role = 100;
+bool ssl = false;
+char *ssl_cert_file = nullptr;
+char *ssl_key_file = nullptr;
 
 namespace {
 
@@ -125,6 +128,20 @@ bool check_role_name(char **newval, void **, GucSource) {
     if (*newval != nullptr && strlen(*newval) >= NAMEDATALEN)
         return refuse("A role name is at most 63 bytes long.");
     return true;
+// TLS on the pgcdcws port; fixed at server start like Postgres' own ssl_* files
+// are read at start (a restart picks up a renewed certificate).
+void define_tls_settings() {
+    DefineCustomBoolVariable("pgcdcws.ssl", "Serve the pgcdcws port over TLS only (https:// and wss://).",
+                             "Plain HTTP and ws:// connections are then refused.", &ssl, false, PGC_POSTMASTER, 0,
+                             nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.ssl_cert_file",
+                               "TLS certificate (PEM, may include the chain) of the pgcdcws port.",
+                               "Empty: Postgres' ssl_cert_file. Relative paths are relative to the data directory.",
+                               &ssl_cert_file, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgcdcws.ssl_key_file", "TLS private key (PEM) of the pgcdcws port.",
+                               "Empty: Postgres' ssl_key_file. Relative paths are relative to the data directory; "
+                               "the file must be mode 0600 (0640 if owned by root) as Postgres requires.",
+                               &ssl_key_file, "", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 }
 
 // Settings read only by the preloaded workers, fixed at server start.
@@ -154,6 +171,7 @@ void define_postmaster_settings() {
                             "Beyond it a new connection is answered 503 and closed. The server lowers it to "
                             "what its open-file limit allows.",
                             &max_connections, 1000, 1, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    define_tls_settings();
 }
 
 }  // namespace

@@ -82,6 +82,10 @@ extern "C" {
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 #include "utils/wait_event.h"
+
+// From libpq/libpq.h, which cannot be included here: it pulls in libpq-be.h,
+// which needs GSSAPI headers that Debian's server headers do not depend on.
+extern bool check_ssl_key_file_permissions(const char *ssl_key_file, bool isServerStart);
 }
 
 // g++ has no __builtin_types_compatible_p, which c.h uses in these checks

@@ -40,7 +40,10 @@ std::size_t ConnectionGuard::size_cap() {
 int ConnectionGuard::accept_or_refuse(int fd) {
     if (!counting_ || connections_.size() < cap_)
         return 0;
-    refuse_over_capacity(fd);
+    // On a TLS port a plain-text answer would only be a protocol error to the
+    // client: it sees the connection closed.
+    if (!config::ssl)
+        refuse_over_capacity(fd);
     lws_log::rate_limited(
         ("refused a connection: " + std::to_string(cap_) + " connections are open (pgcdcws.max_connections)").c_str());
     return 1;
@@ -65,7 +68,8 @@ void ConnectionGuard::enforce_request_deadlines(const std::function<bool(struct 
             continue;
         }
         connections_.request_complete(wsi);  // told once; lws closes it shortly
-        tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
+        if (!config::ssl)  // not in plain text on a TLS port
+            tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
         lws_log::rate_limited("closed a connection whose request was not complete within 10 s");
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }

@@ -1,3 +1,4 @@
+#include <cerrno>
 #include <cstring>
 #include <set>
 #include <string>
@@ -5,14 +6,91 @@
 
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "server/listener.hpp"
 
 #include "config.hpp"
+#include "pg/guard.hpp"
 #include "server/connection_guard.hpp"
 #include "server/server_log.hpp"
+#include "server/tls.hpp"
 
 namespace pgcdcws::server {
+
+namespace {
+
+struct TlsFiles {
+    std::string cert;
+    std::string key;
+};
+
+// The files of the TLS vhost being created: lws_create_vhost() calls
+// load_tls_credentials() before it returns, and what went wrong is kept for
+// the log.
+const TlsFiles *tls_loading = nullptr;
+
+// Leaked on purpose: proc_exit runs static destructors.
+std::string &tls_load_error() {
+    static std::string *error = new std::string();
+    return *error;
+}
+
+// pgcdcws' setting, or Postgres' own when it is empty.
+std::string setting_or_postgres(const char *value, const char *postgres_setting) {
+    if (value && *value)
+        return value;
+    const char *pg_value = nullptr;
+    pg::guarded([&] { pg_value = GetConfigOption(postgres_setting, true, false); });
+    return pg_value ? pg_value : "";
+}
+
+void refuse_tls(const std::string &why) {
+    log_guarded(WARNING, "pgcdcws.ssl is on, but " + why +
+                             "; the pgcdcws server does not listen (it never falls back to plain connections) "
+                             "and retries in a few seconds");
+}
+
+// The certificate and key files, when both can be used; logs why not otherwise.
+// Paths are relative to the data directory (the server's working directory),
+// as Postgres resolves its own.
+bool tls_files(TlsFiles *files) {
+    files->cert = setting_or_postgres(config::ssl_cert_file, "ssl_cert_file");
+    files->key = setting_or_postgres(config::ssl_key_file, "ssl_key_file");
+    if (files->cert.empty() || files->key.empty()) {
+        refuse_tls("no certificate or key file is set (pgcdcws.ssl_cert_file, pgcdcws.ssl_key_file)");
+        return false;
+    }
+    for (const std::string *path : {&files->cert, &files->key}) {
+        if (access(path->c_str(), R_OK) != 0) {
+            const int err = errno;
+            refuse_tls(std::string("the ") + (path == &files->cert ? "certificate" : "private key") + " file \"" +
+                       *path + "\" cannot be read: " + strerror(err));
+            return false;
+        }
+    }
+    // Postgres' own rule for its key (0600, or 0640 owned by root); it logs
+    // what is wrong itself.
+    bool key_private = false;
+    pg::guarded([&] { key_private = check_ssl_key_file_permissions(files->key.c_str(), false); });
+    if (!key_private) {
+        refuse_tls("the private key file \"" + files->key +
+                   "\" is not private to the database user (see the previous message)");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int load_tls_credentials(void *ssl_ctx) {
+    if (!tls_loading) {
+        tls_load_error() = "no certificate configured";
+        return 1;
+    }
+    tls_load_error() = load_server_credentials(static_cast<SSL_CTX *>(ssl_ctx), tls_loading->cert, tls_loading->key);
+    return tls_load_error().empty() ? 0 : 1;
+}
 
 std::vector<std::string> resolve_listen_addresses(const std::string &setting) {
     std::vector<std::string> out;
@@ -53,6 +131,9 @@ std::vector<std::string> resolve_listen_addresses(const std::string &setting) {
 
 int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
                      const lws_retry_bo_t *retry_policy) {
+    TlsFiles files;
+    if (config::ssl && !tls_files(&files))
+        return -1;
     const std::vector<std::string> addresses =
         resolve_listen_addresses(config::listen_addresses ? config::listen_addresses : "localhost");
     int listening = 0;
@@ -73,8 +154,26 @@ int create_listeners(struct lws_context *context, const struct lws_protocols *pr
         vh.timeout_secs_ah_idle = 2 * kRequestDeadlineMs / 1000;
         if (addresses[i].find(':') == std::string::npos && addresses[i] != "*")
             vh.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-        if (lws_create_vhost(context, &vh)) {
+        if (config::ssl) {
+            // TLS only: without LWS_SERVER_OPTION_ALLOW_NON_SSL_ON_SSL_PORT a
+            // client that does not start with a TLS handshake is disconnected.
+            // No certificate paths for lws: it would load them itself and,
+            // finding "<file>.upd" next to one, rename files. We load them in
+            // load_tls_credentials(), called back from lws_create_vhost().
+            vh.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_CREATE_VHOST_SSL_CTX;
+            // HTTP/1.1 only: the server writes HTTP/1.1 responses itself, and
+            // WebSocket over HTTP/2 is not served.
+            vh.alpn = "http/1.1";
+            tls_loading = &files;
+            tls_load_error().clear();
+        }
+        struct lws_vhost *vhost = lws_create_vhost(context, &vh);
+        tls_loading = nullptr;
+        if (vhost) {
             listening++;
+        } else if (config::ssl && !tls_load_error().empty()) {
+            refuse_tls(tls_load_error());
+            return -1;
         } else {
             log_guarded(WARNING, "could not listen on " + addresses[i] + " port " + std::to_string(config::port) +
                                      " (is the port in use?)");

@@ -14,8 +14,13 @@ namespace pgcdcws::server {
 std::vector<std::string> resolve_listen_addresses(const std::string &setting);
 
 // Creates a vhost serving `protocols` for every listen address; returns how
-// many listen (0: none could).
+// many listen (0: none could; -1: pgcdcws.ssl is on and the certificate or key
+// cannot be used, which is logged). With pgcdcws.ssl every vhost is TLS only.
 int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
                      const lws_retry_bo_t *retry_policy);
+
+// lws's LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS, with the new TLS
+// vhost's SSL_CTX: loads the certificate and key (0) or fails the vhost (1).
+int load_tls_credentials(void *ssl_ctx);
 
 }  // namespace pgcdcws::server

@@ -27,6 +27,10 @@ namespace {
 
 // Longest wait between housekeeping passes when nothing happens.
 constexpr long kHousekeepingMs = 1000;
+// Request line and headers, as lws stores them: room for an 8 kB token in
+// Authorization or the query string besides ordinary headers. Allocated per
+// connection while its headers are read.
+constexpr unsigned short kMaxRequestHeaderBytes = 16 * 1024;
 // How long shutdown waits, at most, for every stream client's close handshake
 // (our 1001 written and the client's reply read). A client that does not read
 // its socket would otherwise hold the shutdown up.
@@ -56,13 +60,16 @@ private:
     SnapshotScheduler snapshots_;
 };
 
-int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *, void *in, std::size_t len) {
+int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, std::size_t len) {
     struct lws_context *context = lws_get_context(wsi);
     auto *server = context ? static_cast<Server *>(lws_context_user(context)) : nullptr;
     if (!server)
         return lws_callback_http_dummy(wsi, reason, nullptr, in, len);
     // No exception may reach libwebsockets' C frames.
     try {
+        // From inside lws_create_vhost() of a TLS vhost; `user` is its SSL_CTX.
+        if (reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS)
+            return load_tls_credentials(user);
         return server->on_event(wsi, reason, in, len);
     } catch (const std::exception &e) {
         log_guarded(WARNING, std::string("closing a connection after an internal error: ") + e.what());
@@ -97,6 +104,8 @@ bool Server::setup() {
     struct lws_context_creation_info info;
     std::memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (config::ssl)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.foreign_loops = foreign_loops;
     info.user = this;
     info.uid = -1;
@@ -104,6 +113,10 @@ bool Server::setup() {
     info.retry_and_idle_policy = &retry_policy_;
     // One header buffer per connection we keep (lws's default: one per possible fd).
     info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap);
+    // The largest request line and headers; lws closes a connection whose
+    // request does not fit, without an answer (its 4.1 parser has no hook to
+    // answer 431 from).
+    info.max_http_header_data = kMaxRequestHeaderBytes;
     context_ = lws_create_context(&info);
     if (!context_) {
         log_guarded(LOG, "could not create the libwebsockets context");
@@ -111,6 +124,8 @@ bool Server::setup() {
     }
 
     const int listening = create_listeners(context_, protocols, &retry_policy_);
+    if (listening < 0)
+        return false;  // the TLS files cannot be used; create_listeners said why
     if (listening == 0) {
         log_guarded(LOG, "no listen address usable (pgcdcws.listen_addresses = '" +
                              std::string(config::listen_addresses ? config::listen_addresses : "") +
@@ -130,8 +145,8 @@ bool Server::setup() {
         AddWaitEventToSet(events_, WL_SOCKET_READABLE, uv_backend_fd(&loop_), nullptr, nullptr);
     });
     connections_.start_counting();
-    log_guarded(LOG, "listening on port " + std::to_string(config::port) + " (" + std::to_string(listening) +
-                         " address" + (listening > 1 ? "es" : "") + "), at most " +
+    log_guarded(LOG, "listening on port " + std::to_string(config::port) + (config::ssl ? " (TLS only, " : " (") +
+                         std::to_string(listening) + " address" + (listening > 1 ? "es" : "") + "), at most " +
                          std::to_string(connection_cap) + " connections");
     return true;
 }

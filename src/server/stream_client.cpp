@@ -90,27 +90,28 @@ void StreamClient::handle_message(const char *data, std::size_t length) {
         shmem::wake_decoder(ch_);
 }
 
-int StreamClient::on_receive(const char *data, std::size_t length, bool binary, bool final_fragment) {
+int StreamClient::on_receive(const char *data, std::size_t length, bool binary, bool final_fragment,
+                             std::size_t rest_of_frame) {
     if (binary) {
         static const char reason[] = "binary messages are not supported; send acks as text";
         lws_close_reason(wsi_, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          reinterpret_cast<unsigned char *>(const_cast<char *>(reason)), sizeof reason - 1);
         return -1;
     }
-    if (!rx_too_large_) {
-        if (rx_.size() + length > protocol::kMaxClientMessageSize)
-            rx_too_large_ = true;
-        else
-            rx_.append(data, length);
+    // lws hands a frame over in pieces; its announced length counts as soon as
+    // the first piece arrives, so an oversized frame is refused before it is
+    // read whole, and a fragmented message by the sum of its fragments.
+    if (rx_.size() + length + rest_of_frame > kMaxInboundMessageSize) {
+        const std::string reason = "message too big: at most " + std::to_string(kMaxInboundMessageSize) + " bytes";
+        lws_close_reason(wsi_, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         reinterpret_cast<unsigned char *>(const_cast<char *>(reason.data())), reason.size());
+        return -1;
     }
+    rx_.append(data, length);
     if (!final_fragment)
         return 0;
-    if (rx_too_large_)
-        queue_reply("message too large: at most 4096 bytes");
-    else
-        handle_message(rx_.data(), rx_.size());
+    handle_message(rx_.data(), rx_.size());
     rx_.clear();
-    rx_too_large_ = false;
     return 0;
 }
 
@@ -149,8 +150,8 @@ void StreamClient::read_unread_frames() {
     for (const protocol::ClientFrame &frame : frames) {
         if (frame.opcode == 2 || frame.opcode == 8)
             break;  // binary (refused) or close: nothing after it counts
-        if (frame.opcode <= 1)
-            (void)on_receive(frame.payload.data(), frame.payload.size(), false, frame.fin);
+        if (frame.opcode <= 1 && on_receive(frame.payload.data(), frame.payload.size(), false, frame.fin, 0) < 0)
+            break;
     }
 }
 

@@ -9,10 +9,16 @@
 
 #include <libwebsockets.h>
 
+#include "protocol/client_message.hpp"
 #include "shmem/ring.hpp"
 #include "shmem/state.hpp"
 
 namespace pgcdcws::server {
+
+// Largest message (all its fragments together) a stream client may send; a
+// bigger one closes the connection with 1009. The largest message the server
+// understands: bigger ones could only be refused after buffering them.
+constexpr std::size_t kMaxInboundMessageSize = protocol::kMaxClientMessageSize;
 
 class StreamClient {
 public:
@@ -21,8 +27,10 @@ public:
     int channel() const { return channel_; }
     struct lws *wsi() const { return wsi_; }
 
-    // lws events; a negative result closes the connection.
-    int on_receive(const char *data, std::size_t length, bool binary, bool final_fragment);
+    // lws events; a negative result closes the connection. `rest_of_frame`:
+    // bytes of the current frame still to come (lws_remaining_packet_payload).
+    int on_receive(const char *data, std::size_t length, bool binary, bool final_fragment,
+                   std::size_t rest_of_frame);
     int on_writable();
 
     // Closes with `code` once the current message is complete (or at once).
@@ -56,8 +64,7 @@ private:
     shmem::Ring *ring_;
     std::uint64_t sent_end_ = 0;  // nextlsn of the last whole transaction sent
     bool in_message_ = false;     // a fragmented message is half sent
-    std::string rx_;
-    bool rx_too_large_ = false;
+    std::string rx_;  // the text message being received, at most kMaxInboundMessageSize
     std::deque<std::string> replies_;
     int close_code_ = 0;
     bool close_now_ = false;

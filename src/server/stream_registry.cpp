@@ -53,7 +53,8 @@ int StreamRegistry::on_receive(struct lws *wsi, const char *data, std::size_t le
     if (it == clients_.end())
         return -1;
     StreamClient &client = *it->second;
-    if (client.on_receive(data, length, lws_frame_is_binary(wsi) != 0, lws_is_final_fragment(wsi) != 0) < 0)
+    if (client.on_receive(data, length, lws_frame_is_binary(wsi) != 0, lws_is_final_fragment(wsi) != 0,
+                          lws_remaining_packet_payload(wsi)) < 0)
         return -1;
     if (client.wants_write())
         lws_callback_on_writable(wsi);
