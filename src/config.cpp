@@ -128,6 +128,8 @@ bool check_role_name(char **newval, void **, GucSource) {
     if (*newval != nullptr && strlen(*newval) >= NAMEDATALEN)
         return refuse("A role name is at most 63 bytes long.");
     return true;
+}
+
 // TLS on the pgcdcws port; fixed at server start like Postgres' own ssl_* files
 // are read at start (a restart picks up a renewed certificate).
 void define_tls_settings() {
