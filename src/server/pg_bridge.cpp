@@ -3,6 +3,7 @@
 #include "server/pg_bridge.hpp"
 
 #include "config.hpp"
+#include "auth/authorize.hpp"
 #include "decoder/worker.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
@@ -12,7 +13,6 @@ namespace pgcdcws::server::bridge {
 
 namespace {
 
-Oid database_oid = InvalidOid;
 // Decoder handles, by channel; process-local.
 BackgroundWorkerHandle **handles = nullptr;
 // Channels whose client waits for the previous decoder of its slot to exit
@@ -157,19 +157,21 @@ void unregister_server(int, Datum) {
     }
 }
 
-// Reads pgcdcws.database's OID from pg_database (inside a transaction).
-void lookup_database_oid();
+// The server is connected to pgcdcws.database (pgcdcws_server_main).
+Oid served_database() { return MyDatabaseId; }
 
-Oid served_database() {
-    if (database_oid != InvalidOid)
-        return database_oid;
-    // pg_database is a shared catalog, readable without a database connection,
-    // but only by a heap scan (its index path needs pg_class). The logical
-    // replication launcher reads pg_subscription the same way.
+namespace {
+
+// Runs `fn` (which owns no destructors: it may ERROR) in a short transaction of
+// its own, so that catalog reads see committed role and privilege changes at
+// once (invalidations are processed at transaction start) and no lock outlives
+// the check. The caller wraps it in pg::guarded.
+template <typename Fn>
+void in_transaction(Fn fn) {
     StartTransactionCommand();
     PG_TRY();
     {
-        lookup_database_oid();
+        fn();
     }
     PG_CATCH();
     {
@@ -178,23 +180,39 @@ Oid served_database() {
     }
     PG_END_TRY();
     CommitTransactionCommand();
-    return database_oid;
 }
 
-void lookup_database_oid() {
-    (void)GetTransactionSnapshot();
-    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
-    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
-    HeapTuple tuple;
-    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
-        Form_pg_database db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
-        if (std::strcmp(NameStr(db->datname), config::database) == 0) {
-            database_oid = db->oid;
-            break;
-        }
-    }
-    table_endscan(scan);
-    table_close(rel, AccessShareLock);
+}  // namespace
+
+Oid login_role(const char *name, const char **why) {
+    Oid role = InvalidOid;
+    in_transaction([&] { role = auth::login_role(name, why); });
+    return role;
+}
+
+bool may_use_slot(Oid role, const char *slot_name) {
+    bool allowed = false;
+    in_transaction([&] { allowed = auth::may_use_slot(role, slot_name); });
+    return allowed;
+}
+
+bool may_create_slots(Oid role) {
+    bool allowed = false;
+    in_transaction([&] { allowed = auth::may_create_slots(role); });
+    return allowed;
+}
+
+Oid trust_role() {
+    if (!config::trust_role || config::trust_role[0] == '\0')
+        return BOOTSTRAP_SUPERUSERID;
+    Oid role = InvalidOid;
+    in_transaction([&] { role = get_role_oid(config::trust_role, true); });
+    return role;
+}
+
+Oid slot_role(const char *slot_name) {
+    const Oid owner = slots::owner(slot_name);
+    return owner != InvalidOid ? owner : BOOTSTRAP_SUPERUSERID;
 }
 
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role) {
@@ -216,11 +234,8 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
 
     // Trust mode: the stream runs as the role that called cdc_init(); a slot
     // pgcdcws did not create has no owner and is superuser-only.
-    if (role == InvalidOid) {
-        role = slots::owner(slot_name);
-        if (role == InvalidOid)
-            role = BOOTSTRAP_SUPERUSERID;
-    }
+    if (role == InvalidOid)
+        role = slot_role(slot_name);
 
     shmem::SharedState *st = shmem::state();
     int index = -1;
@@ -357,6 +372,7 @@ bool submit_snapshot_query(int index, std::uint32_t generation, const SnapshotQu
     strlcpy(r.after, q.after ? q.after : "", sizeof r.after);
     r.offset = q.offset;
     r.limit = q.limit;
+    r.role = q.role;
     r.cancelled.store(false);
     r.producer_waiting.store(false);
     r.state.store(static_cast<std::uint32_t>(shmem::RequestState::Submitted), std::memory_order_release);
