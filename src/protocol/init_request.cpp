@@ -4,6 +4,7 @@
 #include <set>
 #include <string_view>
 
+#include "protocol/lsn.hpp"
 #include "protocol/rapidjson_config.hpp"
 #include "protocol/slot_name.hpp"
 #include "protocol/utf8.hpp"
@@ -11,6 +12,8 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 namespace pgcdcws::protocol {
 
@@ -30,6 +33,25 @@ bool only_whitespace(const char *data, std::size_t length) {
 }
 
 }  // namespace
+
+std::string init_response_body(const std::string &slot_name, std::uint64_t lsn, const char *snapshot_name) {
+    char lsn_text[kLsnTextSize];
+    const std::size_t n = format_lsn(lsn, lsn_text);
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    writer.StartObject();
+    writer.Key("slotName");
+    writer.String(slot_name.data(), static_cast<rapidjson::SizeType>(slot_name.size()));
+    writer.Key("lsn");
+    writer.String(lsn_text, static_cast<rapidjson::SizeType>(n));
+    writer.Key("snapshotName");
+    if (snapshot_name)
+        writer.String(snapshot_name);
+    else
+        writer.Null();
+    writer.EndObject();
+    return std::string(buffer.GetString(), buffer.GetSize());
+}
 
 ParsedInitRequest parse_init_request(const char *data, std::size_t length) {
     if (length > kMaxInitRequestSize)

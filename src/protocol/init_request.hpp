@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace pgcdcws::protocol {
@@ -24,6 +25,9 @@ struct ParsedInitRequest {
     std::string error;  // when !ok: the message of the 400 reply
     InitRequest request;
 };
+
+// The 200 reply's body: {"slotName": ..., "lsn": "X/Y", "snapshotName": ... or null}.
+std::string init_response_body(const std::string &slot_name, std::uint64_t lsn, const char *snapshot_name);
 
 // Unknown members, duplicate members, wrong types, an invalid slot name and
 // anything that is not one JSON object are errors.

@@ -8,6 +8,8 @@
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
+#include "snapshot/init.hpp"
+#include "snapshot/worker.hpp"
 
 namespace pgcdcws::server::bridge {
 
@@ -377,6 +379,40 @@ bool submit_snapshot_query(int index, std::uint32_t generation, const SnapshotQu
     r.producer_waiting.store(false);
     r.state.store(static_cast<std::uint32_t>(shmem::RequestState::Submitted), std::memory_order_release);
     shmem::wake_snapshot_worker(e);
+    return true;
+}
+
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
+                Refusal *refusal) {
+    if (!may_create_slots(role)) {
+        refuse(refusal, 403, "%s",
+               "permission denied to create a replication slot: the role needs REPLICATION (or superuser)");
+        return false;
+    }
+    if (!slots::plugin_allowed()) {
+        refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
+        return false;
+    }
+    CheckLogicalDecodingRequirements();
+    if (slot_name)
+        strlcpy(out->slot_name, slot_name, sizeof out->slot_name);
+    else
+        slots::generate_name(out->slot_name);
+    slots::SlotInfo existing;
+    if (slots::find(out->slot_name, &existing)) {
+        refuse(refusal, 409, "replication slot \"%s\" already exists", out->slot_name);
+        return false;
+    }
+    out->index = snapshot::allocate_entry(out->slot_name, temporary, export_snapshot, role);
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    out->handle = snapshot::launch(out->index);
+    MemoryContextSwitchTo(old);
+    if (out->handle == nullptr) {
+        snapshot::free_entry(out->index);
+        refuse(refusal, 503, "%s",
+               "no background worker slot is free for the pgcdcws snapshot worker; raise max_worker_processes");
+        return false;
+    }
     return true;
 }
 

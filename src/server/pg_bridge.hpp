@@ -71,6 +71,18 @@ bool submit_snapshot_query(int entry, std::uint32_t generation, const SnapshotQu
 // Whether the entry still holds the snapshot it held at `generation`.
 bool snapshot_alive(int entry, std::uint32_t generation);
 
+// POST/GET /v1/init: starts creating a slot owned by `role` (as cdc_init() does,
+// without waiting). slot_name nullptr: a generated name. On success fills *out
+// and returns true; otherwise fills `refusal` (403 without REPLICATION, 409 the
+// slot exists, 503 limits). May ERROR (pg::Error: see the caller's mapping).
+struct InitStarted {
+    int index;
+    BackgroundWorkerHandle *handle;
+    char slot_name[NAMEDATALEN];
+};
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
+                Refusal *refusal);
+
 void log_message(int level, const char *message);
 void reload_config();
 

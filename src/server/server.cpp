@@ -15,6 +15,7 @@
 #include "server/connection_guard.hpp"
 #include "server/gate.hpp"
 #include "server/http_io.hpp"
+#include "server/init_requests.hpp"
 #include "server/listener.hpp"
 #include "server/lws_log.hpp"
 #include "server/pg_bridge.hpp"
@@ -57,6 +58,7 @@ private:
     ConnectionGuard connections_;
     StreamRegistry streams_;
     SnapshotScheduler snapshots_;
+    InitRequests inits_;
     // Who each admitted connection authenticated as (per-role caps, authorization).
     std::unordered_map<struct lws *, Identity> identities_;
 };
@@ -211,6 +213,13 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         const GateDecision decision = admit(wsi, false);
         if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
             return snapshots_.request_start(wsi, identities_[wsi].role);
+        if (decision.status == 0 && decision.route == protocol::Route::Init) {
+            const Identity &identity = identities_[wsi];
+            Oid role = identity.role;
+            if (identity.trust)
+                pg::guarded([&] { role = bridge::trust_role(); });
+            return inits_.request_start(wsi, role, std::strcmp(method_of(wsi), "POST") == 0);
+        }
         if (decision.answered)
             return 1;
         send_http_error(wsi, decision.status ? decision.status : 404,
@@ -219,16 +228,23 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     }
 
     case LWS_CALLBACK_HTTP_BODY:
+        if (inits_.contains(wsi))
+            return inits_.request_body(wsi, static_cast<const char *>(in), len);
         return snapshots_.request_body(wsi, static_cast<const char *>(in), len);
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (inits_.contains(wsi))
+            return inits_.request_body_complete(wsi);
         return snapshots_.request_body_complete(wsi);
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (inits_.contains(wsi))
+            return inits_.on_writable(wsi);
         return snapshots_.on_writable(wsi);
 
     case LWS_CALLBACK_CLOSED_HTTP:
         snapshots_.forget(wsi);
+        inits_.forget(wsi);
         return 0;
 
     case LWS_CALLBACK_ESTABLISHED:
@@ -250,6 +266,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_WSI_DESTROY:
         streams_.forget(wsi);
         snapshots_.forget(wsi);
+        inits_.forget(wsi);
         connections_.on_destroyed(wsi);
         identities_.erase(wsi);
         return 0;
@@ -262,6 +279,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
 void Server::housekeeping() {
     streams_.housekeeping(uv_now(&loop_));
     snapshots_.housekeeping();
+    inits_.housekeeping();
     streams_.reap_channels();
 }
 
@@ -273,7 +291,9 @@ void Server::run() {
         uv_run(&loop_, UV_RUN_NOWAIT);
         lws_log::flush();
         connections_.enforce_request_deadlines(
-            [this](struct lws *wsi) { return streams_.contains(wsi) || snapshots_.has_whole_request(wsi); });
+            [this](struct lws *wsi) {
+            return streams_.contains(wsi) || snapshots_.has_whole_request(wsi) || inits_.has_whole_request(wsi);
+        });
         int timeout = uv_backend_timeout(&loop_);
         if (timeout < 0 || timeout > kHousekeepingMs)
             timeout = kHousekeepingMs;

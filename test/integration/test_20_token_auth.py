@@ -457,3 +457,94 @@ def test_trust_mode_refuses_non_loopback_listener():
         assert not tcp_accepts(c.ws_port, "127.0.0.1")
     finally:
         c.destroy()
+
+
+# ------------------------------------------------------------------ /v1/init
+def init_http(port, token, method="POST", body=None, timeout=60):
+    headers = {"Authorization": f"Bearer {token}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+        headers["Content-Length"] = str(len(data))
+    conn = http.client.HTTPConnection("localhost", port, timeout=timeout)
+    try:
+        conn.request(method, "/v1/init", body=data, headers=headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def slots_seen_by(c, role):
+    conn = c.connect(user=role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT slot_name FROM cdc_slots() ORDER BY 1")
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_http_init_get_and_post(tc):
+    owner = token_as(tc, "tok_owner")
+    created = []
+    try:
+        status, body = init_http(tc.ws_port, owner, method="GET")
+        assert status == 200, body
+        assert set(body) == {"slotName", "lsn", "snapshotName"}, body
+        created.append(body["slotName"])
+        assert body["slotName"].startswith("cdc_")
+        assert body["snapshotName"] and body["lsn"] == tc.sql1(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (body["slotName"],))
+        # The snapshot is usable by the owner right away.
+        status, _, rows = snap_post(tc.ws_port, {"slotName": body["slotName"], "table": MARK}, token=owner)
+        assert status == 200, rows
+
+        status, body = init_http(tc.ws_port, owner, body={"slotName": "tok_init_a", "snapshot": False})
+        assert status == 200, body
+        created.append("tok_init_a")
+        assert body["slotName"] == "tok_init_a" and body["snapshotName"] is None, body
+        # Owned by the client's role: its cdc_slots() shows it, another role's does not.
+        assert set(created) <= set(slots_seen_by(tc, "tok_owner"))
+        assert "tok_init_a" not in slots_seen_by(tc, "tok_other")
+
+        status, body = init_http(tc.ws_port, owner, body={"slotName": "tok_init_a"})
+        assert status == 409 and body == {"error": 'replication slot "tok_init_a" already exists'}, body
+        status, body = init_http(tc.ws_port, token_as(tc, "tok_plain"), body={"slotName": "tok_init_b"})
+        assert status == 403 and "REPLICATION" in body["error"], body
+        status, body = init_http(tc.ws_port, owner, body={"slotName": "Bad Name"})
+        assert status == 400 and body["error"].startswith("invalid slotName"), body
+        status, body = init_http(tc.ws_port, owner, body={"temporary": "no"})
+        assert status == 400, body
+        assert not tc.slot_exists("tok_init_b")
+        # Without a token: 401 like every endpoint.
+        r = http_request(tc.ws_port, "/v1/init", upgrade=False)
+        assert_unauthorized(r.status, r.headers, r.body)
+    finally:
+        for slot in created:
+            tc.sql("SELECT cdc_drop(%s)", (slot,))
+
+
+def test_http_init_client_leaving_leaves_no_slot(tc):
+    """The slot cannot become consistent while a transaction with an xid is open; the client
+    leaves meanwhile: the creation is cancelled and no slot remains."""
+    blocker = tc.connect(autocommit=False)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("INSERT INTO tok_secret VALUES (100)")
+        import socket
+        data = json.dumps({"slotName": "tok_init_c"}).encode()
+        sock = socket.create_connection(("localhost", tc.ws_port), timeout=10)
+        req = (f"POST /v1/init HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token_as(tc, 'tok_owner')}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+        sock.sendall(req)
+        wait_for(lambda: tc.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot'"), 30,
+                 what="the snapshot worker creating tok_init_c")
+        sock.close()
+        wait_for(lambda: not tc.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot'"), 30,
+                 what="the snapshot worker to stop after the client left")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert not tc.slot_exists("tok_init_c")

@@ -63,3 +63,14 @@ TEST(InitRequest, Refusals) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(InitRequest, ResponseBody) {
+    EXPECT_EQ(pgcdcws::protocol::init_response_body("app_1", 0x16B3748, "00000003-00000002-1"),
+              R"({"slotName":"app_1","lsn":"0/16B3748","snapshotName":"00000003-00000002-1"})");
+    EXPECT_EQ(pgcdcws::protocol::init_response_body("app_2", 0x100000000ull, nullptr),
+              R"({"slotName":"app_2","lsn":"1/0","snapshotName":null})");
+}
+
+}  // namespace
