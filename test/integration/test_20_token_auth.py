@@ -349,10 +349,14 @@ def test_per_role_connection_cap(tc):
             client = await open_stream(tc.ws_port, "tok_slot_e", token_as(tc, "tok_owner"))
             try:
                 refused_before = stats(tc)[1]
-                status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_e", "table": MARK},
-                                            token=token_as(tc, "tok_owner"))
-                assert status == 503, body
-                assert "max_connections_per_role" in json.loads(body)["error"], body
+                owner = token_as(tc, "tok_owner")
+                # The server applies the setting once it has processed the reload.
+                status, _, body = wait_for(
+                    lambda: (lambda r: r if r[0] == 503 else None)(
+                        snap_post(tc.ws_port, {"slotName": "tok_slot_e", "table": MARK}, token=owner)),
+                    20, what="a 503 beyond pgcdcws.max_connections_per_role")
+                assert json.loads(body) == {"error": 'too many connections for role "tok_owner" '
+                                                     '(pgcdcws.max_connections_per_role = 1); try again later'}
                 assert stats(tc)[1] == refused_before + 1
                 # Another role is not affected.
                 status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_e", "table": MARK},
