@@ -552,3 +552,24 @@ def test_http_init_client_leaving_leaves_no_slot(tc):
         blocker.rollback()
         blocker.close()
     assert not tc.slot_exists("tok_init_c")
+
+
+def test_missing_database_says_what_to_fix():
+    """The server connects to pgcdcws.database; when it does not exist the log says which
+    setting to fix (the postmaster retries every 5 s)."""
+    c = Cluster(extension=True)
+    _require_extension(c)
+    try:
+        c.init()
+        with open(os.path.join(c.datadir, "postgresql.conf"), "a") as f:
+            f.write("pgcdcws.database = 'tok_nosuch_db'\n")
+        c._cmd([c.bin("pg_ctl"), "-D", c.datadir, "-l", c.logfile, "-w", "-t", "120", "start"])
+        c.running = True
+        wait_for(lambda: 'pgcdcws server connecting to pgcdcws.database = "tok_nosuch_db"' in c.log(), 60,
+                 what="the missing-database context in the log")
+        log = c.log()
+        assert 'database "tok_nosuch_db" does not exist' in log
+        assert "create that database or set pgcdcws.database to an existing one" in log
+        assert not tcp_accepts(c.ws_port)
+    finally:
+        c.destroy()
