@@ -53,6 +53,7 @@ def tc():
         c.sql("CREATE POLICY mine ON tok_rls FOR SELECT USING (owner = current_user)")
         c.sql("GRANT SELECT ON tok_rls TO tok_owner, tok_other")
         c.sql("INSERT INTO tok_secret VALUES (1)")
+        c.sql("SELECT cdc_token()")  # creates the generated secret, read by secret_of()
     except BaseException:
         c.destroy()
         raise
