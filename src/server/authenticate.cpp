@@ -11,7 +11,6 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "protocol/credentials.hpp"
-#include "protocol/http_response.hpp"
 #include "server/http_io.hpp"
 #include "server/listener.hpp"
 #include "server/log_rate_limit.hpp"
@@ -161,11 +160,7 @@ void note_auth_failure(const std::string &peer, const std::string &what, const s
 
 void refuse_unauthenticated(struct lws *wsi, const std::string &path, const std::string &reason) {
     note_auth_failure(peer_address(wsi), protocol::redact_access_token(path), reason);
-    const std::string response =
-        protocol::http_error_response(401, kUnauthenticated, "www-authenticate: Bearer\r\n");
-    std::vector<unsigned char> buf(LWS_PRE + response.size());
-    std::memcpy(buf.data() + LWS_PRE, response.data(), response.size());
-    lws_write(wsi, buf.data() + LWS_PRE, response.size(), LWS_WRITE_RAW);
+    send_http_error(wsi, 401, kUnauthenticated, "www-authenticate: Bearer\r\n");
 }
 
 }  // namespace pgcdcws::server
