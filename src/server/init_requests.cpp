@@ -132,8 +132,7 @@ int InitRequests::start(struct lws *wsi, Client &client) {
     return 0;
 }
 
-void InitRequests::reply(struct lws *wsi, Client &client, int status, const std::string &response) {
-    (void)status;
+void InitRequests::reply(struct lws *wsi, Client &client, const std::string &response) {
     client.reply = response;
     lws_callback_on_writable(wsi);
 }
@@ -196,12 +195,12 @@ void InitRequests::housekeeping() {
         pg::guarded([&] { pfree(handle); });
         if (state == snapshot::InitState::Ready) {
             const bool exported = outcome.snapshot_name[0] != '\0';
-            reply(entry.first, client, 200,
+            reply(entry.first, client,
                   json_response(200, protocol::init_response_body(client.slot_name, outcome.lsn,
                                                                   exported ? outcome.snapshot_name : nullptr)));
         } else {
             const int status = status_for_sqlstate(outcome.error_code);
-            reply(entry.first, client, status, protocol::http_error_response(status, outcome.message));
+            reply(entry.first, client, protocol::http_error_response(status, outcome.message));
         }
     }
     for (std::size_t i = 0; i < cancelled_.size();) {

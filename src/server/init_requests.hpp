@@ -43,7 +43,7 @@ private:
         std::string reply;  // complete HTTP response waiting for a writable callback
     };
     int start(struct lws *wsi, Client &client);
-    void reply(struct lws *wsi, Client &client, int status, const std::string &json_body);
+    void reply(struct lws *wsi, Client &client, const std::string &response);
 
     std::unordered_map<struct lws *, Client> clients_;
     // Cancelled creations whose worker has not stopped yet.
