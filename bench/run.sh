@@ -99,7 +99,9 @@ if ((HAVE_CDC)); then
     PLUGINS="$PLUGINS, pgcdcws"
     CDC_CONF="shared_preload_libraries = 'pgcdcws'
 pgcdcws.port = $WS_PORT
-pgcdcws.database = 'postgres'"
+pgcdcws.database = 'postgres'
+# the consumers present no token; trust is accepted on the default loopback listener
+pgcdcws.auth = trust"
 fi
 tc_init "$TMP" "$PG_PORT" <<EOF
 $CDC_CONF

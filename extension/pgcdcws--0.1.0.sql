@@ -50,3 +50,11 @@ AS 'MODULE_PATHNAME', 'pgcdcws_cdc_token'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_token(interval) IS
   'A signed token (JWT, HS256) for current_user that pgcdcws accepts until ttl has passed (at most 30 days)';
+
+CREATE FUNCTION cdc_server_stats(OUT auth_failures bigint, OUT connections_refused bigint,
+                                 OUT request_timeouts bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'pgcdcws_cdc_server_stats'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cdc_server_stats() IS
+  'Counters of the pgcdcws server since the cluster started: requests refused 401, connections refused by a cap, request timeouts';

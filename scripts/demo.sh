@@ -64,10 +64,12 @@ echo "SELECT * FROM cdc_init('$SLOT');"
 tc_psql -c "SELECT * FROM cdc_init('$SLOT');"
 INIT_LSN=$(tc_val "SELECT confirmed_flush_lsn FROM cdc_slots() WHERE slot_name = '$SLOT'")
 
+# pgcdcws.auth = token (the default): the client presents a token minted for the role.
+TOKEN=$(tc_val "SELECT cdc_token()")
 URL="ws://localhost:$WS_PORT/v1/lr/stream?slotName=$SLOT"
-log "step 5/6: starting the WebSocket client: $URL"
+log "step 5/6: starting the WebSocket client: $URL (with a token from cdc_token())"
 EXPECT=5   # transactions issued below
-"$PY" -u "$ROOT/scripts/demo_client.py" --url "$URL" --expect "$EXPECT" --timeout 90 \
+"$PY" -u "$ROOT/scripts/demo_client.py" --url "$URL&access_token=$TOKEN" --expect "$EXPECT" --timeout 90 \
     --ready-file "$TMP/client-ready" --slot "$SLOT" \
     --dsn "host=$TMP port=$PG_PORT dbname=postgres user=postgres" &
 CLIENT_PID=$!

@@ -12,6 +12,7 @@ Exit status: 0 on success, 1 when fewer transactions than expected arrived befor
 """
 import argparse
 import asyncio
+import re
 import decimal
 import json
 import sys
@@ -70,6 +71,11 @@ def summarize(ch):
     return f"{c(color, kind.upper()):<8} {rel} {detail}"
 
 
+def redacted(url):
+    """The URL without the token's value (a token is a password)."""
+    return re.sub(r"(access_token=)[^&#]*", r"\1REDACTED", url)
+
+
 async def connect(url, deadline):
     """Connect, retrying while the port is closed or the server answers 503."""
     last = None
@@ -85,7 +91,7 @@ async def connect(url, deadline):
         except (OSError, asyncio.TimeoutError) as e:
             last = str(e) or type(e).__name__
         await asyncio.sleep(0.2)
-    print(c("31", f"could not connect to {url}: {last}"), flush=True)
+    print(c("31", f"could not connect to {redacted(url)}: {last}"), flush=True)
     sys.exit(2)
 
 
@@ -121,7 +127,7 @@ async def main():
 
     deadline = time.monotonic() + args.timeout
     ws = await connect(args.url, deadline)
-    print(c("1", f"connected to {args.url}"), flush=True)
+    print(c("1", f"connected to {redacted(args.url)}"), flush=True)
     if args.ready_file:
         open(args.ready_file, "w").close()
 

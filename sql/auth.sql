@@ -114,3 +114,6 @@ ALTER SYSTEM SET pgcdcws.max_connections_per_role = -1;
 
 DROP FUNCTION regress_jwt_part(text, int);
 DROP ROLE regress_owner, regress_stranger, regress_member, regress_nologin;
+
+-- cdc_server_stats(): the server's counters (no client has connected here).
+SELECT * FROM cdc_server_stats();

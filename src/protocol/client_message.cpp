@@ -52,6 +52,19 @@ ClientMessage parse_client_message(const char *data, std::size_t length) {
     if (!doc.IsObject())
         return invalid("expected a JSON object such as {\"lsn\": \"0/16B3748\"}");
 
+    auto token = doc.FindMember("access_token");
+    if (token != doc.MemberEnd()) {
+        // One member only: a token never travels with an ack (nor twice).
+        if (doc.MemberCount() != 1)
+            return invalid("\"access_token\" must be alone in its message: {\"access_token\": \"<token>\"}");
+        if (!token->value.IsString() || token->value.GetStringLength() == 0)
+            return invalid("\"access_token\" must be a non-empty string");
+        ClientMessage m;
+        m.kind = ClientMessage::Kind::AccessToken;
+        m.token.assign(token->value.GetString(), token->value.GetStringLength());
+        return m;
+    }
+
     auto it = doc.FindMember("lsn");
     if (it == doc.MemberEnd())
         return invalid("missing \"lsn\": expected {\"lsn\": \"X/Y\"}");

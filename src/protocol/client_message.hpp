@@ -1,5 +1,7 @@
-// Messages a stream client sends (text frames). Today only the ack:
-//   {"lsn": "X/Y"}
+// Messages a stream client sends (text frames):
+//   {"lsn": "X/Y"}                   ack
+//   {"access_token": "<JWT>"}        a new token for the stream (token mode), before
+//                                    the current one expires
 // Pure function: no Postgres headers, unit-tested and fuzzed.
 #pragma once
 
@@ -13,9 +15,10 @@ namespace pgcdcws::protocol {
 constexpr std::size_t kMaxClientMessageSize = 4096;
 
 struct ClientMessage {
-    enum class Kind { Ack, Invalid };
+    enum class Kind { Ack, AccessToken, Invalid };
     Kind kind = Kind::Invalid;
     std::uint64_t lsn = 0;  // Ack: the confirmed position
+    std::string token;      // AccessToken: the token (not verified here)
     std::string error;      // Invalid: what is wrong, for an {"error": ...} reply
 };
 

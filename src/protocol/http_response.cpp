@@ -37,7 +37,7 @@ std::string json_error_body(std::string_view message) {
     return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-std::string http_error_response(int status, std::string_view message) {
+std::string http_error_response(int status, std::string_view message, std::string_view extra_headers) {
     const std::string body = json_error_body(message);
     std::string out;
     out.reserve(160 + body.size());
@@ -47,7 +47,9 @@ std::string http_error_response(int status, std::string_view message) {
     out += http_reason_phrase(status);
     out += "\r\ncontent-type: application/json\r\ncontent-length: ";
     out += std::to_string(body.size());
-    out += "\r\ncache-control: no-store\r\nconnection: close\r\n\r\n";
+    out += "\r\ncache-control: no-store\r\nconnection: close\r\n";
+    out += extra_headers;
+    out += "\r\n";
     out += body;
     return out;
 }

@@ -14,6 +14,7 @@ const char *http_reason_phrase(int status);
 std::string json_error_body(std::string_view message);
 
 // Status line, content-type, content-length, connection: close, blank line, body.
-std::string http_error_response(int status, std::string_view message);
+// extra_headers: more header lines, each ending in CRLF (e.g. WWW-Authenticate).
+std::string http_error_response(int status, std::string_view message, std::string_view extra_headers = {});
 
 }  // namespace pgcdcws::protocol

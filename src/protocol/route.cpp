@@ -10,6 +10,8 @@ Route route_for_path(std::string_view path) {
         return Route::Stream;
     if (path == "/v1/snapshot/data")
         return Route::SnapshotData;
+    if (path == "/v1/init")
+        return Route::Init;
     return Route::NotFound;
 }
 

@@ -11,6 +11,7 @@ enum class Route {
     NotFound,
     Stream,        // GET /v1/lr/stream?slotName=S  (WebSocket)
     SnapshotData,  // POST /v1/snapshot/data
+    Init,          // GET or POST /v1/init (creates a slot, as cdc_init())
 };
 
 // path excludes the query string.

@@ -7,6 +7,8 @@
 
 #include "server/connection_guard.hpp"
 
+#include "shmem/state.hpp"
+
 #include "config.hpp"
 #include "server/connection_limits.hpp"
 #include "server/lws_log.hpp"
@@ -44,6 +46,7 @@ int ConnectionGuard::accept_or_refuse(int fd) {
     // client: it sees the connection closed.
     if (!config::ssl)
         refuse_over_capacity(fd);
+    shmem::state()->connections_refused.fetch_add(1, std::memory_order_relaxed);
     lws_log::rate_limited(
         ("refused a connection: " + std::to_string(cap_) + " connections are open (pgcdcws.max_connections)").c_str());
     return 1;
@@ -70,6 +73,7 @@ void ConnectionGuard::enforce_request_deadlines(const std::function<bool(struct 
         connections_.request_complete(wsi);  // told once; lws closes it shortly
         if (!config::ssl)  // not in plain text on a TLS port
             tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
+        shmem::state()->request_timeouts.fetch_add(1, std::memory_order_relaxed);
         lws_log::rate_limited("closed a connection whose request was not complete within 10 s");
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }

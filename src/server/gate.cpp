@@ -24,9 +24,18 @@ GateDecision gate(const GateRequest &request) {
             d.message = "the snapshot endpoint is plain HTTP, not WebSocket";
         }
         break;
+    case protocol::Route::Init:
+        if (request.method != "GET" && request.method != "POST") {
+            d.status = 405;
+            d.message = "the init endpoint accepts GET, or POST with an optional JSON body";
+        } else if (request.websocket_upgrade) {
+            d.status = 400;
+            d.message = "the init endpoint is plain HTTP, not WebSocket";
+        }
+        break;
     case protocol::Route::NotFound:
         d.status = 404;
-        d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, POST /v1/snapshot/data)";
+        d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, POST /v1/snapshot/data, GET or POST /v1/init)";
         break;
     }
     // pgcdcws.auth = trust: nothing more to check yet.

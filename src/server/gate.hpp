@@ -21,6 +21,7 @@ struct GateDecision {
     protocol::Route route = protocol::Route::NotFound;
     int status = 0;  // 0: proceed; otherwise refuse with this HTTP status
     std::string message;
+    bool answered = false;  // the refusal is already written (401 with its own headers)
 };
 
 GateDecision gate(const GateRequest &request);

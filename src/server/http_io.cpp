@@ -44,8 +44,8 @@ std::string path_of(struct lws *wsi, const char *method) {
 
 // Writes the response ourselves: in the upgrade path lws's own status helpers
 // would answer HTTP/1.0, which strict clients reject.
-void send_http_error(struct lws *wsi, int status, const std::string &message) {
-    const std::string response = protocol::http_error_response(status, message);
+void send_http_error(struct lws *wsi, int status, const std::string &message, const std::string &extra_headers) {
+    const std::string response = protocol::http_error_response(status, message, extra_headers);
     std::vector<unsigned char> buf(LWS_PRE + response.size());
     std::memcpy(buf.data() + LWS_PRE, response.data(), response.size());
     lws_write(wsi, buf.data() + LWS_PRE, response.size(), LWS_WRITE_RAW);

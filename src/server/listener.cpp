@@ -12,6 +12,7 @@
 
 #include "config.hpp"
 #include "pg/guard.hpp"
+#include "protocol/host_header.hpp"
 #include "server/connection_guard.hpp"
 #include "server/server_log.hpp"
 #include "server/tls.hpp"
@@ -129,6 +130,12 @@ std::vector<std::string> resolve_listen_addresses(const std::string &setting) {
     return out;
 }
 
+namespace {
+bool loopback_only = false;
+}
+
+bool listening_on_loopback_only() { return loopback_only; }
+
 int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
                      const lws_retry_bo_t *retry_policy) {
     TlsFiles files;
@@ -136,6 +143,23 @@ int create_listeners(struct lws_context *context, const struct lws_protocols *pr
         return -1;
     const std::vector<std::string> addresses =
         resolve_listen_addresses(config::listen_addresses ? config::listen_addresses : "localhost");
+    loopback_only = !addresses.empty();
+    std::string exposed;
+    for (const std::string &address : addresses) {
+        if (!protocol::is_loopback_address(address)) {
+            loopback_only = false;
+            exposed += (exposed.empty() ? "" : ", ") + address;
+        }
+    }
+    // Trust mode serves anyone who reaches the port: only this machine may.
+    if (config::auth == static_cast<int>(config::AuthMode::Trust) && !loopback_only) {
+        log_guarded(LOG, "not listening: pgcdcws.auth = trust is allowed only on loopback addresses, but "
+                         "pgcdcws.listen_addresses = '" +
+                             std::string(config::listen_addresses ? config::listen_addresses : "") +
+                             "' includes " + exposed +
+                             "; set pgcdcws.auth = token or listen on localhost only");
+        return 0;
+    }
     int listening = 0;
     for (std::size_t i = 0; i < addresses.size(); i++) {
         struct lws_context_creation_info vh;

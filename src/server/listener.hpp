@@ -13,8 +13,13 @@ namespace pgcdcws::server {
 // each; "*" means every address (one dual-stack vhost).
 std::vector<std::string> resolve_listen_addresses(const std::string &setting);
 
+// Whether every listener is on a loopback address (set by create_listeners):
+// pgcdcws.auth = trust is served only then, also after a reload switched to it.
+bool listening_on_loopback_only();
+
 // Creates a vhost serving `protocols` for every listen address; returns how
-// many listen (0: none could; -1: pgcdcws.ssl is on and the certificate or key
+// many listen (0: none could, or pgcdcws.auth = trust with a non-loopback
+// address, which is logged; -1: pgcdcws.ssl is on and the certificate or key
 // cannot be used, which is logged). With pgcdcws.ssl every vhost is TLS only.
 int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
                      const lws_retry_bo_t *retry_policy);

@@ -3,16 +3,18 @@
 #include "server/pg_bridge.hpp"
 
 #include "config.hpp"
+#include "auth/authorize.hpp"
 #include "decoder/worker.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
+#include "snapshot/init.hpp"
+#include "snapshot/worker.hpp"
 
 namespace pgcdcws::server::bridge {
 
 namespace {
 
-Oid database_oid = InvalidOid;
 // Decoder handles, by channel; process-local.
 BackgroundWorkerHandle **handles = nullptr;
 // Channels whose client waits for the previous decoder of its slot to exit
@@ -157,19 +159,21 @@ void unregister_server(int, Datum) {
     }
 }
 
-// Reads pgcdcws.database's OID from pg_database (inside a transaction).
-void lookup_database_oid();
+// The server is connected to pgcdcws.database (pgcdcws_server_main).
+Oid served_database() { return MyDatabaseId; }
 
-Oid served_database() {
-    if (database_oid != InvalidOid)
-        return database_oid;
-    // pg_database is a shared catalog, readable without a database connection,
-    // but only by a heap scan (its index path needs pg_class). The logical
-    // replication launcher reads pg_subscription the same way.
+namespace {
+
+// Runs `fn` (which owns no destructors: it may ERROR) in a short transaction of
+// its own, so that catalog reads see committed role and privilege changes at
+// once (invalidations are processed at transaction start) and no lock outlives
+// the check. The caller wraps it in pg::guarded.
+template <typename Fn>
+void in_transaction(Fn fn) {
     StartTransactionCommand();
     PG_TRY();
     {
-        lookup_database_oid();
+        fn();
     }
     PG_CATCH();
     {
@@ -178,23 +182,39 @@ Oid served_database() {
     }
     PG_END_TRY();
     CommitTransactionCommand();
-    return database_oid;
 }
 
-void lookup_database_oid() {
-    (void)GetTransactionSnapshot();
-    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
-    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
-    HeapTuple tuple;
-    while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
-        Form_pg_database db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
-        if (std::strcmp(NameStr(db->datname), config::database) == 0) {
-            database_oid = db->oid;
-            break;
-        }
-    }
-    table_endscan(scan);
-    table_close(rel, AccessShareLock);
+}  // namespace
+
+Oid login_role(const char *name, const char **why) {
+    Oid role = InvalidOid;
+    in_transaction([&] { role = auth::login_role(name, why); });
+    return role;
+}
+
+bool may_use_slot(Oid role, const char *slot_name) {
+    bool allowed = false;
+    in_transaction([&] { allowed = auth::may_use_slot(role, slot_name); });
+    return allowed;
+}
+
+bool may_create_slots(Oid role) {
+    bool allowed = false;
+    in_transaction([&] { allowed = auth::may_create_slots(role); });
+    return allowed;
+}
+
+Oid trust_role() {
+    if (!config::trust_role || config::trust_role[0] == '\0')
+        return BOOTSTRAP_SUPERUSERID;
+    Oid role = InvalidOid;
+    in_transaction([&] { role = get_role_oid(config::trust_role, true); });
+    return role;
+}
+
+Oid slot_role(const char *slot_name) {
+    const Oid owner = slots::owner(slot_name);
+    return owner != InvalidOid ? owner : BOOTSTRAP_SUPERUSERID;
 }
 
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role) {
@@ -216,11 +236,8 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
 
     // Trust mode: the stream runs as the role that called cdc_init(); a slot
     // pgcdcws did not create has no owner and is superuser-only.
-    if (role == InvalidOid) {
-        role = slots::owner(slot_name);
-        if (role == InvalidOid)
-            role = BOOTSTRAP_SUPERUSERID;
-    }
+    if (role == InvalidOid)
+        role = slot_role(slot_name);
 
     shmem::SharedState *st = shmem::state();
     int index = -1;
@@ -357,10 +374,45 @@ bool submit_snapshot_query(int index, std::uint32_t generation, const SnapshotQu
     strlcpy(r.after, q.after ? q.after : "", sizeof r.after);
     r.offset = q.offset;
     r.limit = q.limit;
+    r.role = q.role;
     r.cancelled.store(false);
     r.producer_waiting.store(false);
     r.state.store(static_cast<std::uint32_t>(shmem::RequestState::Submitted), std::memory_order_release);
     shmem::wake_snapshot_worker(e);
+    return true;
+}
+
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
+                Refusal *refusal) {
+    if (!may_create_slots(role)) {
+        refuse(refusal, 403, "%s",
+               "permission denied to create a replication slot: the role needs REPLICATION (or superuser)");
+        return false;
+    }
+    if (!slots::plugin_allowed()) {
+        refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
+        return false;
+    }
+    CheckLogicalDecodingRequirements();
+    if (slot_name)
+        strlcpy(out->slot_name, slot_name, sizeof out->slot_name);
+    else
+        slots::generate_name(out->slot_name);
+    slots::SlotInfo existing;
+    if (slots::find(out->slot_name, &existing)) {
+        refuse(refusal, 409, "replication slot \"%s\" already exists", out->slot_name);
+        return false;
+    }
+    out->index = snapshot::allocate_entry(out->slot_name, temporary, export_snapshot, role);
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    out->handle = snapshot::launch(out->index);
+    MemoryContextSwitchTo(old);
+    if (out->handle == nullptr) {
+        snapshot::free_entry(out->index);
+        refuse(refusal, 503, "%s",
+               "no background worker slot is free for the pgcdcws snapshot worker; raise max_worker_processes");
+        return false;
+    }
     return true;
 }
 

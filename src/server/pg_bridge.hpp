@@ -19,8 +19,20 @@ struct Refusal {
 void register_server();
 void unregister_server(int, Datum);
 
-// Resolves pgcdcws.database (InvalidOid while it does not exist).
+// pgcdcws.database, which the server process is connected to.
 Oid served_database();
+
+// Catalog checks for the request gate (src/auth/authorize.hpp), each in a short
+// transaction of its own: role and privilege changes apply to the next request.
+Oid login_role(const char *name, const char **why);
+bool may_use_slot(Oid role, const char *slot_name);
+bool may_create_slots(Oid role);
+// pgcdcws.trust_role's OID (the bootstrap superuser when unset; InvalidOid when
+// it names no role).
+Oid trust_role();
+// Trust mode: the role requests on a slot run as, its owner (the cdc_init()
+// caller); a slot pgcdcws did not create is superuser-only.
+Oid slot_role(const char *slot_name);
 
 // Checks the slot, reserves a channel and launches its decoder (or parks the
 // client until the slot's previous decoder has exited). On success returns the
@@ -53,10 +65,23 @@ struct SnapshotQuery {
     const char *after;
     std::int64_t offset;
     std::int64_t limit;
+    Oid role;  // who reads: the client's role; InvalidOid: the slot's owner (trust mode)
 };
 bool submit_snapshot_query(int entry, std::uint32_t generation, const SnapshotQuery &query);
 // Whether the entry still holds the snapshot it held at `generation`.
 bool snapshot_alive(int entry, std::uint32_t generation);
+
+// POST/GET /v1/init: starts creating a slot owned by `role` (as cdc_init() does,
+// without waiting). slot_name nullptr: a generated name. On success fills *out
+// and returns true; otherwise fills `refusal` (403 without REPLICATION, 409 the
+// slot exists, 503 limits). May ERROR (pg::Error: see the caller's mapping).
+struct InitStarted {
+    int index;
+    BackgroundWorkerHandle *handle;
+    char slot_name[NAMEDATALEN];
+};
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
+                Refusal *refusal);
 
 void log_message(int level, const char *message);
 void reload_config();

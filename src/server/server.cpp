@@ -2,6 +2,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <unordered_map>
 
 #include <libwebsockets.h>
 #include <uv.h>
@@ -10,9 +11,11 @@
 
 #include "config.hpp"
 #include "pg/guard.hpp"
+#include "server/authenticate.hpp"
 #include "server/connection_guard.hpp"
 #include "server/gate.hpp"
 #include "server/http_io.hpp"
+#include "server/init_requests.hpp"
 #include "server/listener.hpp"
 #include "server/lws_log.hpp"
 #include "server/pg_bridge.hpp"
@@ -48,6 +51,7 @@ public:
 private:
     bool setup();
     GateDecision admit(struct lws *wsi, bool websocket_upgrade);
+    bool over_role_cap(struct lws *wsi, Oid role) const;
     void housekeeping();
     void shutdown();
 
@@ -58,6 +62,9 @@ private:
     ConnectionGuard connections_;
     StreamRegistry streams_;
     SnapshotScheduler snapshots_;
+    InitRequests inits_;
+    // Who each admitted connection authenticated as (per-role caps, authorization).
+    std::unordered_map<struct lws *, Identity> identities_;
 };
 
 int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, std::size_t len) {
@@ -155,10 +162,46 @@ bool Server::setup() {
 // it reaches the stream registry or the snapshot scheduler. gate() decides the
 // route; checks that apply to every request (token auth, Origin/Host, CORS)
 // belong here too, so that no endpoint can skip them.
+//
+// Authentication comes first (every endpoint needs it); authorization on a
+// slot follows where the slot is named (StreamRegistry::open,
+// SnapshotScheduler), as the authenticated role. A refusal that admit()
+// answered itself (401) has `answered` set.
 GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     const char *method = method_of(wsi);
     const std::string path = path_of(wsi, method);
-    return gate(GateRequest{method, path, websocket_upgrade});
+    identities_.erase(wsi);  // a keep-alive connection's previous request
+    const Authentication authn = authenticate(wsi);
+    if (!authn.ok) {
+        refuse_unauthenticated(wsi, path, authn.reason);
+        GateDecision refused;
+        refused.status = 401;
+        refused.answered = true;
+        return refused;
+    }
+    GateDecision decision = gate(GateRequest{method, path, websocket_upgrade});
+    if (decision.status == 0 && !authn.identity.trust && over_role_cap(wsi, authn.identity.role)) {
+        shmem::state()->connections_refused.fetch_add(1, std::memory_order_relaxed);
+        decision.status = 503;
+        decision.message = "too many connections for role \"" + authn.identity.role_name +
+                           "\" (pgcdcws.max_connections_per_role = " +
+                           std::to_string(config::max_connections_per_role) + "); try again later";
+    }
+    if (decision.status == 0)
+        identities_[wsi] = authn.identity;
+    return decision;
+}
+
+// pgcdcws.max_connections_per_role: the role's admitted connections, superusers
+// included.
+bool Server::over_role_cap(struct lws *wsi, Oid role) const {
+    if (config::max_connections_per_role <= 0)
+        return false;
+    int open = 0;
+    for (const auto &entry : identities_)
+        if (entry.first != wsi && entry.second.role == role)
+            open++;
+    return open >= config::max_connections_per_role;
 }
 
 int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in, std::size_t len) {
@@ -174,32 +217,49 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         const GateDecision decision = admit(wsi, true);
         if (decision.status != 0) {
-            send_http_error(wsi, decision.status, decision.message);
+            if (!decision.answered)
+                send_http_error(wsi, decision.status, decision.message);
             return 1;
         }
-        return streams_.open(wsi);
+        return streams_.open(wsi, identities_[wsi]);
     }
 
     case LWS_CALLBACK_HTTP: {
         const GateDecision decision = admit(wsi, false);
         if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
-            return snapshots_.request_start(wsi);
+            return snapshots_.request_start(wsi, identities_[wsi].role);
+        if (decision.status == 0 && decision.route == protocol::Route::Init) {
+            const Identity &identity = identities_[wsi];
+            Oid role = identity.role;
+            if (identity.trust)
+                pg::guarded([&] { role = bridge::trust_role(); });
+            return inits_.request_start(wsi, role, std::strcmp(method_of(wsi), "POST") == 0);
+        }
+        if (decision.answered)
+            return 1;
         send_http_error(wsi, decision.status ? decision.status : 404,
                         decision.status ? decision.message : "not found");
         return 1;
     }
 
     case LWS_CALLBACK_HTTP_BODY:
+        if (inits_.contains(wsi))
+            return inits_.request_body(wsi, static_cast<const char *>(in), len);
         return snapshots_.request_body(wsi, static_cast<const char *>(in), len);
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (inits_.contains(wsi))
+            return inits_.request_body_complete(wsi);
         return snapshots_.request_body_complete(wsi);
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (inits_.contains(wsi))
+            return inits_.on_writable(wsi);
         return snapshots_.on_writable(wsi);
 
     case LWS_CALLBACK_CLOSED_HTTP:
         snapshots_.forget(wsi);
+        inits_.forget(wsi);
         return 0;
 
     case LWS_CALLBACK_ESTABLISHED:
@@ -221,7 +281,9 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_WSI_DESTROY:
         streams_.forget(wsi);
         snapshots_.forget(wsi);
+        inits_.forget(wsi);
         connections_.on_destroyed(wsi);
+        identities_.erase(wsi);
         return 0;
 
     default:
@@ -232,6 +294,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
 void Server::housekeeping() {
     streams_.housekeeping(uv_now(&loop_));
     snapshots_.housekeeping();
+    inits_.housekeeping();
     streams_.reap_channels();
 }
 
@@ -243,7 +306,9 @@ void Server::run() {
         uv_run(&loop_, UV_RUN_NOWAIT);
         lws_log::flush();
         connections_.enforce_request_deadlines(
-            [this](struct lws *wsi) { return streams_.contains(wsi) || snapshots_.has_whole_request(wsi); });
+            [this](struct lws *wsi) {
+            return streams_.contains(wsi) || snapshots_.has_whole_request(wsi) || inits_.has_whole_request(wsi);
+        });
         int timeout = uv_backend_timeout(&loop_);
         if (timeout < 0 || timeout > kHousekeepingMs)
             timeout = kHousekeepingMs;
@@ -278,6 +343,12 @@ void Server::shutdown() {
 
 }  // namespace
 
+void explain_database_connection(void *) {
+    errcontext("pgcdcws server connecting to pgcdcws.database = \"%s\"; create that database or set "
+               "pgcdcws.database to an existing one (retried every 5 s)",
+               config::database ? config::database : "");
+}
+
 void register_worker() {
     BackgroundWorker worker;
     std::memset(&worker, 0, sizeof worker);
@@ -298,8 +369,17 @@ extern "C" PGDLLEXPORT void pgcdcws_server_main(Datum) {
     pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     BackgroundWorkerUnblockSignals();
-    // No database: the server reads only shared memory and shared catalogs.
-    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+    // Connected to pgcdcws.database: the request gate reads roles, memberships
+    // and privileges through the syscaches, in short transactions. When the
+    // database does not exist this FATALs (with the context below saying what
+    // to fix) and the postmaster retries every bgw_restart_time (5 s).
+    ErrorContextCallback connect_context;
+    connect_context.callback = server::explain_database_connection;
+    connect_context.arg = nullptr;
+    connect_context.previous = error_context_stack;
+    error_context_stack = &connect_context;
+    BackgroundWorkerInitializeConnection(config::database, nullptr, 0);
+    error_context_stack = connect_context.previous;
     pgstat_report_appname("pgcdcws server");
     server::bridge::register_server();
     before_shmem_exit(server::bridge::unregister_server, 0);

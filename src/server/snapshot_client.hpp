@@ -19,9 +19,11 @@ class SnapshotClient {
 public:
     enum class State { ReadingBody, Queued, Running, Finished };
 
-    explicit SnapshotClient(struct lws *wsi) : wsi_(wsi) {}
+    // role: the client's role OID (0 in trust mode: the slot's owner reads).
+    SnapshotClient(struct lws *wsi, std::uint32_t role) : wsi_(wsi), role_(role) {}
 
     struct lws *wsi() const { return wsi_; }
+    std::uint32_t role() const { return role_; }
     State state() const { return state_; }
     int entry() const { return entry_; }
     std::uint32_t generation() const { return generation_; }
@@ -50,6 +52,7 @@ public:
 
 private:
     struct lws *wsi_;
+    std::uint32_t role_;
     State state_ = State::ReadingBody;
     int entry_ = -1;
     std::uint32_t generation_ = 0;

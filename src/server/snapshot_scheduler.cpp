@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "protocol/snapshot_request.hpp"
+#include "server/authenticate.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/server_log.hpp"
@@ -22,7 +23,7 @@ constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
 
 }  // namespace
 
-int SnapshotScheduler::request_start(struct lws *wsi) {
+int SnapshotScheduler::request_start(struct lws *wsi, std::uint32_t role) {
     char length_text[32] = "";
     if (lws_hdr_copy(wsi, length_text, sizeof length_text, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
         send_http_error(wsi, 411, "a Content-Length header is required");
@@ -33,7 +34,7 @@ int SnapshotScheduler::request_start(struct lws *wsi) {
         send_http_error(wsi, 413, "request body too large: at most 65536 bytes");
         return 1;
     }
-    clients_[wsi] = std::make_unique<SnapshotClient>(wsi);
+    clients_[wsi] = std::make_unique<SnapshotClient>(wsi, role);
     if (length == 0)
         return request_body_done(wsi);
     return 0;
@@ -71,6 +72,17 @@ int SnapshotScheduler::request_body_done(struct lws *wsi) {
     if (!parsed.ok) {
         send_http_error(wsi, 400, parsed.error);
         return 1;
+    }
+    // Token mode: the slot's owner, members of the owner role and superusers
+    // only; checked before the slot is looked up, so that others cannot tell
+    // which slots exist.
+    if (client.role() != InvalidOid) {
+        bool allowed = false;
+        pg::guarded([&] { allowed = bridge::may_use_slot(client.role(), parsed.request.slot_name.c_str()); });
+        if (!allowed) {
+            send_http_error(wsi, 403, kSlotForbidden);
+            return 1;
+        }
     }
     bridge::Refusal refusal;
     int entry = -1;
@@ -129,7 +141,8 @@ void SnapshotScheduler::start_next(int entry) {
         }
         const protocol::SnapshotRequest &q = it->second->request();
         bridge::SnapshotQuery query{q.table.c_str(),  q.order_column.c_str(), q.has_order, q.descending,
-                                    q.has_after,      q.after.c_str(),        q.offset,    q.limit};
+                                    q.has_after,      q.after.c_str(),        q.offset,    q.limit,
+                                    static_cast<Oid>(it->second->role())};
         bool submitted = false;
         pg::guarded([&] { submitted = bridge::submit_snapshot_query(entry, generation, query); });
         if (!submitted)

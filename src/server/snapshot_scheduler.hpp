@@ -23,7 +23,8 @@ public:
 
     // An admitted POST /v1/snapshot/data: the headers are in; the body follows.
     // 0 goes on; otherwise the answer is written, 1.
-    int request_start(struct lws *wsi);
+    // `role`: the client's role OID (0 in trust mode).
+    int request_start(struct lws *wsi, std::uint32_t role);
     int request_body(struct lws *wsi, const char *data, std::size_t length);
     int request_body_complete(struct lws *wsi);
     int on_writable(struct lws *wsi);

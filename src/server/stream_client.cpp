@@ -78,6 +78,10 @@ void StreamClient::handle_message(const char *data, std::size_t length) {
         queue_reply(msg.error);
         return;
     }
+    if (msg.kind == protocol::ClientMessage::Kind::AccessToken) {
+        new_token_ = msg.token;  // verified by the registry (it needs Postgres)
+        return;
+    }
     // At or below the slot's confirmed position: nothing to do, and not an error.
     if (msg.lsn <= ch_->confirmed_lsn.load(std::memory_order_acquire))
         return;

@@ -46,6 +46,14 @@ public:
     std::uint64_t terminated_since() const { return terminated_since_; }
     void set_terminated_since(std::uint64_t ms) { terminated_since_ = ms; }
 
+    // Token mode: the token's expiry (seconds since the epoch; 0: never, trust
+    // mode), and a new token the client sent ({"access_token": ...}) that the
+    // registry has yet to verify.
+    std::int64_t expires_at() const { return expires_at_; }
+    void set_expires_at(std::int64_t t) { expires_at_ = t; }
+    bool has_new_token() const { return !new_token_.empty(); }
+    std::string take_new_token() { return std::move(new_token_); }
+
     // Whether a writable callback would have something to do.
     bool wants_write() const;
 
@@ -72,6 +80,8 @@ private:
     bool close_started_ = false;
     std::uint64_t terminated_since_ = 0;
     std::string close_reason_;
+    std::int64_t expires_at_ = 0;
+    std::string new_token_;
 };
 
 }  // namespace pgcdcws::server

@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,7 +22,7 @@ constexpr std::uint64_t kTerminateGraceMs = 300;
 
 }  // namespace
 
-int StreamRegistry::open(struct lws *wsi) {
+int StreamRegistry::open(struct lws *wsi, const Identity &identity) {
     // Room for the whole query string: lws finds no argument longer than the
     // buffer, and a long name must be reported as too long, not as missing.
     std::vector<char> arg(static_cast<std::size_t>(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS)) + 64);
@@ -36,14 +37,27 @@ int StreamRegistry::open(struct lws *wsi) {
     }
     const std::string addr = peer_address(wsi);
 
+    // Before the slot is looked up, so that others cannot tell which slots exist.
+    if (!identity.trust) {
+        bool allowed = false;
+        pg::guarded([&] { allowed = bridge::may_use_slot(identity.role, slot); });
+        if (!allowed) {
+            send_http_error(wsi, 403, kSlotForbidden);
+            return 1;
+        }
+    }
     bridge::Refusal refusal;
     int channel = -1;
-    pg::guarded([&] { channel = bridge::open_stream(slot, addr.c_str(), &refusal); });
+    // Trust mode: InvalidOid, the slot's owner.
+    pg::guarded([&] { channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role); });
     if (channel < 0) {
         send_http_error(wsi, refusal.status, refusal.message);
         return 1;
     }
-    clients_[wsi] = std::make_unique<StreamClient>(wsi, channel);
+    auto client = std::make_unique<StreamClient>(wsi, channel);
+    client->set_expires_at(identity.expires_at);
+    roles_[wsi] = identity.role;
+    clients_[wsi] = std::move(client);
     channel_has_client_[static_cast<std::size_t>(channel)] = true;
     return 0;
 }
@@ -56,6 +70,8 @@ int StreamRegistry::on_receive(struct lws *wsi, const char *data, std::size_t le
     if (client.on_receive(data, length, lws_frame_is_binary(wsi) != 0, lws_is_final_fragment(wsi) != 0,
                           lws_remaining_packet_payload(wsi)) < 0)
         return -1;
+    if (client.has_new_token())
+        refresh_token(wsi, client);
     if (client.wants_write())
         lws_callback_on_writable(wsi);
     return 0;
@@ -68,6 +84,25 @@ int StreamRegistry::on_writable(struct lws *wsi) {
     return it->second->on_writable();
 }
 
+// {"access_token": ...} on an open stream: a token for the same role extends
+// the stream; anything else ends it (4001), as an expired token would.
+void StreamRegistry::refresh_token(struct lws *wsi, StreamClient &client) {
+    const std::string token = client.take_new_token();
+    if (client.expires_at() == 0)
+        return;  // trust mode: nothing expires
+    const Authentication authn = authenticate_token(token);
+    if (!authn.ok) {
+        note_auth_failure(peer_address(wsi), "a stream's access_token message", authn.reason);
+        client.request_close(kTokenCloseCode, "invalid token", true);
+    } else if (authn.identity.role != roles_[wsi]) {
+        note_auth_failure(peer_address(wsi), "a stream's access_token message",
+                          "the new token names role \"" + authn.identity.role_name + "\", not the stream's role");
+        client.request_close(kTokenCloseCode, "token role changed", true);
+    } else {
+        client.set_expires_at(authn.identity.expires_at);
+    }
+}
+
 void StreamRegistry::forget(struct lws *wsi) {
     auto it = clients_.find(wsi);
     if (it == clients_.end())
@@ -77,6 +112,7 @@ void StreamRegistry::forget(struct lws *wsi) {
     bridge::close_stream(channel);  // atomics and a latch only: cannot fail
     channel_has_client_[static_cast<std::size_t>(channel)] = false;
     clients_.erase(it);
+    roles_.erase(wsi);
 }
 
 // Starts the close handshake of clients whose close is due. Outside any lws
@@ -100,8 +136,11 @@ void StreamRegistry::start_pending_closes() {
 // and reason each ending gets.
 void StreamRegistry::housekeeping(std::uint64_t loop_now_ms) {
     start_pending_closes();
+    const auto now = static_cast<std::int64_t>(std::time(nullptr));
     for (auto &entry : clients_) {
         StreamClient &client = *entry.second;
+        if (client.expires_at() != 0 && now >= client.expires_at() && !client.closing())
+            client.request_close(kTokenCloseCode, "token expired", true);
         shmem::Channel *ch = shmem::channel(client.channel());
         const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
         if (ch->drop_requested.load()) {

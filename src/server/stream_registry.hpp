@@ -10,6 +10,7 @@
 
 #include <libwebsockets.h>
 
+#include "server/authenticate.hpp"
 #include "server/stream_client.hpp"
 
 namespace pgcdcws::server {
@@ -20,7 +21,9 @@ public:
 
     // An admitted upgrade to GET /v1/lr/stream: checks slotName and opens the
     // stream. 0 accepts the upgrade; otherwise the answer is written, 1.
-    int open(struct lws *wsi);
+    // In token mode only the slot's owner, members of the owner role and
+    // superusers may, and the stream shows what the token's role may SELECT.
+    int open(struct lws *wsi, const Identity &identity);
     bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0; }
     bool empty() const { return clients_.empty(); }
 
@@ -35,11 +38,16 @@ public:
     // Frees channels whose client and decoder are both gone.
     void reap_channels();
     void start_pending_closes();
+    // Token mode: the close code for an expired or refused token.
+    static constexpr int kTokenCloseCode = 4001;
     // Shutdown: every client is told 1001 "server shutting down".
     void close_all_for_shutdown();
 
 private:
+    void refresh_token(struct lws *wsi, StreamClient &client);
+
     std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
+    std::unordered_map<struct lws *, Oid> roles_;  // each client's role (token mode)
     std::vector<bool> channel_has_client_;
 };
 

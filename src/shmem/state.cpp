@@ -66,6 +66,9 @@ void startup_shmem() {
         new (&shared->server_pid) std::atomic<int>(0);
         new (&shared->server_latch) std::atomic<Latch *>(nullptr);
         new (&shared->server_generation) std::atomic<std::uint32_t>(0);
+        new (&shared->auth_failures) std::atomic<std::uint64_t>(0);
+        new (&shared->connections_refused) std::atomic<std::uint64_t>(0);
+        new (&shared->request_timeouts) std::atomic<std::uint64_t>(0);
         shared->num_channels = config::max_streams;
         shared->num_snapshots = snapshot_count();
         shared->ring_capacity = ring_capacity_bytes();

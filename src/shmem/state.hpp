@@ -79,6 +79,7 @@ struct SnapshotRequestArea {
     std::int64_t offset;
     std::int64_t limit;
     char after[1025];
+    Oid role;  // the client's role (token mode); InvalidOid: the slot's owner (trust mode)
 };
 
 // One cdc_init() request and the snapshot its worker holds. Under SharedState::lock
@@ -115,6 +116,10 @@ struct SharedState {
     std::atomic<int> server_pid;
     std::atomic<Latch *> server_latch;
     std::atomic<std::uint32_t> server_generation;
+    // Server counters since the cluster started (cdc_server_stats()).
+    std::atomic<std::uint64_t> auth_failures;        // requests refused 401
+    std::atomic<std::uint64_t> connections_refused;  // beyond pgcdcws.max_connections or max_connections_per_role
+    std::atomic<std::uint64_t> request_timeouts;     // requests not complete within the request deadline
     bool leftover_temporary_checked;  // temporary slots of a previous run dropped (once per shmem init)
     int num_channels;
     int num_snapshots;

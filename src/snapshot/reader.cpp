@@ -350,7 +350,8 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     q.limit = entry->request.limit;
     strlcpy(q.after, entry->request.after, sizeof q.after);
     LWLockAcquire(shmem::state()->lock, LW_SHARED);
-    q.role = entry->requester_role;
+    // The client's role (token mode); in trust mode the role that called cdc_init().
+    q.role = OidIsValid(entry->request.role) ? entry->request.role : entry->requester_role;
     LWLockRelease(shmem::state()->lock);
 
     Response r;

@@ -11,6 +11,7 @@
 #include "config.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
+#include "snapshot/init.hpp"
 #include "snapshot/worker.hpp"
 
 #include "utils/fmgroids.h"
@@ -105,70 +106,10 @@ struct InitWait {
 };
 
 int allocate_snapshot_entry(const char *name, bool temporary, bool export_snapshot) {
-    shmem::SharedState *st = shmem::state();
-    int found = -1;
-    LWLockAcquire(st->lock, LW_EXCLUSIVE);
-    int oldest_ended = -1;
-    for (int i = 0; i < st->num_snapshots; i++) {
-        shmem::SnapshotEntry *e = shmem::snapshot_entry(i);
-        if (e->state == shmem::SnapshotState::Starting && std::strcmp(e->slot_name, name) == 0) {
-            LWLockRelease(st->lock);
-            ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
-                            errmsg("replication slot \"%s\" is being created by another cdc_init() call", name)));
-        }
-        // What an earlier slot of this name left behind is not about the new one.
-        if (e->state == shmem::SnapshotState::Ended && std::strcmp(e->slot_name, name) == 0)
-            e->state = shmem::SnapshotState::Free;
-        if (found < 0 && e->state == shmem::SnapshotState::Free)
-            found = i;
-        if (e->state == shmem::SnapshotState::Ended &&
-            (oldest_ended < 0 || e->ended_at < shmem::snapshot_entry(oldest_ended)->ended_at))
-            oldest_ended = i;
-    }
-    // Ended entries only remember why a snapshot ended: reuse the oldest.
-    if (found < 0)
-        found = oldest_ended;
-    if (found >= 0) {
-        shmem::SnapshotEntry *e = shmem::snapshot_entry(found);
-        // Every plain field anew; the request area and latch are the worker's to set.
-        e->cancelled = false;
-        e->release_requested = false;
-        e->worker_pid = 0;
-        e->lsn = 0;
-        e->snapshot_name[0] = '\0';
-        e->held_since = 0;
-        e->last_used = 0;
-        e->export_snapshot = export_snapshot;
-        e->end_reason = shmem::SnapshotEnd::Stopped;
-        e->ended_at = 0;
-        e->error_code = 0;
-        e->error_message[0] = e->error_detail[0] = e->error_hint[0] = '\0';
-        e->generation.fetch_add(1);
-        e->state = shmem::SnapshotState::Starting;
-        strlcpy(e->slot_name, name, NAMEDATALEN);
-        e->temporary = temporary;
-        e->requester_pid = MyProcPid;
-        e->database = MyDatabaseId;
-        e->requester_role = GetUserId();
-    }
-    LWLockRelease(st->lock);
-    if (found < 0)
-        ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-                        errmsg("too many cdc_init() snapshots are held (pgcdcws.max_streams = %d)",
-                               config::max_streams),
-                        errhint("Drop slots whose snapshots are no longer needed with cdc_drop(), or raise "
-                                "pgcdcws.max_streams.")));
-    return found;
+    return snapshot::allocate_entry(name, temporary, export_snapshot, GetUserId());
 }
 
-void free_snapshot_entry(int index) {
-    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
-    shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
-    e->requester_pid = 0;
-    if (e->worker_pid == 0)
-        e->state = shmem::SnapshotState::Free;
-    LWLockRelease(shmem::state()->lock);
-}
+void free_snapshot_entry(int index) { snapshot::free_entry(index); }
 
 // Runs when cdc_init is cancelled or fails while waiting: stop the worker, wait
 // for it to go (its EPHEMERAL slot goes with it), and drop the slot if it was

@@ -45,6 +45,19 @@ void check_client_message(const std::uint8_t *data, std::size_t size) {
         return;
     }
 
+    if (m.kind == proto::ClientMessage::Kind::AccessToken) {
+        // Exactly {"access_token": "<non-empty string>"}, and the token is that string.
+        CHECK(m.error.empty() && !m.token.empty() && size <= proto::kMaxClientMessageSize, input);
+        rapidjson::Document doc;
+        doc.Parse<rapidjson::kParseValidateEncodingFlag>(chars, size);
+        CHECK(!doc.HasParseError() && doc.IsObject() && doc.MemberCount() == 1, input);
+        const auto &member = *doc.MemberBegin();
+        CHECK(std::string_view(member.name.GetString(), member.name.GetStringLength()) == "access_token", input);
+        CHECK(member.value.IsString(), input);
+        CHECK(std::string_view(member.value.GetString(), member.value.GetStringLength()) == m.token, input);
+        return;
+    }
+
     CHECK(m.kind == proto::ClientMessage::Kind::Ack, input);
     CHECK(m.lsn != 0, input);
     CHECK(m.error.empty(), input);

@@ -9,6 +9,7 @@
 // (or a new fuzz_<name>.cpp, listed in TARGETS in the Makefile) and seeds in corpus/<name>/.
 #include "protocol/setting_list.hpp"
 #include "protocol/slot_name.hpp"
+#include "protocol/init_request.hpp"
 #include "protocol/snapshot_request.hpp"
 #include "protocol/ws_frame.hpp"
 
@@ -422,12 +423,31 @@ void check_client_frames(const std::uint8_t *data, std::size_t size) {
     CHECK(proto::parse_client_frames(chars, used, kMax, &again) == used && again.size() == frames.size(), input);
 }
 
+// Invariants of parse_init_request (POST /v1/init): an accepted body has a valid
+// slot name when it names one; a refusal has a message that fits a JSON reply.
+void check_init_request(const std::uint8_t *data, std::size_t size) {
+    const auto *chars = reinterpret_cast<const char *>(data);
+    const std::string_view input(chars, size);
+    const proto::ParsedInitRequest p = proto::parse_init_request(chars, size);
+    if (!p.ok) {
+        CHECK(!p.error.empty() && is_valid_utf8(p.error), input);
+        check_error_body(p.error);
+        return;
+    }
+    CHECK(p.error.empty() && size <= proto::kMaxInitRequestSize, input);
+    if (p.request.has_slot_name)
+        CHECK(proto::slot_name_error(p.request.slot_name) == nullptr, p.request.slot_name);
+    else
+        CHECK(p.request.slot_name.empty(), input);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     const std::string_view input(reinterpret_cast<const char *>(data), size);
     check_setting_list(input);
     check_error_body(input);
     check_qualified_name(input);
     check_snapshot_request(data, size);
+    check_init_request(data, size);
     check_client_frames(data, size);
     return 0;
 }

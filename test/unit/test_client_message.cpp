@@ -297,3 +297,21 @@ TEST(ClientMessage, RejectsZeroLsn) {
 }
 
 }  // namespace
+
+// ---- access_token (a new token for an open stream) ---------------------------
+
+TEST(ClientMessage, AcceptsAccessToken) {
+    const ClientMessage m = parse(R"({"access_token": "aaa.bbb.ccc"})");
+    EXPECT_EQ(m.kind, Kind::AccessToken);
+    EXPECT_EQ(m.token, "aaa.bbb.ccc");
+    EXPECT_EQ(m.error, "");
+    EXPECT_EQ(m.lsn, 0u);
+}
+
+TEST(ClientMessage, RefusesMalformedAccessToken) {
+    EXPECT_TRUE(IsInvalid(R"({"access_token": ""})", "non-empty string"));
+    EXPECT_TRUE(IsInvalid(R"({"access_token": 5})", "non-empty string"));
+    EXPECT_TRUE(IsInvalid(R"({"access_token": null})", "non-empty string"));
+    EXPECT_TRUE(IsInvalid(R"({"access_token": "a.b.c", "lsn": "0/1"})", "alone"));
+    EXPECT_TRUE(IsInvalid(R"({"access_token": "a.b.c", "access_token": "d.e.f"})", "alone"));
+}

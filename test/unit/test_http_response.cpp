@@ -136,6 +136,18 @@ TEST(HttpErrorResponse, NotFoundExactBytes) {
               "{\"error\":\"not found\"}");
 }
 
+TEST(HttpErrorResponse, ExtraHeadersBeforeTheBlankLine) {
+    EXPECT_EQ(http_error_response(401, "invalid or missing token", "www-authenticate: Bearer\r\n"),
+              "HTTP/1.1 401 Unauthorized\r\n"
+              "content-type: application/json\r\n"
+              "content-length: 36\r\n"
+              "cache-control: no-store\r\n"
+              "connection: close\r\n"
+              "www-authenticate: Bearer\r\n"
+              "\r\n"
+              "{\"error\":\"invalid or missing token\"}");
+}
+
 TEST(HttpErrorResponse, StatusLineAndHeaders) {
     const std::pair<int, const char *> cases[] = {
         {400, "HTTP/1.1 400 Bad Request"},       {404, "HTTP/1.1 404 Not Found"},

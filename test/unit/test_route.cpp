@@ -18,6 +18,12 @@ Route route(std::string_view path) {
     return route_for_path(buf.view());
 }
 
+TEST(Route, InitEndpoint) {
+    EXPECT_EQ(route("/v1/init"), Route::Init);
+    EXPECT_EQ(route("/v1/init/"), Route::Init);
+    EXPECT_EQ(route("/v1/initx"), Route::NotFound);
+}
+
 TEST(Route, StreamEndpoint) {
     EXPECT_EQ(route("/v1/lr/stream"), Route::Stream);
     EXPECT_EQ(route("/v1/lr/stream/"), Route::Stream);  // one trailing slash tolerated
