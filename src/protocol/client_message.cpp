@@ -30,7 +30,7 @@ ClientMessage invalid(std::string why) {
 
 ClientMessage parse_client_message(const char *data, std::size_t length) {
     if (length > kMaxClientMessageSize)
-        return invalid("message too large: at most 4096 bytes");
+        return invalid("message too large: at most 16384 bytes");
 
     // RapidJSON's in-memory streams read NUL as the end of input, which would
     // ignore whatever follows it; a raw NUL is never valid JSON text anyway.

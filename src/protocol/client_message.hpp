@@ -12,7 +12,7 @@
 namespace pgcdcws::protocol {
 
 // Largest client message accepted; anything longer is refused before parsing.
-constexpr std::size_t kMaxClientMessageSize = 4096;
+constexpr std::size_t kMaxClientMessageSize = 16384;  // room for {"access_token": ...} of up to 8 kB
 
 struct ClientMessage {
     enum class Kind { Ack, AccessToken, Invalid };

@@ -41,7 +41,7 @@ void check_client_message(const std::uint8_t *data, std::size_t size) {
         CHECK(is_valid_utf8(m.error), m.error);
         check_error_body(m.error);
         if (size > proto::kMaxClientMessageSize)
-            CHECK(m.error == "message too large: at most 4096 bytes", m.error);
+            CHECK(m.error == "message too large: at most 16384 bytes", m.error);
         return;
     }
 

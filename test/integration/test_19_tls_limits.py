@@ -24,7 +24,7 @@ from conftest import Cluster, _require_extension, tcp_accepts, wait_for
 from cdcws import STREAM_PATH, StreamClient, loads, lsn_int, wait_confirmed
 
 SNAP_PATH = "/v1/snapshot/data"
-MAX_MESSAGE = 4096         # bytes of one client message, all fragments together
+MAX_MESSAGE = 16384        # bytes of one client message, all fragments together
 MAX_HEADERS = 16384        # bytes of a request's line and headers, as lws stores them
 TOO_BIG_REASON = f"message too big: at most {MAX_MESSAGE} bytes"
 

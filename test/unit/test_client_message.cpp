@@ -78,16 +78,16 @@ TEST(ClientMessage, HonoursLengthNotNul) {
     EXPECT_EQ(m.lsn, 5u);
 }
 
-TEST(ClientMessage, SizeLimitIs4096Bytes) {
-    EXPECT_EQ(kMaxClientMessageSize, 4096u);
+TEST(ClientMessage, SizeLimitIs16384Bytes) {
+    EXPECT_EQ(kMaxClientMessageSize, 16384u);
     const std::string ack = R"({"lsn":"0/7"})";
-    const std::string at_limit = ack + std::string(4096 - ack.size(), ' ');
-    ASSERT_EQ(at_limit.size(), 4096u);
+    const std::string at_limit = ack + std::string(16384 - ack.size(), ' ');
+    ASSERT_EQ(at_limit.size(), 16384u);
     EXPECT_TRUE(IsAck(at_limit, 7));
 
     const std::string over = at_limit + " ";  // valid JSON, one byte too many
-    EXPECT_TRUE(IsInvalid(over, "message too large: at most 4096 bytes"));
-    EXPECT_EQ(parse(over).error, "message too large: at most 4096 bytes");
+    EXPECT_TRUE(IsInvalid(over, "message too large: at most 16384 bytes"));
+    EXPECT_EQ(parse(over).error, "message too large: at most 16384 bytes");
     EXPECT_TRUE(IsInvalid(std::string(1 << 20, '{'), "message too large"));
 }
 
