@@ -10,6 +10,7 @@ namespace pgcdcws::protocol {
 const char *http_reason_phrase(int status) {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -37,17 +38,19 @@ std::string json_error_body(std::string_view message) {
     return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-std::string http_error_response(int status, std::string_view message) {
+std::string http_error_response(int status, std::string_view message, std::string_view extra_headers) {
     const std::string body = json_error_body(message);
     std::string out;
-    out.reserve(160 + body.size());
+    out.reserve(160 + extra_headers.size() + body.size());
     out += "HTTP/1.1 ";
     out += std::to_string(status);
     out += ' ';
     out += http_reason_phrase(status);
     out += "\r\ncontent-type: application/json\r\ncontent-length: ";
     out += std::to_string(body.size());
-    out += "\r\ncache-control: no-store\r\nconnection: close\r\n\r\n";
+    out += "\r\ncache-control: no-store\r\nconnection: close\r\n";
+    out += extra_headers;
+    out += "\r\n";
     out += body;
     return out;
 }

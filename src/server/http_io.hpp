@@ -13,7 +13,8 @@ const char *method_of(struct lws *wsi);
 // The request's path (without the query string) for `method`.
 std::string path_of(struct lws *wsi, const char *method);
 
-// Writes a whole HTTP/1.1 error response with a JSON body.
+// Writes a whole HTTP/1.1 error response with a JSON body (and the CORS headers
+// when the request comes from an allowed origin).
 void send_http_error(struct lws *wsi, int status, const std::string &message);
 
 // The peer's numeric address; an IPv4 client of a dual-stack listener

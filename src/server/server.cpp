@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "pg/guard.hpp"
+#include "server/browser_gate.hpp"
 #include "server/connection_guard.hpp"
 #include "server/gate.hpp"
 #include "server/http_io.hpp"
@@ -130,6 +131,7 @@ bool Server::setup() {
         AddWaitEventToSet(events_, WL_SOCKET_READABLE, uv_backend_fd(&loop_), nullptr, nullptr);
     });
     connections_.start_counting();
+    refresh_browser_settings();
     log_guarded(LOG, "listening on port " + std::to_string(config::port) + " (" + std::to_string(listening) +
                          " address" + (listening > 1 ? "es" : "") + "), at most " +
                          std::to_string(connection_cap) + " connections");
@@ -143,7 +145,22 @@ bool Server::setup() {
 GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     const char *method = method_of(wsi);
     const std::string path = path_of(wsi, method);
-    return gate(GateRequest{method, path, websocket_upgrade});
+    GateDecision decision = gate(GateRequest{method, path, websocket_upgrade});
+    // Host and Origin before anything else, and a preflight is answered before
+    // authentication (browsers send it without credentials).
+    const protocol::BrowserDecision browser = check_browser(wsi, method);
+    if (browser.status != 0) {
+        decision.status = browser.status;
+        decision.message = browser.message;
+        return decision;
+    }
+    if (browser.preflight && decision.route != protocol::Route::NotFound) {
+        decision.status = 0;
+        decision.preflight_origin = browser.allowed_origin;
+        return decision;
+    }
+    decision.refuse_in_band = websocket_upgrade && !browser.allowed_origin.empty();
+    return decision;
 }
 
 int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in, std::size_t len) {
@@ -162,11 +179,15 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
             send_http_error(wsi, decision.status, decision.message);
             return 1;
         }
-        return streams_.open(wsi);
+        return streams_.open(wsi, decision.refuse_in_band);
     }
 
     case LWS_CALLBACK_HTTP: {
         const GateDecision decision = admit(wsi, false);
+        if (!decision.preflight_origin.empty()) {
+            send_preflight(wsi, decision.preflight_origin);
+            return 1;
+        }
         if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
             return snapshots_.request_start(wsi);
         send_http_error(wsi, decision.status ? decision.status : 404,
@@ -191,6 +212,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         if (!streams_.contains(wsi))
             return -1;
         connections_.request_complete(wsi);
+        streams_.established(wsi);
         return 0;
 
     case LWS_CALLBACK_RECEIVE:
@@ -243,6 +265,7 @@ void Server::run() {
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             pg::guarded([] { bridge::reload_config(); });
+            refresh_browser_settings();
         }
         housekeeping();
     }

@@ -19,7 +19,9 @@ class SnapshotClient {
 public:
     enum class State { ReadingBody, Queued, Running, Finished };
 
-    explicit SnapshotClient(struct lws *wsi) : wsi_(wsi) {}
+    // `extra_headers`: whole header lines (CORS) added to the reply's head, which
+    // the snapshot worker writes.
+    SnapshotClient(struct lws *wsi, std::string extra_headers) : wsi_(wsi), extra_headers_(std::move(extra_headers)) {}
 
     struct lws *wsi() const { return wsi_; }
     State state() const { return state_; }
@@ -57,6 +59,7 @@ private:
     protocol::SnapshotRequest request_;
     std::chrono::steady_clock::time_point last_progress_;  // last write to the socket
     bool replied_ = false;
+    std::string extra_headers_;
 };
 
 }  // namespace pgcdcws::server

@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "protocol/snapshot_request.hpp"
+#include "server/browser_gate.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/server_log.hpp"
@@ -33,7 +34,7 @@ int SnapshotScheduler::request_start(struct lws *wsi) {
         send_http_error(wsi, 413, "request body too large: at most 65536 bytes");
         return 1;
     }
-    clients_[wsi] = std::make_unique<SnapshotClient>(wsi);
+    clients_[wsi] = std::make_unique<SnapshotClient>(wsi, cors_headers_for(wsi));
     if (length == 0)
         return request_body_done(wsi);
     return 0;

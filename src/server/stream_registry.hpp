@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -19,10 +20,15 @@ public:
     explicit StreamRegistry(std::size_t num_channels) : channel_has_client_(num_channels, false) {}
 
     // An admitted upgrade to GET /v1/lr/stream: checks slotName and opens the
-    // stream. 0 accepts the upgrade; otherwise the answer is written, 1.
-    int open(struct lws *wsi);
-    bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0; }
-    bool empty() const { return clients_.empty(); }
+    // stream. 0 accepts the upgrade; otherwise the answer is written, 1. With
+    // `refuse_in_band` (the request comes from an allowed Origin) a refusal
+    // instead accepts the upgrade and closes it at once with 4000 + HTTP status
+    // and the message as reason: a page cannot read the status of a refused upgrade.
+    int open(struct lws *wsi, bool refuse_in_band);
+    bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0 || refused_.count(wsi) != 0; }
+    bool empty() const { return clients_.empty() && refused_.empty(); }
+    // The upgrade is complete: an in-band refusal's close is now due.
+    void established(struct lws *wsi);
 
     // lws events of a stream connection; a negative result closes it.
     int on_receive(struct lws *wsi, const char *data, std::size_t length);
@@ -39,7 +45,17 @@ public:
     void close_all_for_shutdown();
 
 private:
+    // An upgrade refused in-band: it only waits for its close.
+    struct RefusedUpgrade {
+        int code;
+        std::string reason;
+        bool due = false;
+        bool started = false;
+    };
+    int refuse(struct lws *wsi, bool in_band, int status, const std::string &message);
+
     std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
+    std::unordered_map<struct lws *, RefusedUpgrade> refused_;
     std::vector<bool> channel_has_client_;
 };
 
