@@ -324,3 +324,148 @@ def test_in_band_reason_is_cut_at_a_character(cluster, origins):
         assert 0 < len(reason.encode()) <= 123, reason
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------------ 5. Chromium
+CHROMIUM = shutil.which("chromium")
+
+
+class PageServer:
+    """Serves pages/ on 127.0.0.1:port (http.server in a thread)."""
+
+    def __init__(self, port):
+        handler = lambda *a, **kw: _QuietHandler(*a, directory=PAGES_DIR, **kw)  # noqa: E731
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Chromium:
+    """Headless Chromium showing one URL, inspected over the DevTools protocol."""
+
+    def __init__(self, url):
+        assert CHROMIUM, "chromium is not installed (scripts/install-deps.sh installs it)"
+        self.tmp = tempfile.mkdtemp(prefix="pgcdcws-chromium-")
+        self.debug_port = free_port()
+        env = dict(os.environ, HOME=self.tmp, XDG_CONFIG_HOME=self.tmp, XDG_CACHE_HOME=self.tmp)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={os.path.join(self.tmp, 'profile')}",
+             "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={self.debug_port}", url],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "stderr.log"), "wb"), env=env,
+            start_new_session=True)
+        self.url = url
+        self.ws_url = wait_for(self._page_ws_url, 90, interval=0.2, what="Chromium's DevTools endpoint")
+
+    def _page_ws_url(self):
+        assert self.proc.poll() is None, f"chromium exited: {self.stderr()}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}/json/list", timeout=5) as r:
+            targets = json.loads(r.read())
+        for t in targets:
+            if t.get("type") == "page" and t.get("url", "").startswith(self.url.split("?")[0]):
+                return t["webSocketDebuggerUrl"]
+        return None
+
+    def stderr(self):
+        with open(os.path.join(self.tmp, "stderr.log"), "rb") as f:
+            return f.read().decode("utf-8", "replace")[-3000:]
+
+    def state(self):
+        """(document.title, the page's results) read with Runtime.evaluate."""
+        async def evaluate():
+            async with websockets.connect(self.ws_url, max_size=None, open_timeout=20, ping_interval=None) as ws:
+                await ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate", "params": {
+                    "expression": "JSON.stringify([document.title, document.getElementById('out').textContent])",
+                    "returnByValue": True}}))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if msg.get("id") == 1:
+                        return msg
+        msg = asyncio.run(evaluate())
+        title, out = json.loads(msg["result"]["result"]["value"])
+        return title, (json.loads(out) if out else None)
+
+    def wait_title(self, title, timeout=90):
+        def reached():
+            t, out = self.state()
+            return (t, out) if t == title else None
+        return wait_for(reached, timeout, interval=0.2, what=f"page title {title!r}")
+
+    def close(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def page_servers():
+    other_port = free_port()
+    while other_port == PAGE_PORT:
+        other_port = free_port()
+    servers = [PageServer(PAGE_PORT), PageServer(other_port)]
+    yield other_port
+    for s in servers:
+        s.close()
+
+
+def page_url(page_port, ws_port, slot, token=None):
+    q = {"server": f"127.0.0.1:{ws_port}", "slot": slot, "table": "public.browser_t"}
+    if token:
+        q["access_token"] = token
+    return f"http://127.0.0.1:{page_port}/browser_page.html?{urllib.parse.urlencode(q)}"
+
+
+def test_chromium_page_from_allowed_origin(cluster, origins, snap_slot, page_servers):
+    browser = Chromium(page_url(PAGE_PORT, origins, snap_slot))
+    try:
+        _, out = browser.wait_title("streaming")
+        # What the page read before its stream opened: the snapshot, and an error it can read.
+        assert out["snapshot"]["status"] == 200, out
+        assert sorted(out["snapshot"]["body"], key=lambda r: r["id"]) == [
+            {"id": 1, "name": "one"}, {"id": 2, "name": "two"}], out
+        assert out["snapshot_error"]["status"] == 404, out
+        assert "no_such_table" in out["snapshot_error"]["body"]["error"], out
+        # The in-band refusal is what lets the page tell "no such slot" from other failures.
+        assert out["missing"]["opened"] is True, out
+        assert out["missing"]["code"] == 4404, out
+        assert "no_such_slot" in out["missing"]["reason"], out
+        cluster.sql("INSERT INTO browser_t VALUES (3, 'three')")
+        _, out = browser.wait_title("done")
+        stream = out["stream"]
+        assert stream["opened"] is True and stream["code"] == 1000, out
+        change = stream["message"]["change"]
+        assert [(c["kind"], c["table"], c["columnvalues"]) for c in change] == [
+            ("insert", "browser_t", [3, "three"])], out
+    finally:
+        browser.close()
+
+
+def test_chromium_page_from_other_origin_is_refused(cluster, origins, snap_slot, page_servers):
+    other_port = page_servers
+    browser = Chromium(page_url(other_port, origins, snap_slot))
+    try:
+        _, out = browser.wait_title("done")
+        # fetch: the preflight is refused (403 without CORS headers), so the request never goes out.
+        assert out["snapshot"] == {"failed": "TypeError: Failed to fetch"}, out
+        assert out["snapshot_error"] == {"failed": "TypeError: Failed to fetch"}, out
+        # WebSocket: refused with a plain 403 before the upgrade; the page sees only 1006.
+        for key in ("missing", "stream"):
+            assert out[key] == {"opened": False, "code": 1006, "reason": ""}, out
+    finally:
+        browser.close()
+    # Nothing was streamed to it: the slot was never taken.
+    r = post_snapshot(origins, {"slotName": snap_slot, "table": "public.browser_t"})
+    assert r.status == 200 and len(r.json()) == 2, r
