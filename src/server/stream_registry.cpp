@@ -117,10 +117,12 @@ void StreamRegistry::start_pending_closes() {
         if (entry.second.due && !entry.second.started)
             due.push_back(entry.first);
     for (struct lws *wsi : due) {
-        RefusedUpgrade &r = refused_[wsi];
-        r.started = true;
-        lws_close_reason(wsi, static_cast<lws_close_status>(r.code), reinterpret_cast<unsigned char *>(r.reason.data()),
-                         r.reason.size());
+        auto it = refused_.find(wsi);
+        if (it == refused_.end())
+            continue;
+        it->second.started = true;
+        lws_close_reason(wsi, static_cast<lws_close_status>(it->second.code),
+                         reinterpret_cast<unsigned char *>(it->second.reason.data()), it->second.reason.size());
         lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);  // may forget(wsi) at once
     }
 }
