@@ -16,6 +16,8 @@ PACKAGES=(
     libjwt-dev libssl-dev
     # clients and test runners
     python3-websockets python3-psycopg2 python3-pytest libipc-run-perl libgtest-dev
+    # the browser test (test_21_browsers.py): headless Chromium, about 80 MB to download
+    chromium
     # toolchain
     clang build-essential g++ make
 )

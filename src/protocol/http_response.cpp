@@ -10,6 +10,7 @@ namespace pgcdcws::protocol {
 const char *http_reason_phrase(int status) {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -40,7 +41,7 @@ std::string json_error_body(std::string_view message) {
 std::string http_error_response(int status, std::string_view message, std::string_view extra_headers) {
     const std::string body = json_error_body(message);
     std::string out;
-    out.reserve(160 + body.size());
+    out.reserve(160 + extra_headers.size() + body.size());
     out += "HTTP/1.1 ";
     out += std::to_string(status);
     out += ' ';

@@ -13,8 +13,8 @@ const char *http_reason_phrase(int status);
 // The JSON body alone: {"error":"<message>"} with message escaped.
 std::string json_error_body(std::string_view message);
 
-// Status line, content-type, content-length, connection: close, blank line, body.
-// extra_headers: more header lines, each ending in CRLF (e.g. WWW-Authenticate).
+// Status line, content-type, content-length, connection: close, `extra_headers`
+// (whole "name: value\r\n" lines, e.g. CORS), blank line, body.
 std::string http_error_response(int status, std::string_view message, std::string_view extra_headers = {});
 
 }  // namespace pgcdcws::protocol

@@ -22,6 +22,10 @@ struct GateDecision {
     int status = 0;  // 0: proceed; otherwise refuse with this HTTP status
     std::string message;
     bool answered = false;  // the refusal is already written (401 with its own headers)
+    // Set by the browser checks (browser_gate): a CORS preflight to answer with
+    // 204 (preflight_origin), and whether a refused upgrade closes in-band.
+    std::string preflight_origin;
+    bool refuse_in_band = false;
 };
 
 GateDecision gate(const GateRequest &request);

@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "server/authenticate.hpp"
+#include "server/browser_gate.hpp"
 #include "server/connection_guard.hpp"
 #include "server/gate.hpp"
 #include "server/http_io.hpp"
@@ -152,6 +153,7 @@ bool Server::setup() {
         AddWaitEventToSet(events_, WL_SOCKET_READABLE, uv_backend_fd(&loop_), nullptr, nullptr);
     });
     connections_.start_counting();
+    refresh_browser_settings();
     log_guarded(LOG, "listening on port " + std::to_string(config::port) + (config::ssl ? " (TLS only, " : " (") +
                          std::to_string(listening) + " address" + (listening > 1 ? "es" : "") + "), at most " +
                          std::to_string(connection_cap) + " connections");
@@ -171,6 +173,20 @@ GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     const char *method = method_of(wsi);
     const std::string path = path_of(wsi, method);
     identities_.erase(wsi);  // a keep-alive connection's previous request
+    GateDecision decision = gate(GateRequest{method, path, websocket_upgrade});
+    // Host and Origin before anything else, and a preflight is answered before
+    // authentication (browsers send it without credentials).
+    const protocol::BrowserDecision browser = check_browser(wsi, method);
+    if (browser.status != 0) {
+        decision.status = browser.status;
+        decision.message = browser.message;
+        return decision;
+    }
+    if (browser.preflight && decision.route != protocol::Route::NotFound) {
+        decision.status = 0;
+        decision.preflight_origin = browser.allowed_origin;
+        return decision;
+    }
     const Authentication authn = authenticate(wsi);
     if (!authn.ok) {
         refuse_unauthenticated(wsi, path, authn.reason);
@@ -179,7 +195,6 @@ GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
         refused.answered = true;
         return refused;
     }
-    GateDecision decision = gate(GateRequest{method, path, websocket_upgrade});
     if (decision.status == 0 && !authn.identity.trust && over_role_cap(wsi, authn.identity.role)) {
         shmem::state()->connections_refused.fetch_add(1, std::memory_order_relaxed);
         decision.status = 503;
@@ -189,6 +204,9 @@ GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     }
     if (decision.status == 0)
         identities_[wsi] = authn.identity;
+    // After authentication, refusals of an upgrade from an allowed origin's page
+    // close in-band (4000 + status): a page cannot read an HTTP status.
+    decision.refuse_in_band = websocket_upgrade && !browser.allowed_origin.empty();
     return decision;
 }
 
@@ -221,11 +239,15 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
                 send_http_error(wsi, decision.status, decision.message);
             return 1;
         }
-        return streams_.open(wsi, identities_[wsi]);
+        return streams_.open(wsi, identities_[wsi], decision.refuse_in_band);
     }
 
     case LWS_CALLBACK_HTTP: {
         const GateDecision decision = admit(wsi, false);
+        if (!decision.preflight_origin.empty()) {
+            send_preflight(wsi, decision.preflight_origin);
+            return 1;
+        }
         if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
             return snapshots_.request_start(wsi, identities_[wsi].role);
         if (decision.status == 0 && decision.route == protocol::Route::Init) {
@@ -266,6 +288,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         if (!streams_.contains(wsi))
             return -1;
         connections_.request_complete(wsi);
+        streams_.established(wsi);
         return 0;
 
     case LWS_CALLBACK_RECEIVE:
@@ -323,6 +346,7 @@ void Server::run() {
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             pg::guarded([] { bridge::reload_config(); });
+            refresh_browser_settings();
         }
         housekeeping();
     }

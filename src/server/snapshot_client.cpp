@@ -51,8 +51,20 @@ int SnapshotClient::on_writable() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (entry->request.producer_waiting.load())
         shmem::wake_snapshot_worker(entry);
-    if (header.length > 0 &&
-        lws_write(wsi_, buffer->data() + LWS_PRE, header.length, LWS_WRITE_RAW) < static_cast<int>(header.length))
+    std::size_t length = header.length;
+    if (!replied_ && length > 0 && !extra_headers_.empty()) {
+        // The reply's first record starts with the worker's status line: the
+        // extra headers go right after it.
+        const char *start = reinterpret_cast<const char *>(buffer->data() + LWS_PRE);
+        const char *eol = static_cast<const char *>(memmem(start, length, "\r\n", 2));
+        if (eol && std::strncmp(start, "HTTP/1.1 ", 9) == 0) {
+            const std::size_t at = LWS_PRE + static_cast<std::size_t>(eol - start) + 2;
+            buffer->insert(buffer->begin() + static_cast<std::ptrdiff_t>(at), extra_headers_.begin(),
+                           extra_headers_.end());
+            length += extra_headers_.size();
+        }
+    }
+    if (length > 0 && lws_write(wsi_, buffer->data() + LWS_PRE, length, LWS_WRITE_RAW) < static_cast<int>(length))
         return -1;
     last_progress_ = std::chrono::steady_clock::now();
     replied_ = replied_ || header.length > 0;

@@ -20,7 +20,10 @@ public:
     enum class State { ReadingBody, Queued, Running, Finished };
 
     // role: the client's role OID (0 in trust mode: the slot's owner reads).
-    SnapshotClient(struct lws *wsi, std::uint32_t role) : wsi_(wsi), role_(role) {}
+    // `extra_headers`: whole header lines (CORS) added to the reply's head, which
+    // the snapshot worker writes.
+    SnapshotClient(struct lws *wsi, std::uint32_t role, std::string extra_headers)
+        : wsi_(wsi), role_(role), extra_headers_(std::move(extra_headers)) {}
 
     struct lws *wsi() const { return wsi_; }
     std::uint32_t role() const { return role_; }
@@ -60,6 +63,7 @@ private:
     protocol::SnapshotRequest request_;
     std::chrono::steady_clock::time_point last_progress_;  // last write to the socket
     bool replied_ = false;
+    std::string extra_headers_;
 };
 
 }  // namespace pgcdcws::server

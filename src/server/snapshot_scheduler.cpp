@@ -9,6 +9,7 @@
 #include "pg/guard.hpp"
 #include "protocol/snapshot_request.hpp"
 #include "server/authenticate.hpp"
+#include "server/browser_gate.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/server_log.hpp"
@@ -34,7 +35,7 @@ int SnapshotScheduler::request_start(struct lws *wsi, std::uint32_t role) {
         send_http_error(wsi, 413, "request body too large: at most 65536 bytes");
         return 1;
     }
-    clients_[wsi] = std::make_unique<SnapshotClient>(wsi, role);
+    clients_[wsi] = std::make_unique<SnapshotClient>(wsi, role, cors_headers_for(wsi));
     if (length == 0)
         return request_body_done(wsi);
     return 0;

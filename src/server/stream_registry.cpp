@@ -7,6 +7,7 @@
 #include "server/stream_registry.hpp"
 
 #include "pg/guard.hpp"
+#include "protocol/browser_policy.hpp"
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
@@ -20,40 +21,53 @@ namespace {
 // SIGTERM (a shutdown) before telling the client it was an administrator.
 constexpr std::uint64_t kTerminateGraceMs = 300;
 
+// A close reason holds at most 123 bytes.
+constexpr std::size_t kMaxCloseReason = 123;
+
 }  // namespace
 
-int StreamRegistry::open(struct lws *wsi, const Identity &identity) {
+int StreamRegistry::refuse(struct lws *wsi, bool in_band, int status, const std::string &message) {
+    if (!in_band) {
+        send_http_error(wsi, status, message);
+        return 1;
+    }
+    refused_[wsi] = RefusedUpgrade{4000 + status, protocol::truncate_utf8(message, kMaxCloseReason)};
+    return 0;
+}
+
+void StreamRegistry::established(struct lws *wsi) {
+    auto it = refused_.find(wsi);
+    if (it == refused_.end())
+        return;
+    // Closed from the event loop, as StreamClient closes are (see start_pending_closes).
+    it->second.due = true;
+    SetLatch(MyLatch);
+}
+
+int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_in_band) {
     // Room for the whole query string: lws finds no argument longer than the
     // buffer, and a long name must be reported as too long, not as missing.
     std::vector<char> arg(static_cast<std::size_t>(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS)) + 64);
     const char *slot = lws_get_urlarg_by_name(wsi, "slotName=", arg.data(), static_cast<int>(arg.size()));
-    if (!slot) {
-        send_http_error(wsi, 400, "missing query parameter slotName (GET /v1/lr/stream?slotName=S)");
-        return 1;
-    }
-    if (const char *why = protocol::slot_name_error(slot)) {
-        send_http_error(wsi, 400, std::string("invalid slotName: ") + why);
-        return 1;
-    }
+    if (!slot)
+        return refuse(wsi, refuse_in_band, 400, "missing query parameter slotName (GET /v1/lr/stream?slotName=S)");
+    if (const char *why = protocol::slot_name_error(slot))
+        return refuse(wsi, refuse_in_band, 400, std::string("invalid slotName: ") + why);
     const std::string addr = peer_address(wsi);
 
     // Before the slot is looked up, so that others cannot tell which slots exist.
     if (!identity.trust) {
         bool allowed = false;
         pg::guarded([&] { allowed = bridge::may_use_slot(identity.role, slot); });
-        if (!allowed) {
-            send_http_error(wsi, 403, kSlotForbidden);
-            return 1;
-        }
+        if (!allowed)
+            return refuse(wsi, refuse_in_band, 403, kSlotForbidden);
     }
     bridge::Refusal refusal;
     int channel = -1;
     // Trust mode: InvalidOid, the slot's owner.
     pg::guarded([&] { channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role); });
-    if (channel < 0) {
-        send_http_error(wsi, refusal.status, refusal.message);
-        return 1;
-    }
+    if (channel < 0)
+        return refuse(wsi, refuse_in_band, refusal.status, refusal.message);
     auto client = std::make_unique<StreamClient>(wsi, channel);
     client->set_expires_at(identity.expires_at);
     roles_[wsi] = identity.role;
@@ -63,6 +77,8 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity) {
 }
 
 int StreamRegistry::on_receive(struct lws *wsi, const char *data, std::size_t length) {
+    if (refused_.count(wsi) != 0)
+        return 0;  // closing: what the page sends does not matter
     auto it = clients_.find(wsi);
     if (it == clients_.end())
         return -1;
@@ -104,6 +120,7 @@ void StreamRegistry::refresh_token(struct lws *wsi, StreamClient &client) {
 }
 
 void StreamRegistry::forget(struct lws *wsi) {
+    refused_.erase(wsi);
     auto it = clients_.find(wsi);
     if (it == clients_.end())
         return;
@@ -129,6 +146,19 @@ void StreamRegistry::start_pending_closes() {
             continue;
         it->second->start_close();
         lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+    }
+    due.clear();
+    for (auto &entry : refused_)
+        if (entry.second.due && !entry.second.started)
+            due.push_back(entry.first);
+    for (struct lws *wsi : due) {
+        auto it = refused_.find(wsi);
+        if (it == refused_.end())
+            continue;
+        it->second.started = true;
+        lws_close_reason(wsi, static_cast<lws_close_status>(it->second.code),
+                         reinterpret_cast<unsigned char *>(it->second.reason.data()), it->second.reason.size());
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);  // may forget(wsi) at once
     }
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -23,9 +24,15 @@ public:
     // stream. 0 accepts the upgrade; otherwise the answer is written, 1.
     // In token mode only the slot's owner, members of the owner role and
     // superusers may, and the stream shows what the token's role may SELECT.
-    int open(struct lws *wsi, const Identity &identity);
-    bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0; }
-    bool empty() const { return clients_.empty(); }
+    // stream. 0 accepts the upgrade; otherwise the answer is written, 1. With
+    // `refuse_in_band` (the request comes from an allowed Origin) a refusal
+    // instead accepts the upgrade and closes it at once with 4000 + HTTP status
+    // and the message as reason: a page cannot read the status of a refused upgrade.
+    int open(struct lws *wsi, const Identity &identity, bool refuse_in_band);
+    bool contains(struct lws *wsi) const { return clients_.count(wsi) != 0 || refused_.count(wsi) != 0; }
+    bool empty() const { return clients_.empty() && refused_.empty(); }
+    // The upgrade is complete: an in-band refusal's close is now due.
+    void established(struct lws *wsi);
 
     // lws events of a stream connection; a negative result closes it.
     int on_receive(struct lws *wsi, const char *data, std::size_t length);
@@ -48,6 +55,16 @@ private:
 
     std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
     std::unordered_map<struct lws *, Oid> roles_;  // each client's role (token mode)
+    // An upgrade refused in-band: it only waits for its close.
+    struct RefusedUpgrade {
+        int code;
+        std::string reason;
+        bool due = false;
+        bool started = false;
+    };
+    int refuse(struct lws *wsi, bool in_band, int status, const std::string &message);
+
+    std::unordered_map<struct lws *, RefusedUpgrade> refused_;
     std::vector<bool> channel_has_client_;
 };
 

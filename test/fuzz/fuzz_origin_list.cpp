@@ -1,8 +1,12 @@
 // libFuzzer target: pgcdcws.allowed_origins (parse_origin_list), the Origin
-// normalisation (normalize_origin) and the check (origin_allowed). Invariants from
-// src/protocol/origin_list.hpp; a violated invariant aborts (__builtin_trap) so
+// normalisation (normalize_origin), the check (origin_allowed) and the browser decision
+// (decide_browser_request: Host, Origin, CORS; truncate_utf8). Invariants from
+// src/protocol/origin_list.hpp and browser_policy.hpp; a violated invariant aborts (__builtin_trap) so
 // libFuzzer saves the input as crash-<sha1>.
+#include "protocol/browser_policy.hpp"
+#include "protocol/host_header.hpp"
 #include "protocol/origin_list.hpp"
+#include "protocol/utf8.hpp"
 
 #include "fuzz_common.hpp"
 
@@ -93,6 +97,59 @@ void check_allowed(std::string_view input) {
     CHECK(proto::origin_allowed(r.list, header) == (r.list.any || listed), input);
 }
 
+// The browser decision for a setting, Host and Origin split at NULs (mode from the
+// first byte): refusals are 403 with a message; an echoed origin is allowed and
+// visible ASCII (no header injection); the CORS headers are well-formed lines.
+void check_browser(std::string_view input) {
+    if (input.size() < 2)
+        return;
+    const bool trust = (input[0] & 1) != 0;
+    const bool preflight = (input[0] & 2) != 0;
+    std::string_view rest = input.substr(1);
+    const std::size_t a = rest.find('\0');
+    if (a == std::string_view::npos)
+        return;
+    const proto::ParsedOriginList r = proto::parse_origin_list(rest.substr(0, a));
+    if (!r.ok)
+        return;
+    rest = rest.substr(a + 1);
+    const std::size_t b = rest.find('\0');
+    proto::BrowserRequest q;
+    q.trust_mode = trust;
+    q.allowed = &r.list;
+    q.method = "OPTIONS";
+    q.preflight_header = preflight;
+    if (b == std::string_view::npos) {
+        q.host = rest;
+    } else {
+        q.host = rest.substr(0, b);
+        q.origin = rest.substr(b + 1);
+    }
+    const proto::BrowserDecision d = proto::decide_browser_request(q);
+    CHECK(d.status == 0 || d.status == 403, input);
+    CHECK((d.status == 0) == d.message.empty(), input);
+    if (d.status != 0)
+        CHECK(d.allowed_origin.empty() && !d.preflight, input);
+    if (trust && d.status == 0)
+        CHECK(proto::is_loopback_host(*q.host), input);
+    if (!d.allowed_origin.empty()) {
+        CHECK(q.origin && d.allowed_origin == *q.origin, input);
+        CHECK(proto::origin_allowed_for(trust, r.list, *q.origin), input);
+        CHECK(!(trust && r.list.any), input);
+        for (char c : d.allowed_origin)
+            CHECK(c > 0x20 && c < 0x7F, input);
+        const std::string h = proto::cors_response_headers(d.allowed_origin);
+        CHECK(std::count(h.begin(), h.end(), '\n') == 2 && std::count(h.begin(), h.end(), '\r') == 2, h);
+    }
+    if (q.origin && d.status == 0 && !r.list.any)
+        CHECK(!d.allowed_origin.empty(), input);
+    CHECK(d.preflight == (preflight && !d.allowed_origin.empty()), input);
+    const std::string t = proto::truncate_utf8(input, 123);
+    CHECK(t.size() <= 123 && input.substr(0, t.size()) == t, input);
+    if (proto::valid_utf8(input))
+        CHECK(proto::valid_utf8(t) && t.size() + 3 >= std::min<std::size_t>(input.size(), 123), input);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
@@ -100,5 +157,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check_normalize(input);
     check_list(input);
     check_allowed(input);
+    check_browser(input);
     return 0;
 }

@@ -148,6 +148,19 @@ TEST(HttpErrorResponse, ExtraHeadersBeforeTheBlankLine) {
               "{\"error\":\"invalid or missing token\"}");
 }
 
+TEST(HttpErrorResponse, CorsHeadersBeforeTheBlankLine) {
+    EXPECT_EQ(http_error_response(409, "busy", "access-control-allow-origin: http://a.example\r\nvary: Origin\r\n"),
+              "HTTP/1.1 409 Conflict\r\n"
+              "content-type: application/json\r\n"
+              "content-length: 16\r\n"
+              "cache-control: no-store\r\n"
+              "connection: close\r\n"
+              "access-control-allow-origin: http://a.example\r\n"
+              "vary: Origin\r\n"
+              "\r\n"
+              "{\"error\":\"busy\"}");
+}
+
 TEST(HttpErrorResponse, StatusLineAndHeaders) {
     const std::pair<int, const char *> cases[] = {
         {400, "HTTP/1.1 400 Bad Request"},       {404, "HTTP/1.1 404 Not Found"},

@@ -1,0 +1,471 @@
+"""Browsers (issue 7): Host and Origin checks, CORS, in-band refusals, and a headless Chromium.
+
+1. Trust mode serves only requests that name a loopback Host (DNS rebinding); HTTP/1.0
+   without Host is refused.
+2. Origin: listed origins pass and get CORS headers on every reply (snapshot data, JSON
+   errors); others get a plain 403 without them; "*" matches nothing in trust mode
+   (and the server logs a WARNING); requests without Origin are not affected.
+3. CORS preflight: answered with 204 and the CORS headers, without credentials.
+4. In-band refusals: an upgrade from an allowed Origin that is refused after authentication
+   completes and closes at once with 4000 + status (4404, 4409, 4400); without Origin
+   the same refusal is plain HTTP.
+5. Headless Chromium: a page from the allowed origin reads a snapshot with fetch and
+   streams with WebSocket; a page from another origin is refused.
+"""
+
+import asyncio
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import websockets
+import websockets.exceptions
+
+from cdcws import StreamClient, stream_uri
+from conftest import free_port, wait_for
+
+SNAP_PATH = "/v1/snapshot/data"
+PAGE_PORT = free_port()
+ALLOWED = f"http://127.0.0.1:{PAGE_PORT}"
+ORIGIN_REFUSED = "Origin not allowed (see pgcdcws.allowed_origins)"
+PAGES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages")
+
+
+# ------------------------------------------------------------------------ helpers
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return f"Reply({self.status}, {self.headers!r}, {self.body[:300]!r})"
+
+
+def raw(port, request_head, body=b"", timeout=20):
+    """Send request_head (lines without the final blank line) and body on a raw socket to
+    127.0.0.1; read the response until EOF (pgcdcws closes after each reply)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request_head.encode() + b"\r\n\r\n" + body)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return Reply(int(lines[0].split(" ")[1]), headers, rest)
+
+
+def post_snapshot(port, body, host=None, origin=None):
+    body = json.dumps(body).encode()
+    head = [f"POST {SNAP_PATH} HTTP/1.1", f"Host: {host or f'localhost:{port}'}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    if origin is not None:
+        head.append(f"Origin: {origin}")
+    return raw(port, "\r\n".join(head), body)
+
+
+def upgrade(port, slot, host=None, origin=None):
+    head = [f"GET /v1/lr/stream?slotName={slot} HTTP/1.1", f"Host: {host or f'localhost:{port}'}",
+            "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13"]
+    if origin is not None:
+        head.append(f"Origin: {origin}")
+    return raw(port, "\r\n".join(head), timeout=5)
+
+
+def preflight(port, origin, path=SNAP_PATH):
+    head = [f"OPTIONS {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Origin: {origin}",
+            "Access-Control-Request-Method: POST", "Access-Control-Request-Headers: authorization, content-type"]
+    return raw(port, "\r\n".join(head))
+
+
+def assert_cors(reply, origin):
+    assert reply.headers.get("access-control-allow-origin") == origin, reply
+    assert reply.headers.get("vary") == "Origin", reply
+
+
+def assert_no_cors(reply):
+    assert "access-control-allow-origin" not in reply.headers, reply
+
+
+def assert_refused_origin(reply):
+    assert reply.status == 403, reply
+    assert reply.json() == {"error": ORIGIN_REFUSED}
+    assert_no_cors(reply)
+
+
+async def in_band_close(port, slot, origin):
+    """Open a stream from `origin`; the upgrade must complete and the server close at
+    once: return (code, reason)."""
+    async with websockets.connect(stream_uri(port, slot), origin=origin, open_timeout=20,
+                                  close_timeout=5, ping_interval=None) as ws:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 20)
+    rcvd = closed.value.rcvd
+    assert rcvd is not None, "the server closed without a close frame"
+    return rcvd.code, rcvd.reason
+
+
+def set_origins(cluster, value):
+    cluster.alter_system("pgcdcws.allowed_origins", value, expect_show=value if value is not None else "")
+
+
+@pytest.fixture(scope="module")
+def origins(cluster):
+    """pgcdcws.allowed_origins = ALLOWED for this module; reset at its end. The server
+    process reloads on its own schedule: wait until a preflight is answered."""
+    set_origins(cluster, ALLOWED)
+    wait_for(lambda: preflight(cluster.ws_port, ALLOWED).status == 204, 30, what="allowed_origins reloaded")
+    yield cluster.ws_port
+    set_origins(cluster, None)
+
+
+@pytest.fixture
+def snap_slot(cluster):
+    """A slot with a held snapshot of public.browser_t (rows 1, 2); dropped at the end."""
+    cluster.sql("DROP TABLE IF EXISTS browser_t")
+    cluster.sql("CREATE TABLE browser_t (id int PRIMARY KEY, name text)")
+    cluster.sql("INSERT INTO browser_t VALUES (1, 'one'), (2, 'two')")
+    slot = "browser_slot"
+    cluster.drop_slot_quietly(slot)
+    row = cluster.sql("SELECT slot_name, snapshot_name FROM cdc_init(%s)", (slot,))[0]
+    assert row[0] == slot and row[1]
+    yield slot
+    cluster.drop_slot_quietly(slot)
+    cluster.sql("DROP TABLE IF EXISTS browser_t")
+
+
+# ------------------------------------------------------------------------ 1. Host
+def test_trust_mode_serves_only_loopback_hosts(cluster, origins):
+    port = origins
+    for host in [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost", f"LOCALHOST:{port}",
+                 f"127.0.0.2:{port}"]:
+        r = post_snapshot(port, {"slotName": "no_such_slot", "table": "t"}, host=host)
+        assert r.status == 404, (host, r)  # served: the slot does not exist
+    for host in ["evil.example", f"evil.example:{port}", f"127.0.0.1.nip.io:{port}", f"localhost.evil.example:{port}",
+                 f"2130706433:{port}", f"10.1.2.3:{port}", f"0x7f.0.0.1:{port}"]:
+        for r in (post_snapshot(port, {"slotName": "no_such_slot", "table": "t"}, host=host),
+                  upgrade(port, "no_such_slot", host=host),
+                  upgrade(port, "no_such_slot", host=host, origin=ALLOWED)):
+            assert r.status == 403, (host, r)
+            assert r.json() == {"error": "Host not served: with pgcdcws.auth = trust only localhost, 127.x.x.x "
+                                         "and [::1] are"}, r
+            assert_no_cors(r)
+    # HTTP/1.0 without Host: nothing would stop a rebinding page, so refused.
+    r = raw(port, f"GET /v1/lr/stream?slotName=x HTTP/1.0")
+    assert r.status == 403, r
+    assert "Host header is required" in r.json()["error"]
+
+
+# ------------------------------------------------------------------------ 2. Origin
+def test_origin_refused_or_allowed_over_http(cluster, origins):
+    port = origins
+    for origin in [f"http://localhost:{PAGE_PORT}", f"http://127.0.0.1:{PAGE_PORT + 1}",
+                   f"https://127.0.0.1:{PAGE_PORT}", "http://evil.example", "null"]:
+        assert_refused_origin(post_snapshot(port, {"slotName": "no_such_slot", "table": "t"}, origin=origin))
+        assert_refused_origin(upgrade(port, "no_such_slot", origin=origin))
+        assert_refused_origin(preflight(port, origin))
+    # Allowed: the error reply carries the CORS headers (a page can read it).
+    r = post_snapshot(port, {"slotName": "no_such_slot", "table": "t"}, origin=ALLOWED)
+    assert r.status == 404, r
+    assert_cors(r, ALLOWED)
+    assert "no_such_slot" in r.json()["error"]
+    # Every JSON error, including the server's own (no such endpoint, bad body).
+    r = raw(port, f"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {ALLOWED}")
+    assert r.status == 404, r
+    assert_cors(r, ALLOWED)
+    r = raw(port, f"POST {SNAP_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {ALLOWED}\r\n"
+                  f"Content-Length: 3", b"{x}")
+    assert r.status == 400, r
+    assert_cors(r, ALLOWED)
+    # Without Origin (not a page): not affected, and no CORS headers.
+    r = post_snapshot(port, {"slotName": "no_such_slot", "table": "t"})
+    assert r.status == 404, r
+    assert_no_cors(r)
+
+
+def test_star_is_ignored_in_trust_mode(cluster, origins):
+    port = origins
+    offset = cluster.log_size()
+    set_origins(cluster, "*")
+    try:
+        wait_for(lambda: "pgcdcws.allowed_origins = '*' is ignored with pgcdcws.auth = trust"
+                 in cluster.log_since(offset), 30, what="the WARNING about '*'")
+        assert "WARNING:  pgcdcws: pgcdcws.allowed_origins = '*' is ignored" in cluster.log_since(offset)
+        for origin in [ALLOWED, "http://evil.example"]:
+            assert_refused_origin(post_snapshot(port, {"slotName": "no_such_slot", "table": "t"}, origin=origin))
+            assert_refused_origin(upgrade(port, "no_such_slot", origin=origin))
+        r = post_snapshot(port, {"slotName": "no_such_slot", "table": "t"})
+        assert r.status == 404, r
+    finally:
+        set_origins(cluster, ALLOWED)
+        wait_for(lambda: preflight(port, ALLOWED).status == 204, 30, what="allowed_origins reloaded")
+
+
+# ------------------------------------------------------------------------ 3. preflight
+def test_preflight(cluster, origins):
+    port = origins
+    r = preflight(port, ALLOWED)
+    assert r.status == 204, r
+    assert r.headers == {
+        "access-control-allow-origin": ALLOWED,
+        "vary": "Origin",
+        "access-control-allow-methods": "GET, POST, OPTIONS",
+        "access-control-allow-headers": "Authorization, Content-Type",
+        "access-control-max-age": "600",
+        "content-length": "0",
+        "cache-control": "no-store",
+        "connection": "close",
+    }, r
+    assert r.body == b""
+    # The stream endpoint too (browsers do not preflight WebSockets, but a GET may be).
+    assert preflight(port, ALLOWED, "/v1/lr/stream?slotName=x").status == 204
+    # No such endpoint: 404, readable by the page.
+    r = preflight(port, ALLOWED, "/nowhere")
+    assert r.status == 404, r
+    assert_cors(r, ALLOWED)
+    # OPTIONS that is not a preflight: an ordinary request, which no endpoint accepts.
+    r = raw(port, f"OPTIONS {SNAP_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {ALLOWED}")
+    assert r.status == 405, r
+    assert_cors(r, ALLOWED)
+
+
+# ------------------------------------------------------------------------ snapshot data
+def test_snapshot_data_carries_cors_headers(cluster, origins, snap_slot):
+    port = origins
+    r = post_snapshot(port, {"slotName": snap_slot, "table": "public.browser_t",
+                             "order_by": {"column": "id", "order": "asc"}}, origin=ALLOWED)
+    assert r.status == 200, r
+    assert_cors(r, ALLOWED)
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}]
+    # An error written by the snapshot worker (no such table) carries them too.
+    r = post_snapshot(port, {"slotName": snap_slot, "table": "public.no_such_table"}, origin=ALLOWED)
+    assert r.status == 404, r
+    assert_cors(r, ALLOWED)
+    assert "no_such_table" in r.json()["error"]
+    # The same reply without Origin: no CORS headers.
+    r = post_snapshot(port, {"slotName": snap_slot, "table": "public.browser_t"})
+    assert r.status == 200, r
+    assert_no_cors(r)
+    assert len(r.json()) == 2
+
+
+# ------------------------------------------------------------------------ 4. in-band refusals
+def test_in_band_refusals_with_origin(cluster, origins):
+    port = origins
+
+    async def main():
+        code, reason = await in_band_close(port, "no_such_slot", ALLOWED)
+        assert code == 4404, (code, reason)
+        assert "no_such_slot" in reason
+        code, reason = await in_band_close(port, "Bad-Name", ALLOWED)
+        assert code == 4400, (code, reason)
+        assert reason.startswith("invalid slotName"), reason
+
+    asyncio.run(main())
+    # Without Origin: plain HTTP refusals, as before.
+    assert upgrade(port, "no_such_slot").status == 404
+    assert upgrade(port, "Bad-Name").status == 400
+
+
+def test_in_band_busy_slot(cluster, origins):
+    port = origins
+    slot = "browser_busy"
+    cluster.drop_slot_quietly(slot)
+    cluster.sql("SELECT cdc_init(%s)", (slot,))
+    cluster.sql("SELECT cdc_snapshot_release(%s)", (slot,))
+
+    async def main():
+        client = await StreamClient.open_retry(port, slot)
+        try:
+            code, reason = await in_band_close(port, slot, ALLOWED)
+            assert code == 4409, (code, reason)
+            assert reason, "a close reason is given"
+            r = upgrade(port, slot)
+            assert r.status == 409, r
+        finally:
+            await client.ws.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        cluster.drop_slot_quietly(slot)
+
+
+def test_in_band_reason_is_cut_at_a_character(cluster, origins):
+    """A close reason holds 123 bytes: a long message is cut without splitting UTF-8."""
+    port = origins
+    slot = "s" * 63  # the longest valid name: the 404 message quotes it and more
+
+    async def main():
+        code, reason = await in_band_close(port, slot, ALLOWED)
+        assert code == 4404, (code, reason)
+        assert 0 < len(reason.encode()) <= 123, reason
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------ 5. Chromium
+CHROMIUM = shutil.which("chromium")
+
+
+class PageServer:
+    """Serves pages/ on 127.0.0.1:port (http.server in a thread)."""
+
+    def __init__(self, port):
+        handler = lambda *a, **kw: _QuietHandler(*a, directory=PAGES_DIR, **kw)  # noqa: E731
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Chromium:
+    """Headless Chromium showing one URL, inspected over the DevTools protocol."""
+
+    def __init__(self, url):
+        assert CHROMIUM, "chromium is not installed (scripts/install-deps.sh installs it)"
+        self.tmp = tempfile.mkdtemp(prefix="pgcdcws-chromium-")
+        self.debug_port = free_port()
+        env = dict(os.environ, HOME=self.tmp, XDG_CONFIG_HOME=self.tmp, XDG_CACHE_HOME=self.tmp)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={os.path.join(self.tmp, 'profile')}",
+             "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={self.debug_port}", url],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "stderr.log"), "wb"), env=env,
+            start_new_session=True)
+        self.url = url
+        self.ws_url = wait_for(self._page_ws_url, 90, interval=0.2, what="Chromium's DevTools endpoint")
+
+    def _page_ws_url(self):
+        assert self.proc.poll() is None, f"chromium exited: {self.stderr()}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}/json/list", timeout=5) as r:
+            targets = json.loads(r.read())
+        for t in targets:
+            if t.get("type") == "page" and t.get("url", "").startswith(self.url.split("?")[0]):
+                return t["webSocketDebuggerUrl"]
+        return None
+
+    def stderr(self):
+        with open(os.path.join(self.tmp, "stderr.log"), "rb") as f:
+            return f.read().decode("utf-8", "replace")[-3000:]
+
+    def state(self):
+        """(document.title, the page's results) read with Runtime.evaluate."""
+        async def evaluate():
+            async with websockets.connect(self.ws_url, max_size=None, open_timeout=20, ping_interval=None) as ws:
+                await ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate", "params": {
+                    "expression": "JSON.stringify([document.title, document.getElementById('out').textContent])",
+                    "returnByValue": True}}))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if msg.get("id") == 1:
+                        return msg
+        msg = asyncio.run(evaluate())
+        title, out = json.loads(msg["result"]["result"]["value"])
+        return title, (json.loads(out) if out else None)
+
+    def wait_title(self, title, timeout=90):
+        def reached():
+            t, out = self.state()
+            return (t, out) if t == title else None
+        return wait_for(reached, timeout, interval=0.2, what=f"page title {title!r}")
+
+    def close(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def page_servers():
+    other_port = free_port()
+    while other_port == PAGE_PORT:
+        other_port = free_port()
+    servers = [PageServer(PAGE_PORT), PageServer(other_port)]
+    yield other_port
+    for s in servers:
+        s.close()
+
+
+def page_url(page_port, ws_port, slot, token=None):
+    q = {"server": f"127.0.0.1:{ws_port}", "slot": slot, "table": "public.browser_t"}
+    if token:
+        q["access_token"] = token
+    return f"http://127.0.0.1:{page_port}/browser_page.html?{urllib.parse.urlencode(q)}"
+
+
+def test_chromium_page_from_allowed_origin(cluster, origins, snap_slot, page_servers):
+    browser = Chromium(page_url(PAGE_PORT, origins, snap_slot))
+    try:
+        _, out = browser.wait_title("streaming")
+        # What the page read before its stream opened: the snapshot, and an error it can read.
+        assert out["snapshot"]["status"] == 200, out
+        assert sorted(out["snapshot"]["body"], key=lambda r: r["id"]) == [
+            {"id": 1, "name": "one"}, {"id": 2, "name": "two"}], out
+        assert out["snapshot_error"]["status"] == 404, out
+        assert "no_such_table" in out["snapshot_error"]["body"]["error"], out
+        # The in-band refusal is what lets the page tell "no such slot" from other failures.
+        assert out["missing"]["opened"] is True, out
+        assert out["missing"]["code"] == 4404, out
+        assert "no_such_slot" in out["missing"]["reason"], out
+        cluster.sql("INSERT INTO browser_t VALUES (3, 'three')")
+        _, out = browser.wait_title("done")
+        stream = out["stream"]
+        assert stream["opened"] is True and stream["code"] == 1000, out
+        change = stream["message"]["change"]
+        assert [(c["kind"], c["table"], c["columnvalues"]) for c in change] == [
+            ("insert", "browser_t", [3, "three"])], out
+    finally:
+        browser.close()
+
+
+def test_chromium_page_from_other_origin_is_refused(cluster, origins, snap_slot, page_servers):
+    other_port = page_servers
+    browser = Chromium(page_url(other_port, origins, snap_slot))
+    try:
+        _, out = browser.wait_title("done")
+        # fetch: the preflight is refused (403 without CORS headers), so the request never goes out.
+        assert out["snapshot"] == {"failed": "TypeError: Failed to fetch"}, out
+        assert out["snapshot_error"] == {"failed": "TypeError: Failed to fetch"}, out
+        # WebSocket: refused with a plain 403 before the upgrade; the page sees only 1006.
+        for key in ("missing", "stream"):
+            assert out[key] == {"opened": False, "code": 1006, "reason": ""}, out
+    finally:
+        browser.close()
+    # Nothing was streamed to it: the slot was never taken.
+    r = post_snapshot(origins, {"slotName": snap_slot, "table": "public.browser_t"})
+    assert r.status == 200 and len(r.json()) == 2, r
