@@ -150,6 +150,67 @@ struct Request {
 // as for SECURITY DEFINER functions.
 constexpr const char *kRequestSearchPath = "pg_catalog, \"$user\", public, pg_temp";
 
+// Refuses to run, as the superuser reading role, code that `owner` (not a
+// superuser) wrote: it would run with superuser rights.
+[[noreturn]] void refuse_superuser_reading(const char *what, const char *name, Oid owner) {
+    const char *reader = GetUserNameFromId(GetUserId(), true);
+    const char *owner_name = GetUserNameFromId(owner, true);
+    ereport(ERROR,
+            (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+             errmsg("refused: the slot's reading role %s is a superuser and %s %s is owned by role %s, whose code "
+                    "would run with superuser rights; create the slot with cdc_init() as a non-superuser role "
+                    "that may read it",
+                    reader ? reader : "?", what, name, owner_name ? owner_name : "?")));
+    pg_unreachable();
+}
+
+// The first type in `type` (itself, an array's element, a domain's base, a
+// range's subtype, a composite's attributes, recursively) whose input can run
+// code of a non-superuser (a domain CHECK, a subtype's input): domains,
+// composites and ranges owned by one, and its owner. InvalidOid if none.
+Oid type_with_nonsuperuser_code(Oid type, Oid *owner_of_found) {
+    check_stack_depth();
+    HeapTuple tuple = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
+    if (!HeapTupleIsValid(tuple))
+        return InvalidOid;
+    const Form_pg_type form = reinterpret_cast<Form_pg_type>(GETSTRUCT(tuple));
+    const char typtype = form->typtype;
+    const Oid owner = form->typowner;
+    const Oid element = form->typelem;
+    const Oid base = form->typbasetype;
+    const Oid relation = form->typrelid;
+    const bool is_array = OidIsValid(element);  // also fixed-length ones (point): harmless
+    ReleaseSysCache(tuple);
+    const bool owns_code = typtype == TYPTYPE_DOMAIN || typtype == TYPTYPE_COMPOSITE || typtype == TYPTYPE_RANGE ||
+                           typtype == TYPTYPE_MULTIRANGE;
+    if (owns_code && !superuser_arg(owner)) {
+        *owner_of_found = owner;
+        return type;
+    }
+    Oid found = InvalidOid;
+    if (is_array)
+        found = type_with_nonsuperuser_code(element, owner_of_found);
+    else if (typtype == TYPTYPE_DOMAIN)
+        found = type_with_nonsuperuser_code(base, owner_of_found);
+    else if (typtype == TYPTYPE_RANGE)
+        found = type_with_nonsuperuser_code(get_range_subtype(type), owner_of_found);
+    else if (typtype == TYPTYPE_MULTIRANGE)
+        found = type_with_nonsuperuser_code(get_multirange_range(type), owner_of_found);
+    else if (typtype == TYPTYPE_COMPOSITE && OidIsValid(relation)) {
+        for (AttrNumber a = 1;; a++) {
+            HeapTuple att = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relation), Int16GetDatum(a));
+            if (!HeapTupleIsValid(att))
+                break;
+            const Form_pg_attribute attr = reinterpret_cast<Form_pg_attribute>(GETSTRUCT(att));
+            const Oid attribute_type = attr->attisdropped ? InvalidOid : attr->atttypid;
+            ReleaseSysCache(att);
+            if (OidIsValid(attribute_type) && OidIsValid(found = type_with_nonsuperuser_code(attribute_type, owner_of_found)))
+                break;
+        }
+    }
+    return found;
+}
+
 // RangeVarGetRelidExtended calls this before it locks the relation (and again
 // if the name moved while it waited): only a relation the reading role may
 // SELECT is ever locked, as LOCK TABLE does. Runs as the reading role.
@@ -176,6 +237,19 @@ void check_before_lock(const RangeVar *, Oid relid, Oid, void *) {
     if (isAnyTempNamespace(nsp))
         ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                         errmsg("%s is a temporary table or view of another session and cannot be read", qualified)));
+    // A superuser reading a view runs the functions it calls as superuser:
+    // one owned by another role is that role's code (COPY TO PROGRAM, ...).
+    // Tables run no owner code for a superuser (no row security, rules or
+    // triggers on SELECT; base type I/O is superuser-written).
+    if (relkind == RELKIND_VIEW && superuser_arg(GetUserId())) {
+        HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+        if (!HeapTupleIsValid(tuple))
+            return;  // dropped concurrently
+        const Oid owner = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple))->relowner;
+        ReleaseSysCache(tuple);
+        if (!superuser_arg(owner))
+            refuse_superuser_reading("view", qualified, owner);
+    }
 }
 
 // "OPERATOR(schema.name)" of the strategy operator of the type's default btree
@@ -250,6 +324,18 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     if (q.has_after) {
         // Still Phase::Column: a type without a btree ordering is the column's fault.
         const char *op = keyset_operator(key_type, q.descending);
+        // The value's input runs domain checks (and subtype input) as the
+        // reading role: as a superuser, refuse another role's code before it runs.
+        if (superuser_arg(GetUserId())) {
+            Oid owner = InvalidOid;
+            const Oid owned = type_with_nonsuperuser_code(key_type, &owner);
+            if (OidIsValid(owned)) {
+                char name[1200];
+                snprintf(name, sizeof name, "%s (of column \"%s\", used to read \"after\")",
+                         format_type_be(owned), q.column);
+                refuse_superuser_reading("type", name, owner);
+            }
+        }
         *phase = Phase::After;
         Oid input_fn, ioparam;
         getTypeInputInfo(key_type, &input_fn, &ioparam);

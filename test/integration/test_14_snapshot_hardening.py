@@ -12,6 +12,7 @@
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
 """
 
+import json
 import os
 import socket
 import threading
@@ -466,3 +467,81 @@ def test_slots_and_snapshot_need_the_slot_privilege(cluster, slot_as):
     # The owner may.
     assert cluster.sql1("SELECT count(*) FROM cdc_slots() WHERE slot_name = %s", (slot,)) == 1
     assert cluster.sql1("SELECT cdc_snapshot(%s) IS NOT NULL", (slot,)) is True
+
+
+# ------------------------------------------- 7. review of the hardening (issue 6, second round)
+def raw_exchange(port, data, timeout=40):
+    """Sends raw bytes, returns everything received until the server closes."""
+    sock = socket.create_connection(("localhost", port), timeout=timeout)
+    try:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+    finally:
+        sock.close()
+
+
+def post_head(body_length, extra=b""):
+    return (b"POST /v1/snapshot/data HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" + extra +
+            b"Content-Length: " + str(body_length).encode() + b"\r\n\r\n")
+
+
+def json_reply(data):
+    """(status, body object) of a raw HTTP reply with a JSON body."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, json.loads(body)
+
+
+def test_superuser_reading_role_refuses_other_roles_code(cluster, slot_as):
+    """A slot whose reading role is a superuser: a view owned by a LOGIN role (calling its
+    plpgsql function that runs COPY TO PROGRAM), and an "after" value whose column type is (or
+    contains) that role's domain, are refused before any of its code runs. A superuser's view
+    still reads."""
+    marker = os.path.join(cluster.tmpdir, "hard_su_marker.txt")
+    cluster.sql(f"CREATE SCHEMA hard_evil AUTHORIZATION {ATTACKER}")
+    try:
+        attacker = cluster.connect(user=ATTACKER)
+        try:
+            with attacker.cursor() as cur:
+                cur.execute("CREATE FUNCTION hard_evil.f(int) RETURNS bool LANGUAGE plpgsql AS $$ begin "
+                            f"execute 'copy (select current_user) to program ''cat > {marker}'''; "
+                            "return true; end $$")
+                cur.execute("CREATE VIEW hard_evil.v AS SELECT 1 AS x WHERE hard_evil.f(1)")
+                cur.execute("CREATE DOMAIN hard_evil.d AS int CHECK (hard_evil.f(value))")
+                cur.execute("CREATE TYPE hard_evil.c AS (a int, b hard_evil.d)")
+                cur.execute("CREATE TABLE hard_evil.t (k int PRIMARY KEY, d hard_evil.d, a hard_evil.d[], "
+                            "c hard_evil.c)")
+                cur.execute("GRANT USAGE ON SCHEMA hard_evil TO PUBLIC")
+                cur.execute("GRANT SELECT ON hard_evil.v, hard_evil.t TO PUBLIC")
+        finally:
+            attacker.close()
+        cluster.sql("CREATE VIEW hard_su_view AS SELECT 7 AS x")
+        slot = slot_as("postgres", "hard_su")[0]
+        message = snap_error(cluster.ws_port, read_req(slot, "hard_evil.v"), 403)
+        assert message == ('refused: the slot\'s reading role postgres is a superuser and view hard_evil.v is owned '
+                           f'by role {ATTACKER}, whose code would run with superuser rights; create the slot with '
+                           'cdc_init() as a non-superuser role that may read it'), message
+        for column, after, type_name in (("d", "1", "hard_evil.d"), ("a", "{1}", "hard_evil.d"),
+                                          ("c", "(1,1)", "hard_evil.c")):
+            message = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": column},
+                                                           after=after), 403)
+            assert message.startswith(f"refused: the slot's reading role postgres is a superuser and type "
+                                      f'{type_name} (of column "{column}", used to read "after") is owned by role '
+                                      f"{ATTACKER}"), message
+        # The table itself (no "after") runs none of the attacker's code for a superuser.
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_evil.t")) == []
+        assert not os.path.exists(marker), f"the attacker's code ran: {open(marker).read()!r}"
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_su_view")) == [{"x": 7}]
+    finally:
+        cluster.sql("DROP SCHEMA hard_evil CASCADE")
+        cluster.sql("DROP VIEW IF EXISTS hard_su_view")
