@@ -180,12 +180,15 @@ void SnapshotScheduler::housekeeping() {
         if (client && client->wants_write())
             lws_callback_on_writable(wsi);
         const bool over = running_cancelled_[e] || (client && client->state() == SnapshotClient::State::Finished);
-        if (client && !queue_[e].empty() && client->stalled()) {
-            // The client stopped reading its reply while others wait for this
-            // snapshot: cut it short and close it (as if it had left), so that
-            // the requests queued behind it run. Alone, it may pause as it likes.
-            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s while other "
-                             "requests waited (slot \"" +
+        const bool others_wait = !queue_[e].empty();
+        if (client && client->stalled(others_wait ? SnapshotClient::kStalledWhileOthersWait
+                                                  : SnapshotClient::kStalledAlone)) {
+            // The client stopped reading its reply: cut it short and close it
+            // (as if it had left). Paused, it would keep the read's table lock
+            // and the snapshot worker; while others wait for this snapshot it
+            // gets less time, so that the requests queued behind it run.
+            log_guarded(LOG, std::string("closed a snapshot data client that read nothing of its reply for ") +
+                                 (others_wait ? "5 s while other requests waited" : "30 s") + " (slot \"" +
                                  std::string(entry->slot_name) + "\")");
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             running_[e] = nullptr;

@@ -545,3 +545,32 @@ def test_superuser_reading_role_refuses_other_roles_code(cluster, slot_as):
     finally:
         cluster.sql("DROP SCHEMA hard_evil CASCADE")
         cluster.sql("DROP VIEW IF EXISTS hard_su_view")
+
+
+def test_paused_lone_reader_is_cut_off(cluster, slot_as):
+    """A lone client that stops reading a large reply is closed after 30 s without progress:
+    the read's table lock goes, and ALTER TABLE with lock_timeout = 2s succeeds."""
+    cluster.sql("CREATE TABLE hard_paused (id int PRIMARY KEY, v text)")
+    cluster.sql("INSERT INTO hard_paused SELECT g, repeat(md5(g::text), 64) FROM generate_series(1, 10000) g")
+    log_offset = cluster.log_size()
+    paused = None
+    try:
+        slot = slot_as("postgres", "hard_paused")[0]
+        paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        paused.connect(("localhost", cluster.ws_port))
+        body = ('{"slotName": "%s", "table": "hard_paused", "limit": 10000}' % slot).encode()
+        paused.sendall(post_head(len(body)) + body)
+        wait_for(lambda: worker_locks(cluster, "hard_paused"), 30, interval=0.05,
+                 what="the worker to lock the table for the read")
+        t0 = time.monotonic()
+        wait_for(lambda: not worker_locks(cluster, "hard_paused"), 90, interval=0.5,
+                 what="the paused read to be cut off")
+        assert time.monotonic() - t0 > 20  # not the 5 s rule: nobody else waits
+        alter_within(cluster, "ALTER TABLE hard_paused ADD COLUMN z int")
+        assert ('closed a snapshot data client that read nothing of its reply for 30 s (slot "hard_paused")'
+                in cluster.log_since(log_offset))
+    finally:
+        if paused is not None:
+            paused.close()
+        cluster.sql("DROP TABLE hard_paused")
