@@ -513,6 +513,9 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    // Session-level advisory locks (pg_advisory_lock() in a view) outlive the
+    // subtransaction: no lock of a request may outlive it.
+    LockReleaseAll(USER_LOCKMETHOD, true);
     // The reply's last bytes go out only now, after the subtransaction is gone:
     // a client that has its answer finds no lock of this read left behind.
     if (r.complete && !r.abandoned)

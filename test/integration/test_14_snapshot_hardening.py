@@ -574,3 +574,18 @@ def test_paused_lone_reader_is_cut_off(cluster, slot_as):
         if paused is not None:
             paused.close()
         cluster.sql("DROP TABLE hard_paused")
+
+
+def test_session_advisory_lock_does_not_outlive_the_read(cluster, slot_as):
+    """A view taking a session-level advisory lock: the lock is gone once the reply is in."""
+    cluster.sql("CREATE VIEW hard_advisory AS SELECT 1 AS x FROM (SELECT pg_advisory_lock(4242)) s")
+    try:
+        slot = slot_as("postgres", "hard_advisory")[0]
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_advisory")) == [{"x": 1}]
+        assert cluster.sql("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                           "WHERE a.backend_type = 'pgcdcws snapshot' AND l.locktype = 'advisory' "
+                           "AND l.objid = 4242") == []
+        # Another session can take it.
+        assert cluster.sql1("SELECT pg_try_advisory_lock(4242)") is True
+    finally:
+        cluster.sql("DROP VIEW hard_advisory")
