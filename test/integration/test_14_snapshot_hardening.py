@@ -589,3 +589,39 @@ def test_session_advisory_lock_does_not_outlive_the_read(cluster, slot_as):
         assert cluster.sql1("SELECT pg_try_advisory_lock(4242)") is True
     finally:
         cluster.sql("DROP VIEW hard_advisory")
+
+
+def test_slow_request_body(cluster, slot_as):
+    """A body with one 7 s gap (under the 10 s request deadline) gets its normal answer; one that
+    never completes gets a 408 JSON reply at about 10 s (not a silent close at lws's 5 s)."""
+    cluster.sql("CREATE TABLE hard_gap (id int)")
+    cluster.sql("INSERT INTO hard_gap VALUES (5)")
+    try:
+        slot = slot_as("postgres", "hard_gap")[0]
+        body = ('{"slotName": "%s", "table": "hard_gap"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=40)
+        try:
+            sock.sendall(post_head(len(body)) + body[:-3])
+            time.sleep(7)  # the gap under test, not an assertion
+            sock.sendall(body[-3:])
+            received = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        finally:
+            sock.close()
+        head, _, rows = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), received[:200]
+        assert json.loads(rows) == [{"id": 5}]
+
+        t0 = time.monotonic()
+        received = raw_exchange(cluster.ws_port, post_head(len(body)) + body[:-3])
+        took = time.monotonic() - t0
+        status, obj = json_reply(received)
+        assert status == 408, received
+        assert obj == {"error": "request not complete within 10 s of connecting"}, obj
+        assert 8 < took < 20, took
+    finally:
+        cluster.sql("DROP TABLE hard_gap")
