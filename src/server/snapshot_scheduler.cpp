@@ -28,6 +28,15 @@ int SnapshotScheduler::request_start(struct lws *wsi) {
         send_http_error(wsi, 411, "a Content-Length header is required");
         return 1;
     }
+    // Two Content-Length headers: which one frames the body is ambiguous (a
+    // request smuggling vector), so neither is taken.
+    // (A long second value fails the copy, an empty one has length 0: either test alone misses one.)
+    char second[32];
+    if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) > 0 ||
+        lws_hdr_copy_fragment(wsi, second, sizeof second, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) >= 0) {
+        send_http_error(wsi, 400, "more than one Content-Length header");
+        return 1;
+    }
     const long long length = std::atoll(length_text);
     if (length < 0 || static_cast<unsigned long long>(length) > protocol::kMaxSnapshotRequestSize) {
         send_http_error(wsi, 413, "request body too large: at most 65536 bytes");

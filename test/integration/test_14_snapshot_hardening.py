@@ -625,3 +625,12 @@ def test_slow_request_body(cluster, slot_as):
         assert 8 < took < 20, took
     finally:
         cluster.sql("DROP TABLE hard_gap")
+
+
+def test_two_content_length_headers_are_refused(cluster, slot_as):
+    slot = slot_as("postgres", "hard_two_cl")[0]
+    body = ('{"slotName": "%s", "table": "pg_class", "limit": 1}' % slot).encode()
+    for second in (b"500", b"" + str(len(body)).encode()):
+        received = raw_exchange(cluster.ws_port, post_head(len(body), b"Content-Length: " + second + b"\r\n") + body)
+        status, obj = json_reply(received)
+        assert (status, obj) == (400, {"error": "more than one Content-Length header"}), received
