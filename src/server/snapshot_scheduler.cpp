@@ -1,3 +1,4 @@
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -16,6 +17,16 @@
 namespace pgcdcws::server {
 
 namespace {
+
+// Tells the entry's worker to stop the request it runs: the flag for a reply
+// being produced, SIGINT for a query still running (a slow view).
+void cancel_running(shmem::SnapshotEntry *entry) {
+    entry->request.cancelled.store(true);
+    shmem::wake_snapshot_worker(entry);
+    if (entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Running) &&
+        entry->worker_pid > 0)
+        (void)kill(entry->worker_pid, SIGINT);
+}
 
 // Snapshot data requests waiting for one slot's worker, at most.
 constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
@@ -168,9 +179,7 @@ void SnapshotScheduler::forget(struct lws *wsi) {
             // Tell the worker to stop producing; the entry is free once it is Done.
             running_[e] = nullptr;
             running_cancelled_[e] = true;
-            shmem::SnapshotEntry *se = shmem::snapshot_entry(entry);
-            se->request.cancelled.store(true);
-            shmem::wake_snapshot_worker(se);
+            cancel_running(shmem::snapshot_entry(entry));
         }
     }
     clients_.erase(it);
@@ -202,8 +211,7 @@ void SnapshotScheduler::housekeeping() {
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             running_[e] = nullptr;
             running_cancelled_[e] = true;
-            entry->request.cancelled.store(true);
-            shmem::wake_snapshot_worker(entry);
+            cancel_running(entry);
             client = nullptr;
         }
         if (state == shmem::RequestState::Done && (over || !client)) {

@@ -121,6 +121,7 @@ void send_error(Response *r, int status, const char *message) {
                      status == 404   ? "Not Found"
                      : status == 400 ? "Bad Request"
                      : status == 403 ? "Forbidden"
+                     : status == 503 ? "Service Unavailable"
                                      : "Internal Server Error",
                      body.len);
     appendBinaryStringInfo(&r->buf, body.data, body.len);
@@ -149,6 +150,13 @@ struct Request {
 // never has: creating it is refused in a security-restricted operation) last,
 // as for SECURITY DEFINER functions.
 constexpr const char *kRequestSearchPath = "pg_catalog, \"$user\", public, pg_temp";
+
+// A read waits this long for a lock on its table (behind an ALTER TABLE, say)
+// before it answers 503: it must not queue other sessions behind it for long.
+constexpr const char *kRequestLockTimeout = "5s";
+// A read runs at most this long (and never past pgcdcws.snapshot_timeout): the
+// worker serves one request at a time and a release waits for it.
+constexpr int64 kRequestMaxMs = 5 * 60 * 1000;
 
 // Refuses to run, as the superuser reading role, code that `owner` (not a
 // superuser) wrote: it would run with superuser rights.
@@ -283,6 +291,17 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     (void)NewGUCNestLevel();
     (void)set_config_option("search_path", kRequestSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
+    (void)set_config_option("lock_timeout", kRequestLockTimeout, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                            0, false);
+    // The statement_timeout setting is armed only by the client protocol's
+    // statement start (postgres.c), which a worker has not: arm its timer.
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    const TimestampTz ends_at =
+        r->entry->held_since + static_cast<int64>(config::snapshot_timeout_s) * USECS_PER_SEC;
+    LWLockRelease(shmem::state()->lock);
+    int64 run_ms = (ends_at - GetCurrentTimestamp()) / 1000;
+    run_ms = run_ms < 1 ? 1 : run_ms > kRequestMaxMs ? kRequestMaxMs : run_ms;
+    enable_timeout_after(STATEMENT_TIMEOUT, static_cast<int>(run_ms));
 
     // The transaction snapshot is the exported one (RestoreTransactionSnapshot
     // in worker.cpp). Input functions may run SQL (a domain's CHECK), which
@@ -423,6 +442,11 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     if (!row_writer)
         row_writer = output::make_process_writer(&row_stream);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Running));
+    // Cancels (SIGINT: the client left, the snapshot is released, the
+    // statement timeout) count while a request runs, and only then; one sent
+    // for an earlier request is stale.
+    QueryCancelPending = false;
+    RESUME_CANCEL_INTERRUPTS();
     touch(entry);
 
     Request q;
@@ -469,6 +493,9 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     PG_TRY();
     {
         execute(&r, q, &phase);
+        // From here on a cancel (a late statement timeout) waits: it must not
+        // interrupt the rollback nor escape the PG_TRY below.
+        HOLD_CANCEL_INTERRUPTS();
         // A read changes nothing: rolling back (not committing) the
         // subtransaction releases its locks now rather than when the snapshot
         // ends, and restores the worker's user, context and settings.
@@ -478,6 +505,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     }
     PG_CATCH();
     {
+        HOLD_CANCEL_INTERRUPTS();
         MemoryContextSwitchTo(caller_context);
         ErrorData *edata = CopyErrorData();
         FlushErrorState();
@@ -487,7 +515,18 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         if (!r.flushed) {
             char message[1400];
             int status = phase == Phase::Query ? 500 : 400;
-            if (phase == Phase::After) {
+            if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE) {
+                status = 503;
+                snprintf(message, sizeof message,
+                         "table \"%s\" is locked by another session (the read waited %s for it); retry later",
+                         q.table, kRequestLockTimeout);
+            } else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) {
+                status = 503;
+                snprintf(message, sizeof message,
+                         "the read of \"%s\" was stopped: %s (a read runs at most %d s, and not past "
+                         "pgcdcws.snapshot_timeout)",
+                         q.table, edata->message, static_cast<int>(kRequestMaxMs / 1000));
+            } else if (phase == Phase::After) {
                 snprintf(message, sizeof message, "invalid \"after\" value for column \"%s\": %s", q.column,
                          edata->message);
             } else if (edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE) {
@@ -513,6 +552,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    disable_timeout(STATEMENT_TIMEOUT, false);
     // Session-level advisory locks (pg_advisory_lock() in a view) outlive the
     // subtransaction: no lock of a request may outlive it.
     LockReleaseAll(USER_LOCKMETHOD, true);
@@ -524,6 +564,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     MemoryContextSwitchTo(outer_context);
     MemoryContextDelete(request_context);
     touch(entry);
+    QueryCancelPending = false;  // a cancel that came too late for the request
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
     shmem::wake_server();
     pgstat_report_activity(STATE_RUNNING, "holding an exported snapshot");

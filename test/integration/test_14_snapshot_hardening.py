@@ -665,3 +665,93 @@ def test_two_content_length_headers_are_refused(cluster, slot_as):
         received = raw_exchange(cluster.ws_port, post_head(len(body), b"Content-Length: " + second + b"\r\n") + body)
         status, obj = json_reply(received)
         assert (status, obj) == (400, {"error": "more than one Content-Length header"}), received
+
+
+def start_read(cluster, slot, table):
+    """A read in a thread: returns (thread, result dict with "reply" or "error")."""
+    result = {}
+
+    def read():
+        try:
+            result["reply"] = snap_post(cluster.ws_port, read_req(slot, table), timeout=90)
+        except Exception as e:  # noqa: BLE001 - the caller looks at it
+            result["error"] = e
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread, result
+
+
+def wait_reading(cluster, table):
+    return wait_for(lambda: cluster.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                        "AND query LIKE %s", (f"reading {table}%",)),
+                    30, interval=0.05, what=f"the worker to read {table}")[0][0]
+
+
+def test_client_leaving_cancels_a_slow_read(cluster, slot_as):
+    """A view sleeping 25 s: when its client leaves, the worker stops the query at once, and the
+    next read of the slot is served within seconds (not after the sleep)."""
+    cluster.sql("CREATE VIEW hard_sleepy AS SELECT 1 AS x FROM pg_sleep(25)")
+    cluster.sql("CREATE TABLE hard_quick (id int)")
+    cluster.sql("INSERT INTO hard_quick VALUES (3)")
+    try:
+        slot = slot_as("postgres", "hard_leave")[0]
+        body = ('{"slotName": "%s", "table": "hard_sleepy"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=30)
+        sock.sendall(post_head(len(body)) + body)
+        wait_reading(cluster, "hard_sleepy")
+        sock.close()
+        t0 = time.monotonic()
+        wait_for(lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                         "AND query LIKE 'reading hard_sleepy%'"), 20, interval=0.05,
+                 what="the worker to stop the abandoned read")
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_quick"), timeout=30) == [{"id": 3}]
+        assert time.monotonic() - t0 < 12
+        # The worker survived the cancel: the snapshot is still held.
+        assert cluster.sql1("SELECT cdc_snapshot(%s) IS NOT NULL", (slot,)) is True
+    finally:
+        cluster.sql("DROP VIEW hard_sleepy")
+        cluster.sql("DROP TABLE hard_quick")
+
+
+def test_release_during_a_slow_read_is_prompt(cluster, slot_as):
+    """cdc_snapshot_release() while a read sleeps in a view returns within seconds; the reader
+    gets a JSON error, not a hang."""
+    cluster.sql("CREATE VIEW hard_sleepy2 AS SELECT 1 AS x FROM pg_sleep(25)")
+    try:
+        slot = slot_as("postgres", "hard_release")[0]
+        reader, result = start_read(cluster, slot, "hard_sleepy2")
+        wait_reading(cluster, "hard_sleepy2")
+        t0 = time.monotonic()
+        cluster.sql("SELECT cdc_snapshot_release(%s)", (slot,))
+        assert time.monotonic() - t0 < 10
+        reader.join(30)
+        assert not reader.is_alive()
+        assert "error" not in result, result
+        r = result["reply"]
+        assert r.status in (410, 503), r
+        assert set(r.json()) == {"error"}, r
+    finally:
+        cluster.sql("DROP VIEW hard_sleepy2")
+
+
+def test_read_behind_an_exclusive_lock_answers_503(cluster, slot_as):
+    """A read waiting behind ACCESS EXCLUSIVE gives up after its 5 s lock_timeout with a 503."""
+    cluster.sql("CREATE TABLE hard_locked (id int)")
+    holder = cluster.connect()
+    try:
+        slot = slot_as("postgres", "hard_locked")[0]
+        holder.autocommit = False
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE hard_locked IN ACCESS EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        message = snap_error(cluster.ws_port, read_req(slot, "hard_locked"), 503)
+        took = time.monotonic() - t0
+        assert message == ('table "hard_locked" is locked by another session (the read waited 5s for it); '
+                           'retry later'), message
+        assert 4 < took < 20, took
+        holder.rollback()
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_locked")) == []
+    finally:
+        holder.close()
+        cluster.sql("DROP TABLE hard_locked")
