@@ -119,6 +119,9 @@ bool Server::setup() {
     info.uid = -1;
     info.gid = -1;
     info.retry_and_idle_policy = &retry_policy_;
+    // lws closes a connection whose request body pauses longer than this,
+    // silently (default 5 s): our request deadline (a 408) must decide first.
+    info.timeout_secs = 2 * kRequestDeadlineMs / 1000;
     // One header buffer per connection we keep (lws's default: one per possible fd).
     info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap);
     // The largest request line and headers; lws closes a connection whose

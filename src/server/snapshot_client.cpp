@@ -27,11 +27,11 @@ bool SnapshotClient::wants_write() const {
     return state_ == State::Running && !shmem::snapshot_ring(entry_)->empty();
 }
 
-bool SnapshotClient::stalled() const {
+bool SnapshotClient::stalled(std::chrono::seconds after) const {
     // lws asks for writes only once its own buffer has drained: no write means
     // the socket is full.
     return state_ == State::Running && !shmem::snapshot_ring(entry_)->empty() &&
-           std::chrono::steady_clock::now() - last_progress_ >= kStalledAfter;
+           std::chrono::steady_clock::now() - last_progress_ >= after;
 }
 
 int SnapshotClient::on_writable() {

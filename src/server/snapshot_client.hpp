@@ -42,10 +42,13 @@ public:
         last_progress_ = std::chrono::steady_clock::now();
     }
 
-    // Reply bytes are waiting but the client has taken none for kStalledAfter:
-    // it stopped reading (and holds up any request queued on the snapshot).
-    static constexpr std::chrono::seconds kStalledAfter{5};
-    bool stalled() const;
+    // Reply bytes are waiting but the client has taken none for `after`: it
+    // stopped reading. kStalledWhileOthersWait when requests are queued behind
+    // it; kStalledAlone in any case, as the read holds its table lock and the
+    // snapshot worker until it ends.
+    static constexpr std::chrono::seconds kStalledWhileOthersWait{5};
+    static constexpr std::chrono::seconds kStalledAlone{30};
+    bool stalled(std::chrono::seconds after) const;
     // Whether any byte of the reply went to the socket (its status is out).
     bool replied() const { return replied_; }
 

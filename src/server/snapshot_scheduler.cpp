@@ -1,3 +1,4 @@
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -19,6 +20,16 @@ namespace pgcdcws::server {
 
 namespace {
 
+// Tells the entry's worker to stop the request it runs: the flag for a reply
+// being produced, SIGINT for a query still running (a slow view).
+void cancel_running(shmem::SnapshotEntry *entry) {
+    entry->request.cancelled.store(true);
+    shmem::wake_snapshot_worker(entry);
+    if (entry->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Running) &&
+        entry->worker_pid > 0)
+        (void)kill(entry->worker_pid, SIGINT);
+}
+
 // Snapshot data requests waiting for one slot's worker, at most.
 constexpr std::size_t kMaxQueuedSnapshotRequests = 64;
 
@@ -28,6 +39,15 @@ int SnapshotScheduler::request_start(struct lws *wsi, std::uint32_t role) {
     char length_text[32] = "";
     if (lws_hdr_copy(wsi, length_text, sizeof length_text, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
         send_http_error(wsi, 411, "a Content-Length header is required");
+        return 1;
+    }
+    // Two Content-Length headers: which one frames the body is ambiguous (a
+    // request smuggling vector), so neither is taken.
+    // (A long second value fails the copy, an empty one has length 0: either test alone misses one.)
+    char second[32];
+    if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) > 0 ||
+        lws_hdr_copy_fragment(wsi, second, sizeof second, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) >= 0) {
+        send_http_error(wsi, 400, "more than one Content-Length header");
         return 1;
     }
     const long long length = std::atoll(length_text);
@@ -173,9 +193,7 @@ void SnapshotScheduler::forget(struct lws *wsi) {
             // Tell the worker to stop producing; the entry is free once it is Done.
             running_[e] = nullptr;
             running_cancelled_[e] = true;
-            shmem::SnapshotEntry *se = shmem::snapshot_entry(entry);
-            se->request.cancelled.store(true);
-            shmem::wake_snapshot_worker(se);
+            cancel_running(shmem::snapshot_entry(entry));
         }
     }
     clients_.erase(it);
@@ -194,18 +212,20 @@ void SnapshotScheduler::housekeeping() {
         if (client && client->wants_write())
             lws_callback_on_writable(wsi);
         const bool over = running_cancelled_[e] || (client && client->state() == SnapshotClient::State::Finished);
-        if (client && !queue_[e].empty() && client->stalled()) {
-            // The client stopped reading its reply while others wait for this
-            // snapshot: cut it short and close it (as if it had left), so that
-            // the requests queued behind it run. Alone, it may pause as it likes.
-            log_guarded(LOG, "closed a snapshot data client that read nothing of its reply for 5 s while other "
-                             "requests waited (slot \"" +
+        const bool others_wait = !queue_[e].empty();
+        if (client && client->stalled(others_wait ? SnapshotClient::kStalledWhileOthersWait
+                                                  : SnapshotClient::kStalledAlone)) {
+            // The client stopped reading its reply: cut it short and close it
+            // (as if it had left). Paused, it would keep the read's table lock
+            // and the snapshot worker; while others wait for this snapshot it
+            // gets less time, so that the requests queued behind it run.
+            log_guarded(LOG, std::string("closed a snapshot data client that read nothing of its reply for ") +
+                                 (others_wait ? "5 s while other requests waited" : "30 s") + " (slot \"" +
                                  std::string(entry->slot_name) + "\")");
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             running_[e] = nullptr;
             running_cancelled_[e] = true;
-            entry->request.cancelled.store(true);
-            shmem::wake_snapshot_worker(entry);
+            cancel_running(entry);
             client = nullptr;
         }
         if (state == shmem::RequestState::Done && (over || !client)) {

@@ -121,6 +121,7 @@ void send_error(Response *r, int status, const char *message) {
                      status == 404   ? "Not Found"
                      : status == 400 ? "Bad Request"
                      : status == 403 ? "Forbidden"
+                     : status == 503 ? "Service Unavailable"
                                      : "Internal Server Error",
                      body.len);
     appendBinaryStringInfo(&r->buf, body.data, body.len);
@@ -150,6 +151,74 @@ struct Request {
 // as for SECURITY DEFINER functions.
 constexpr const char *kRequestSearchPath = "pg_catalog, \"$user\", public, pg_temp";
 
+// A read waits this long for a lock on its table (behind an ALTER TABLE, say)
+// before it answers 503: it must not queue other sessions behind it for long.
+constexpr const char *kRequestLockTimeout = "5s";
+// A read runs at most this long (and never past pgcdcws.snapshot_timeout): the
+// worker serves one request at a time and a release waits for it.
+constexpr int64 kRequestMaxMs = 5 * 60 * 1000;
+
+// Refuses to run, as the superuser reading role, code that `owner` (not a
+// superuser) wrote: it would run with superuser rights.
+[[noreturn]] void refuse_superuser_reading(const char *what, const char *name, Oid owner) {
+    const char *reader = GetUserNameFromId(GetUserId(), true);
+    const char *owner_name = GetUserNameFromId(owner, true);
+    ereport(ERROR,
+            (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+             errmsg("refused: the slot's reading role %s is a superuser and %s %s is owned by role %s, whose code "
+                    "would run with superuser rights; create the slot with cdc_init() as a non-superuser role "
+                    "that may read it",
+                    reader ? reader : "?", what, name, owner_name ? owner_name : "?")));
+    pg_unreachable();
+}
+
+// The first type in `type` (itself, an array's element, a domain's base, a
+// range's subtype, a composite's attributes, recursively) whose input can run
+// code of a non-superuser (a domain CHECK, a subtype's input): domains,
+// composites and ranges owned by one, and its owner. InvalidOid if none.
+Oid type_with_nonsuperuser_code(Oid type, Oid *owner_of_found) {
+    check_stack_depth();
+    HeapTuple tuple = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
+    if (!HeapTupleIsValid(tuple))
+        return InvalidOid;
+    const Form_pg_type form = reinterpret_cast<Form_pg_type>(GETSTRUCT(tuple));
+    const char typtype = form->typtype;
+    const Oid owner = form->typowner;
+    const Oid element = form->typelem;
+    const Oid base = form->typbasetype;
+    const Oid relation = form->typrelid;
+    const bool is_array = OidIsValid(element);  // also fixed-length ones (point): harmless
+    ReleaseSysCache(tuple);
+    const bool owns_code = typtype == TYPTYPE_DOMAIN || typtype == TYPTYPE_COMPOSITE || typtype == TYPTYPE_RANGE ||
+                           typtype == TYPTYPE_MULTIRANGE;
+    if (owns_code && !superuser_arg(owner)) {
+        *owner_of_found = owner;
+        return type;
+    }
+    Oid found = InvalidOid;
+    if (is_array)
+        found = type_with_nonsuperuser_code(element, owner_of_found);
+    else if (typtype == TYPTYPE_DOMAIN)
+        found = type_with_nonsuperuser_code(base, owner_of_found);
+    else if (typtype == TYPTYPE_RANGE)
+        found = type_with_nonsuperuser_code(get_range_subtype(type), owner_of_found);
+    else if (typtype == TYPTYPE_MULTIRANGE)
+        found = type_with_nonsuperuser_code(get_multirange_range(type), owner_of_found);
+    else if (typtype == TYPTYPE_COMPOSITE && OidIsValid(relation)) {
+        for (AttrNumber a = 1;; a++) {
+            HeapTuple att = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relation), Int16GetDatum(a));
+            if (!HeapTupleIsValid(att))
+                break;
+            const Form_pg_attribute attr = reinterpret_cast<Form_pg_attribute>(GETSTRUCT(att));
+            const Oid attribute_type = attr->attisdropped ? InvalidOid : attr->atttypid;
+            ReleaseSysCache(att);
+            if (OidIsValid(attribute_type) && OidIsValid(found = type_with_nonsuperuser_code(attribute_type, owner_of_found)))
+                break;
+        }
+    }
+    return found;
+}
+
 // RangeVarGetRelidExtended calls this before it locks the relation (and again
 // if the name moved while it waited): only a relation the reading role may
 // SELECT is ever locked, as LOCK TABLE does. Runs as the reading role.
@@ -176,6 +245,19 @@ void check_before_lock(const RangeVar *, Oid relid, Oid, void *) {
     if (isAnyTempNamespace(nsp))
         ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                         errmsg("%s is a temporary table or view of another session and cannot be read", qualified)));
+    // A superuser reading a view runs the functions it calls as superuser:
+    // one owned by another role is that role's code (COPY TO PROGRAM, ...).
+    // Tables run no owner code for a superuser (no row security, rules or
+    // triggers on SELECT; base type I/O is superuser-written).
+    if (relkind == RELKIND_VIEW && superuser_arg(GetUserId())) {
+        HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+        if (!HeapTupleIsValid(tuple))
+            return;  // dropped concurrently
+        const Oid owner = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple))->relowner;
+        ReleaseSysCache(tuple);
+        if (!superuser_arg(owner))
+            refuse_superuser_reading("view", qualified, owner);
+    }
 }
 
 // "OPERATOR(schema.name)" of the strategy operator of the type's default btree
@@ -209,6 +291,17 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     (void)NewGUCNestLevel();
     (void)set_config_option("search_path", kRequestSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
+    (void)set_config_option("lock_timeout", kRequestLockTimeout, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                            0, false);
+    // The statement_timeout setting is armed only by the client protocol's
+    // statement start (postgres.c), which a worker has not: arm its timer.
+    LWLockAcquire(shmem::state()->lock, LW_SHARED);
+    const TimestampTz ends_at =
+        r->entry->held_since + static_cast<int64>(config::snapshot_timeout_s) * USECS_PER_SEC;
+    LWLockRelease(shmem::state()->lock);
+    int64 run_ms = (ends_at - GetCurrentTimestamp()) / 1000;
+    run_ms = run_ms < 1 ? 1 : run_ms > kRequestMaxMs ? kRequestMaxMs : run_ms;
+    enable_timeout_after(STATEMENT_TIMEOUT, static_cast<int>(run_ms));
 
     // The transaction snapshot is the exported one (RestoreTransactionSnapshot
     // in worker.cpp). Input functions may run SQL (a domain's CHECK), which
@@ -250,6 +343,18 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     if (q.has_after) {
         // Still Phase::Column: a type without a btree ordering is the column's fault.
         const char *op = keyset_operator(key_type, q.descending);
+        // The value's input runs domain checks (and subtype input) as the
+        // reading role: as a superuser, refuse another role's code before it runs.
+        if (superuser_arg(GetUserId())) {
+            Oid owner = InvalidOid;
+            const Oid owned = type_with_nonsuperuser_code(key_type, &owner);
+            if (OidIsValid(owned)) {
+                char name[1200];
+                snprintf(name, sizeof name, "%s (of column \"%s\", used to read \"after\")",
+                         format_type_be(owned), q.column);
+                refuse_superuser_reading("type", name, owner);
+            }
+        }
         *phase = Phase::After;
         Oid input_fn, ioparam;
         getTypeInputInfo(key_type, &input_fn, &ioparam);
@@ -337,6 +442,11 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     if (!row_writer)
         row_writer = output::make_process_writer(&row_stream);
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Running));
+    // Cancels (SIGINT: the client left, the snapshot is released, the
+    // statement timeout) count while a request runs, and only then; one sent
+    // for an earlier request is stale.
+    QueryCancelPending = false;
+    RESUME_CANCEL_INTERRUPTS();
     touch(entry);
 
     Request q;
@@ -384,6 +494,9 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     PG_TRY();
     {
         execute(&r, q, &phase);
+        // From here on a cancel (a late statement timeout) waits: it must not
+        // interrupt the rollback nor escape the PG_TRY below.
+        HOLD_CANCEL_INTERRUPTS();
         // A read changes nothing: rolling back (not committing) the
         // subtransaction releases its locks now rather than when the snapshot
         // ends, and restores the worker's user, context and settings.
@@ -393,6 +506,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     }
     PG_CATCH();
     {
+        HOLD_CANCEL_INTERRUPTS();
         MemoryContextSwitchTo(caller_context);
         ErrorData *edata = CopyErrorData();
         FlushErrorState();
@@ -402,7 +516,18 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         if (!r.flushed) {
             char message[1400];
             int status = phase == Phase::Query ? 500 : 400;
-            if (phase == Phase::After) {
+            if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE) {
+                status = 503;
+                snprintf(message, sizeof message,
+                         "table \"%s\" is locked by another session (the read waited %s for it); retry later",
+                         q.table, kRequestLockTimeout);
+            } else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) {
+                status = 503;
+                snprintf(message, sizeof message,
+                         "the read of \"%s\" was stopped: %s (a read runs at most %d s, and not past "
+                         "pgcdcws.snapshot_timeout)",
+                         q.table, edata->message, static_cast<int>(kRequestMaxMs / 1000));
+            } else if (phase == Phase::After) {
                 snprintf(message, sizeof message, "invalid \"after\" value for column \"%s\": %s", q.column,
                          edata->message);
             } else if (edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE) {
@@ -428,6 +553,10 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    disable_timeout(STATEMENT_TIMEOUT, false);
+    // Session-level advisory locks (pg_advisory_lock() in a view) outlive the
+    // subtransaction: no lock of a request may outlive it.
+    LockReleaseAll(USER_LOCKMETHOD, true);
     // The reply's last bytes go out only now, after the subtransaction is gone:
     // a client that has its answer finds no lock of this read left behind.
     if (r.complete && !r.abandoned)
@@ -436,6 +565,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     MemoryContextSwitchTo(outer_context);
     MemoryContextDelete(request_context);
     touch(entry);
+    QueryCancelPending = false;  // a cancel that came too late for the request
     entry->request.state.store(static_cast<std::uint32_t>(shmem::RequestState::Done));
     shmem::wake_server();
     pgstat_report_activity(STATE_RUNNING, "holding an exported snapshot");

@@ -129,7 +129,11 @@ void hold(const char *name) {
     char activity[NAMEDATALEN + 64];
     snprintf(activity, sizeof activity, "holding the snapshot of slot %s", name);
     pgstat_report_activity(STATE_RUNNING, activity);
+    // A cancel is for a request (serve_request lets it through while one
+    // runs): outside one, it must never end the snapshot with an ERROR.
+    HOLD_CANCEL_INTERRUPTS();
     for (;;) {
+        QueryCancelPending = false;
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
@@ -203,6 +207,9 @@ extern "C" PGDLLEXPORT void pgcdcws_snapshot_main(Datum main_arg) {
     using namespace pgcdcws;
     pqsignal(SIGTERM, die);
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    // SIGINT cancels the running snapshot data request (its client left, the
+    // snapshot is released, its statement timeout): see serve_request.
+    pqsignal(SIGINT, StatementCancelHandler);
     BackgroundWorkerUnblockSignals();
 
     const int index = DatumGetInt32(main_arg);

@@ -521,12 +521,16 @@ SnapshotFacts live_snapshot(const char *name) {
 // Wakes the worker holding entry `index` (it would notice within a second
 // anyway) and waits until it no longer holds the snapshot of slot `name`.
 bool wait_snapshot_released(int index, int worker_pid, const char *name) {
+    shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
     if (worker_pid != 0) {
         PGPROC *proc = BackendPidGetProc(worker_pid);
         if (proc)
             SetLatch(&proc->procLatch);
+        // A read running there (a slow view) would keep the snapshot until it
+        // ends: cancel it (the worker ignores a cancel outside a request).
+        if (proc && e->request.state.load() == static_cast<std::uint32_t>(shmem::RequestState::Running))
+            (void)kill(worker_pid, SIGINT);
     }
-    const shmem::SnapshotEntry *e = shmem::snapshot_entry(index);
     return wait_until([&] {
         LWLockAcquire(shmem::state()->lock, LW_SHARED);
         const bool ended = e->state != shmem::SnapshotState::Ready || std::strcmp(e->slot_name, name) != 0;

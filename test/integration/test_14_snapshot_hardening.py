@@ -12,6 +12,7 @@
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
 """
 
+import json
 import os
 import socket
 import threading
@@ -156,10 +157,20 @@ def test_after_input_runs_as_reading_role_restricted(cluster, slot_as, caller):
             attacker.close()
         slot = slot_as(caller, f"hard_after_{caller}")[0]
 
-        msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "p"}, after="1"), 400)
-        assert msg.startswith('invalid "after" value for column "p": '), msg
-        assert (f'check ran as {caller}; SET ROLE: cannot set parameter "role" within '
-                "security-restricted operation") in msg, msg
+        if caller == "postgres":
+            # A superuser reading role runs no code of another role: refused before the input.
+            for column in ("p", "k"):
+                msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": column},
+                                                           after="1"), 403)
+                assert msg.startswith("refused: the slot's reading role postgres is a superuser and type "
+                                      f'hard_evil.{"probed" if column == "p" else "dd"} (of column "{column}", '
+                                      f"used to read \"after\") is owned by role {ATTACKER}"), msg
+        else:
+            msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "p"}, after="1"),
+                             400)
+            assert msg.startswith('invalid "after" value for column "p": '), msg
+            assert (f'check ran as {caller}; SET ROLE: cannot set parameter "role" within '
+                    "security-restricted operation") in msg, msg
 
         if caller == REPL_ROLE:
             msg = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": "k"}, after="1"),
@@ -466,3 +477,281 @@ def test_slots_and_snapshot_need_the_slot_privilege(cluster, slot_as):
     # The owner may.
     assert cluster.sql1("SELECT count(*) FROM cdc_slots() WHERE slot_name = %s", (slot,)) == 1
     assert cluster.sql1("SELECT cdc_snapshot(%s) IS NOT NULL", (slot,)) is True
+
+
+# ------------------------------------------- 7. review of the hardening (issue 6, second round)
+def raw_exchange(port, data, timeout=40):
+    """Sends raw bytes, returns everything received until the server closes."""
+    sock = socket.create_connection(("localhost", port), timeout=timeout)
+    try:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+    finally:
+        sock.close()
+
+
+def post_head(body_length, extra=b""):
+    return (b"POST /v1/snapshot/data HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" + extra +
+            b"Content-Length: " + str(body_length).encode() + b"\r\n\r\n")
+
+
+def read_reply(sock):
+    """One HTTP reply with a Content-Length, read without waiting for the connection to close."""
+    received = b""
+    while True:
+        head, sep, body = received.partition(b"\r\n\r\n")
+        if sep:
+            length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if length and len(body) >= length[0]:
+                return received
+        chunk = sock.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+
+
+def json_reply(data):
+    """(status, body object) of a raw HTTP reply with a JSON body."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, json.loads(body)
+
+
+def test_superuser_reading_role_refuses_other_roles_code(cluster, slot_as):
+    """A slot whose reading role is a superuser: a view owned by a LOGIN role (calling its
+    plpgsql function that runs COPY TO PROGRAM), and an "after" value whose column type is (or
+    contains) that role's domain, are refused before any of its code runs. A superuser's view
+    still reads."""
+    marker = os.path.join(cluster.tmpdir, "hard_su_marker.txt")
+    cluster.sql(f"CREATE SCHEMA hard_evil AUTHORIZATION {ATTACKER}")
+    try:
+        attacker = cluster.connect(user=ATTACKER)
+        try:
+            with attacker.cursor() as cur:
+                cur.execute("CREATE FUNCTION hard_evil.f(int) RETURNS bool LANGUAGE plpgsql AS $$ begin "
+                            f"execute 'copy (select current_user) to program ''cat > {marker}'''; "
+                            "return true; end $$")
+                cur.execute("CREATE VIEW hard_evil.v AS SELECT 1 AS x WHERE hard_evil.f(1)")
+                cur.execute("CREATE DOMAIN hard_evil.d AS int CHECK (hard_evil.f(value))")
+                cur.execute("CREATE TYPE hard_evil.c AS (a int, b hard_evil.d)")
+                cur.execute("CREATE TABLE hard_evil.t (k int PRIMARY KEY, d hard_evil.d, a hard_evil.d[], "
+                            "c hard_evil.c)")
+                cur.execute("GRANT USAGE ON SCHEMA hard_evil TO PUBLIC")
+                cur.execute("GRANT SELECT ON hard_evil.v, hard_evil.t TO PUBLIC")
+        finally:
+            attacker.close()
+        cluster.sql("CREATE VIEW hard_su_view AS SELECT 7 AS x")
+        slot = slot_as("postgres", "hard_su")[0]
+        message = snap_error(cluster.ws_port, read_req(slot, "hard_evil.v"), 403)
+        assert message == ('refused: the slot\'s reading role postgres is a superuser and view hard_evil.v is owned '
+                           f'by role {ATTACKER}, whose code would run with superuser rights; create the slot with '
+                           'cdc_init() as a non-superuser role that may read it'), message
+        for column, after, type_name in (("d", "1", "hard_evil.d"), ("a", "{1}", "hard_evil.d"),
+                                          ("c", "(1,1)", "hard_evil.c")):
+            message = snap_error(cluster.ws_port, read_req(slot, "hard_evil.t", order_by={"column": column},
+                                                           after=after), 403)
+            assert message.startswith(f"refused: the slot's reading role postgres is a superuser and type "
+                                      f'{type_name} (of column "{column}", used to read "after") is owned by role '
+                                      f"{ATTACKER}"), message
+        # The table itself (no "after") runs none of the attacker's code for a superuser.
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_evil.t")) == []
+        assert not os.path.exists(marker), f"the attacker's code ran: {open(marker).read()!r}"
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_su_view")) == [{"x": 7}]
+    finally:
+        cluster.sql("DROP SCHEMA hard_evil CASCADE")
+        cluster.sql("DROP VIEW IF EXISTS hard_su_view")
+
+
+def test_paused_lone_reader_is_cut_off(cluster, slot_as):
+    """A lone client that stops reading a large reply is closed after 30 s without progress:
+    the read's table lock goes, and ALTER TABLE with lock_timeout = 2s succeeds."""
+    cluster.sql("CREATE TABLE hard_paused (id int PRIMARY KEY, v text)")
+    cluster.sql("INSERT INTO hard_paused SELECT g, repeat(md5(g::text), 64) FROM generate_series(1, 10000) g")
+    log_offset = cluster.log_size()
+    paused = None
+    try:
+        slot = slot_as("postgres", "hard_paused")[0]
+        paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        paused.connect(("localhost", cluster.ws_port))
+        body = ('{"slotName": "%s", "table": "hard_paused", "limit": 10000}' % slot).encode()
+        paused.sendall(post_head(len(body)) + body)
+        wait_for(lambda: worker_locks(cluster, "hard_paused"), 30, interval=0.05,
+                 what="the worker to lock the table for the read")
+        t0 = time.monotonic()
+        wait_for(lambda: not worker_locks(cluster, "hard_paused"), 90, interval=0.5,
+                 what="the paused read to be cut off")
+        assert time.monotonic() - t0 > 20  # not the 5 s rule: nobody else waits
+        alter_within(cluster, "ALTER TABLE hard_paused ADD COLUMN z int")
+        assert ('closed a snapshot data client that read nothing of its reply for 30 s (slot "hard_paused")'
+                in cluster.log_since(log_offset))
+    finally:
+        if paused is not None:
+            paused.close()
+        cluster.sql("DROP TABLE hard_paused")
+
+
+def test_session_advisory_lock_does_not_outlive_the_read(cluster, slot_as):
+    """A view taking a session-level advisory lock: the lock is gone once the reply is in."""
+    cluster.sql("CREATE VIEW hard_advisory AS SELECT 1 AS x FROM (SELECT pg_advisory_lock(4242)) s")
+    try:
+        slot = slot_as("postgres", "hard_advisory")[0]
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_advisory")) == [{"x": 1}]
+        assert cluster.sql("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                           "WHERE a.backend_type = 'pgcdcws snapshot' AND l.locktype = 'advisory' "
+                           "AND l.objid = 4242") == []
+        # Another session can take it.
+        assert cluster.sql1("SELECT pg_try_advisory_lock(4242)") is True
+    finally:
+        cluster.sql("DROP VIEW hard_advisory")
+
+
+def test_slow_request_body(cluster, slot_as):
+    """A body with one 7 s gap (under the 10 s request deadline) gets its normal answer; one that
+    never completes gets a 408 JSON reply at about 10 s (not a silent close at lws's 5 s)."""
+    cluster.sql("CREATE TABLE hard_gap (id int)")
+    cluster.sql("INSERT INTO hard_gap VALUES (5)")
+    try:
+        slot = slot_as("postgres", "hard_gap")[0]
+        body = ('{"slotName": "%s", "table": "hard_gap"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=40)
+        try:
+            sock.sendall(post_head(len(body)) + body[:-3])
+            time.sleep(7)  # the gap under test, not an assertion
+            sock.sendall(body[-3:])
+            received = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        finally:
+            sock.close()
+        head, _, rows = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), received[:200]
+        assert json.loads(rows) == [{"id": 5}]
+
+        t0 = time.monotonic()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=40)
+        try:
+            sock.sendall(post_head(len(body)) + body[:-3])
+            received = read_reply(sock)
+            took = time.monotonic() - t0
+        finally:
+            sock.close()
+        status, obj = json_reply(received)
+        assert status == 408, received
+        assert obj == {"error": "request not complete within 10 s of connecting"}, obj
+        assert 8 < took < 18, took
+    finally:
+        cluster.sql("DROP TABLE hard_gap")
+
+
+def test_two_content_length_headers_are_refused(cluster, slot_as):
+    slot = slot_as("postgres", "hard_two_cl")[0]
+    body = ('{"slotName": "%s", "table": "pg_class", "limit": 1}' % slot).encode()
+    for second in (b"500", b"" + str(len(body)).encode()):
+        received = raw_exchange(cluster.ws_port, post_head(len(body), b"Content-Length: " + second + b"\r\n") + body)
+        status, obj = json_reply(received)
+        assert (status, obj) == (400, {"error": "more than one Content-Length header"}), received
+
+
+def start_read(cluster, slot, table):
+    """A read in a thread: returns (thread, result dict with "reply" or "error")."""
+    result = {}
+
+    def read():
+        try:
+            result["reply"] = snap_post(cluster.ws_port, read_req(slot, table), timeout=90)
+        except Exception as e:  # noqa: BLE001 - the caller looks at it
+            result["error"] = e
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread, result
+
+
+def wait_reading(cluster, table):
+    return wait_for(lambda: cluster.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                        "AND query LIKE %s", (f"reading {table}%",)),
+                    30, interval=0.05, what=f"the worker to read {table}")[0][0]
+
+
+def test_client_leaving_cancels_a_slow_read(cluster, slot_as):
+    """A view sleeping 25 s: when its client leaves, the worker stops the query at once, and the
+    next read of the slot is served within seconds (not after the sleep)."""
+    cluster.sql("CREATE VIEW hard_sleepy AS SELECT 1 AS x FROM pg_sleep(25)")
+    cluster.sql("CREATE TABLE hard_quick (id int)")
+    cluster.sql("INSERT INTO hard_quick VALUES (3)")
+    try:
+        slot = slot_as("postgres", "hard_leave")[0]
+        body = ('{"slotName": "%s", "table": "hard_sleepy"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=30)
+        sock.sendall(post_head(len(body)) + body)
+        wait_reading(cluster, "hard_sleepy")
+        sock.close()
+        t0 = time.monotonic()
+        wait_for(lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                         "AND query LIKE 'reading hard_sleepy%'"), 20, interval=0.05,
+                 what="the worker to stop the abandoned read")
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_quick"), timeout=30) == [{"id": 3}]
+        assert time.monotonic() - t0 < 12
+        # The worker survived the cancel: the snapshot is still held.
+        assert cluster.sql1("SELECT cdc_snapshot(%s) IS NOT NULL", (slot,)) is True
+    finally:
+        cluster.sql("DROP VIEW hard_sleepy")
+        cluster.sql("DROP TABLE hard_quick")
+
+
+def test_release_during_a_slow_read_is_prompt(cluster, slot_as):
+    """cdc_snapshot_release() while a read sleeps in a view returns within seconds; the reader
+    gets a JSON error, not a hang."""
+    cluster.sql("CREATE VIEW hard_sleepy2 AS SELECT 1 AS x FROM pg_sleep(25)")
+    try:
+        slot = slot_as("postgres", "hard_release")[0]
+        reader, result = start_read(cluster, slot, "hard_sleepy2")
+        wait_reading(cluster, "hard_sleepy2")
+        t0 = time.monotonic()
+        cluster.sql("SELECT cdc_snapshot_release(%s)", (slot,))
+        assert time.monotonic() - t0 < 10
+        reader.join(30)
+        assert not reader.is_alive()
+        assert "error" not in result, result
+        r = result["reply"]
+        assert r.status in (410, 503), r
+        assert set(r.json()) == {"error"}, r
+    finally:
+        cluster.sql("DROP VIEW hard_sleepy2")
+
+
+def test_read_behind_an_exclusive_lock_answers_503(cluster, slot_as):
+    """A read waiting behind ACCESS EXCLUSIVE gives up after its 5 s lock_timeout with a 503."""
+    cluster.sql("CREATE TABLE hard_locked (id int)")
+    holder = cluster.connect()
+    try:
+        slot = slot_as("postgres", "hard_locked")[0]
+        holder.autocommit = False
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE hard_locked IN ACCESS EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        message = snap_error(cluster.ws_port, read_req(slot, "hard_locked"), 503)
+        took = time.monotonic() - t0
+        assert message == ('table "hard_locked" is locked by another session (the read waited 5s for it); '
+                           'retry later'), message
+        assert 4 < took < 20, took
+        holder.rollback()
+        assert snap_rows(cluster.ws_port, read_req(slot, "hard_locked")) == []
+    finally:
+        holder.close()
+        cluster.sql("DROP TABLE hard_locked")
