@@ -5,6 +5,8 @@
 #include <libwebsockets.h>
 #include <uv.h>
 
+#include <sys/socket.h>
+
 #include "server/connection_guard.hpp"
 
 #include "shmem/state.hpp"
@@ -73,6 +75,8 @@ void ConnectionGuard::enforce_request_deadlines(const std::function<bool(struct 
         connections_.request_complete(wsi);  // told once; lws closes it shortly
         if (!config::ssl)  // not in plain text on a TLS port
             tell_request_timeout(lws_get_socket_fd(wsi), static_cast<long>(kRequestDeadlineMs / 1000));
+        else
+            shutdown(lws_get_socket_fd(wsi), SHUT_WR);
         shmem::state()->request_timeouts.fetch_add(1, std::memory_order_relaxed);
         lws_log::rate_limited("closed a connection whose request was not complete within 10 s");
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);

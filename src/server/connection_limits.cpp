@@ -75,6 +75,9 @@ void refuse_over_capacity(int fd) {
 void tell_request_timeout(int fd, long seconds) {
     send_now(fd, protocol::http_error_response(408, "request not complete within " + std::to_string(seconds) +
                                                         " s of connecting"));
+    // The client sees the end at once; libwebsockets frees the connection on its
+    // own schedule (a kill is not prompt while it reads a request body).
+    shutdown(fd, SHUT_WR);
 }
 
 }  // namespace pgcdcws::server
