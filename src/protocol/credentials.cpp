@@ -1,4 +1,5 @@
 #include "protocol/credentials.hpp"
+#include "protocol/ascii.hpp"
 
 #include <vector>
 
@@ -61,8 +62,7 @@ bool percent_decode(std::string_view in, std::string &out, bool lenient = false)
 bool lower_contains_token(std::string_view name) {
     std::string lower(name);
     for (char &c : lower)
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
+        c = ascii_lower(c);
     return lower.find("token") != std::string::npos;
 }
 
@@ -79,15 +79,7 @@ Credential bearer_from_authorization(std::string_view value) {
         return invalid("Authorization header too long");
     const std::size_t space = value.find(' ');
     const std::string_view scheme = value.substr(0, space);
-    static constexpr std::string_view kBearer = "bearer";
-    bool is_bearer = scheme.size() == kBearer.size();
-    for (std::size_t i = 0; is_bearer && i < scheme.size(); i++) {
-        char c = scheme[i];
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-        is_bearer = c == kBearer[i];
-    }
-    if (!is_bearer)
+    if (!ascii_iequals(scheme, "bearer"))
         return invalid("Authorization header is not a Bearer credential");
     if (space == std::string_view::npos)
         return invalid("Authorization: Bearer without a token");

@@ -1,4 +1,5 @@
 #include "protocol/host_header.hpp"
+#include "protocol/ascii.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,19 +11,6 @@ namespace pgcdcws::protocol {
 namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-bool equals_ignore_case(std::string_view s, std::string_view lower) {
-    if (s.size() != lower.size())
-        return false;
-    for (std::size_t i = 0; i < s.size(); i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-        if (c != lower[i])
-            return false;
-    }
-    return true;
-}
 
 // Four decimal octets 0-255, no leading zeros (0177 is octal to some parsers), first 127.
 bool is_loopback_ipv4(std::string_view s) {
@@ -98,11 +86,11 @@ bool is_loopback_host(std::string_view host_header) {
             return false;
         s = s.substr(0, colon);
     }
-    return equals_ignore_case(s, "localhost") || equals_ignore_case(s, "localhost.") || is_loopback_ipv4(s);
+    return ascii_iequals(s, "localhost") || ascii_iequals(s, "localhost.") || is_loopback_ipv4(s);
 }
 
 bool is_loopback_address(std::string_view listen_address) {
-    return equals_ignore_case(listen_address, "localhost") || is_loopback_ipv4(listen_address) ||
+    return ascii_iequals(listen_address, "localhost") || is_loopback_ipv4(listen_address) ||
            is_loopback_ipv6(listen_address);
 }
 

@@ -1,4 +1,5 @@
 #include "protocol/origin_list.hpp"
+#include "protocol/ascii.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,7 +13,6 @@ namespace {
 
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 // The text quoted in an error message: printable ASCII only, bounded.
 std::string quoted(std::string_view text) {
@@ -66,7 +66,7 @@ NormalizedOrigin normalize_origin(std::string_view text) {
     if (text.substr(i, 3) != "://")
         return fail(text, "expected scheme://host[:port], e.g. https://app.example.com");
     std::string scheme(text.substr(0, i));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(), lower);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), ascii_lower);
     std::string_view authority = text.substr(i + 3);
 
     // Whatever ends the authority is something an origin does not have.
@@ -115,7 +115,7 @@ NormalizedOrigin normalize_origin(std::string_view text) {
                 return fail(text, "the host has an empty label");
         }
         host.assign(name);
-        std::transform(host.begin(), host.end(), host.begin(), lower);
+        std::transform(host.begin(), host.end(), host.begin(), ascii_lower);
     }
 
     // port

@@ -1,11 +1,11 @@
 #include "protocol/setting_list.hpp"
+#include "protocol/ascii.hpp"
 
 namespace pgcdcws::protocol {
 
 namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 void append_sql_literal(std::string &out, std::string_view value) {
     out += '\'';
@@ -56,7 +56,7 @@ std::optional<std::vector<std::string>> setting_list_items(std::string_view list
             while (!text.empty() && is_space(text.back()))
                 text.remove_suffix(1);
             for (char c : text)
-                item += lower(c);
+                item += ascii_lower(c);
             i = end;
         }
         if (!item.empty())

@@ -1,4 +1,5 @@
 #include "protocol/snapshot_request.hpp"
+#include "protocol/ascii.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -21,19 +22,6 @@ ParsedSnapshotRequest fail(std::string why) {
     ParsedSnapshotRequest r;
     r.error = std::move(why);
     return r;
-}
-
-bool lower_equals(std::string_view s, std::string_view lower) {
-    if (s.size() != lower.size())
-        return false;
-    for (std::size_t i = 0; i < s.size(); i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
-        if (c != lower[i])
-            return false;
-    }
-    return true;
 }
 
 bool identifier_start(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80; }
@@ -216,9 +204,9 @@ private:
             }
             if (key_ == "order") {
                 const std::string_view v(text ? text : "", length);
-                if (kind == Kind::String && lower_equals(v, "asc"))
+                if (kind == Kind::String && ascii_iequals(v, "asc"))
                     request.descending = false;
-                else if (kind == Kind::String && lower_equals(v, "desc"))
+                else if (kind == Kind::String && ascii_iequals(v, "desc"))
                     request.descending = true;
                 else
                     return fail("\"order_by.order\" must be \"asc\" or \"desc\"");
