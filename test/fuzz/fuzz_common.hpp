@@ -6,6 +6,7 @@
 
 // Same RapidJSON configuration as src/ (the templates must not differ: ODR).
 #include "protocol/rapidjson_config.hpp"
+#include "test_util.hpp"  // ../unit is on the include path
 
 #include <rapidjson/document.h>
 
@@ -45,39 +46,8 @@ inline bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 
 
 inline bool is_json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, <= U+10FFFF.
-inline bool is_valid_utf8(std::string_view s) {
-    std::size_t i = 0;
-    while (i < s.size()) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        std::size_t n;
-        std::uint32_t cp;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            n = 1, cp = c & 0x1Fu;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2, cp = c & 0x0Fu;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3, cp = c & 0x07u;
-        } else {
-            return false;
-        }
-        if (s.size() - i - 1 < n)
-            return false;
-        for (std::size_t k = 1; k <= n; ++k) {
-            const unsigned char t = static_cast<unsigned char>(s[i + k]);
-            if ((t & 0xC0u) != 0x80u)
-                return false;
-            cp = (cp << 6) | (t & 0x3Fu);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
+// Strict UTF-8 (RFC 3629): the unit tests' reference check.
+using pgcdcws::test::is_valid_utf8;
 
 // Reference LSN parser written differently from src/: exactly one '/', 1-8 hex digits each side.
 inline bool reference_lsn(std::string_view s, std::uint64_t &value) {
