@@ -8,6 +8,7 @@
 #include "pg/guard.hpp"
 #include "protocol/http_response.hpp"
 #include "protocol/init_request.hpp"
+#include "server/browser_gate.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/server_log.hpp"
@@ -32,10 +33,11 @@ int status_for_sqlstate(int sqlstate) {
     return 500;
 }
 
-std::string json_response(int status, const std::string &body) {
+// `extra_headers`: whole header lines (CORS).
+std::string json_response(int status, const std::string &body, const std::string &extra_headers) {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + protocol::http_reason_phrase(status) +
                       "\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
-                      "\r\ncache-control: no-store\r\nconnection: close\r\n\r\n";
+                      "\r\ncache-control: no-store\r\nconnection: close\r\n" + extra_headers + "\r\n";
     out += body;
     return out;
 }
@@ -46,6 +48,7 @@ int InitRequests::request_start(struct lws *wsi, Oid role, bool post) {
     Client &client = clients_[wsi];
     client = Client();
     client.role = role;
+    client.cors_headers = cors_headers_for(wsi);
     if (role == InvalidOid) {
         clients_.erase(wsi);
         send_http_error(wsi, 500, "pgcdcws.trust_role names no existing role");
@@ -196,11 +199,13 @@ void InitRequests::housekeeping() {
         if (state == snapshot::InitState::Ready) {
             const bool exported = outcome.snapshot_name[0] != '\0';
             reply(entry.first, client,
-                  json_response(200, protocol::init_response_body(client.slot_name, outcome.lsn,
-                                                                  exported ? outcome.snapshot_name : nullptr)));
+                  json_response(200,
+                                protocol::init_response_body(client.slot_name, outcome.lsn,
+                                                             exported ? outcome.snapshot_name : nullptr),
+                                client.cors_headers));
         } else {
             const int status = status_for_sqlstate(outcome.error_code);
-            reply(entry.first, client, protocol::http_error_response(status, outcome.message));
+            reply(entry.first, client, protocol::http_error_response(status, outcome.message, client.cors_headers));
         }
     }
     for (std::size_t i = 0; i < cancelled_.size();) {

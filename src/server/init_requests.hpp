@@ -41,6 +41,9 @@ private:
         std::string slot_name;
         std::string body;
         std::string reply;  // complete HTTP response waiting for a writable callback
+        // Taken from the request when it starts: the reply is written later, from
+        // housekeeping, and must carry them too (a page reads it only with them).
+        std::string cors_headers;
     };
     int start(struct lws *wsi, Client &client);
     void reply(struct lws *wsi, Client &client, const std::string &response);
