@@ -11,6 +11,10 @@
    the same refusal is plain HTTP.
 5. Headless Chromium: a page from the allowed origin reads a snapshot with fetch and
    streams with WebSocket; a page from another origin is refused.
+6. Headless Chromium with pgcdcws.auth = token (a cluster of its own): the page creates a
+   slot with POST /v1/init, reads its snapshot (Authorization header), streams
+   (access_token in the query) and acks; without a token or with a tampered one it reads
+   the 401s and its WebSockets fail (1006). The token never reaches the server log.
 """
 
 import asyncio
@@ -18,6 +22,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,8 +37,9 @@ import pytest
 import websockets
 import websockets.exceptions
 
-from cdcws import StreamClient, stream_uri
-from conftest import free_port, wait_for
+from cdcws import StreamClient, lsn_int, stream_uri
+from conftest import Cluster, _require_extension, free_port, wait_for
+from test_20_token_auth import b64url, token_as
 
 SNAP_PATH = "/v1/snapshot/data"
 PAGE_PORT = free_port()
@@ -469,3 +475,157 @@ def test_chromium_page_from_other_origin_is_refused(cluster, origins, snap_slot,
     # Nothing was streamed to it: the slot was never taken.
     r = post_snapshot(origins, {"slotName": snap_slot, "table": "public.browser_t"})
     assert r.status == 200 and len(r.json()) == 2, r
+
+
+# ------------------------------------------------------------------------ 6. Chromium, token mode
+# The whole flow a page does against a server with pgcdcws.auth = token, in a cluster of
+# its own (the session cluster stays in trust mode): POST /v1/init and the snapshot read
+# with fetch (Authorization header, after a CORS preflight), the stream with WebSocket
+# (access_token in the query string: a browser cannot set headers on a WebSocket), an ack.
+WEB_ROLE = "web_user"
+WEB_SLOT = "web_slot"
+
+
+@pytest.fixture(scope="module")
+def token_cluster():
+    c = Cluster(extension=True)
+    _require_extension(c)
+    try:
+        c.init()
+        with open(os.path.join(c.datadir, "postgresql.conf"), "a") as f:
+            f.write(f"pgcdcws.auth = token\npgcdcws.allowed_origins = '{ALLOWED}'\n")
+        c.start()
+        c.sql("CREATE EXTENSION pgcdcws")
+        c.sql(f"CREATE ROLE {WEB_ROLE} LOGIN REPLICATION")
+        c.sql("CREATE TABLE browser_t (id int PRIMARY KEY, name text)")
+        c.sql(f"GRANT SELECT ON browser_t TO {WEB_ROLE}")
+        c.sql("INSERT INTO browser_t VALUES (1, 'one'), (2, 'two')")
+    except BaseException:
+        c.destroy()
+        raise
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def web_slot(token_cluster):
+    """The name the page asks /v1/init for; whatever slot it made is dropped at the end."""
+    yield WEB_SLOT
+    token_cluster.drop_slot_quietly(WEB_SLOT)
+
+
+def assert_token_not_logged(c, token):
+    """Issue 7: an access_token is never logged, neither whole nor its signature; where the
+    server logs a request target, the parameter's value is REDACTED."""
+    log = c.log()
+    assert token not in log
+    assert token.split(".")[-1] not in log
+    assert set(re.findall(r"access_token=([^&\s]*)", log)) <= {"REDACTED"}, log
+
+
+def init_request(port, origin, token=None, body=b""):
+    head = [f"POST /v1/init HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Origin: {origin}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    if token is not None:
+        head.append(f"Authorization: Bearer {token}")
+    return raw(port, "\r\n".join(head), body, timeout=60)
+
+
+def test_token_mode_replies_to_a_page_carry_cors_headers(token_cluster, web_slot):
+    """What the Chromium tests below rely on, on the wire: the 401, the /v1/init 200 (written
+    later, from the server's housekeeping, once the snapshot worker has made the slot) and a
+    /v1/init refusal carry the CORS headers for an allowed Origin."""
+    c = token_cluster
+    body = json.dumps({"slotName": web_slot, "snapshot": False}).encode()
+    r = init_request(c.ws_port, ALLOWED, body=body)
+    assert r.status == 401 and r.json() == {"error": "invalid or missing token"}, r
+    assert r.headers.get("www-authenticate") == "Bearer", r
+    assert_cors(r, ALLOWED)
+    token = token_as(c, WEB_ROLE)
+    r = init_request(c.ws_port, ALLOWED, token, body)
+    assert r.status == 200 and r.json()["slotName"] == web_slot, r
+    assert_cors(r, ALLOWED)
+    r = init_request(c.ws_port, ALLOWED, token, body)
+    assert r.status == 409 and r.json() == {"error": f'replication slot "{web_slot}" already exists'}, r
+    assert_cors(r, ALLOWED)
+    # Another origin: refused before authentication, and nothing a page could read.
+    assert_refused_origin(init_request(c.ws_port, "http://evil.example", token, body))
+
+
+def test_chromium_token_mode_init_snapshot_stream_ack(token_cluster, web_slot, page_servers):
+    c = token_cluster
+    token = token_as(c, WEB_ROLE)
+    browser = Chromium(page_url(PAGE_PORT, c.ws_port, web_slot, token=token) + "&init=1")
+    try:
+        _, out = browser.wait_title("streaming")
+        # POST /v1/init as the token's role: the slot, its position and its snapshot, readable
+        # by the page (CORS headers on the reply written once the slot is ready).
+        assert out["init"].get("status") == 200, out
+        init = out["init"]["body"]
+        assert set(init) == {"slotName", "lsn", "snapshotName"} and init["slotName"] == web_slot, out
+        assert init["snapshotName"], out
+        conn = c.connect(user=WEB_ROLE)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT slot_name FROM cdc_slots()")
+                assert [r[0] for r in cur.fetchall()] == [web_slot], "the slot is owned by the token's role"
+        finally:
+            conn.close()
+        before = c.confirmed_lsn(web_slot)
+        assert before == init["lsn"], (before, init)
+        # The snapshot, read with Authorization: Bearer, as the token's role.
+        assert out["snapshot"]["status"] == 200, out
+        assert sorted(out["snapshot"]["body"], key=lambda r: r["id"]) == [
+            {"id": 1, "name": "one"}, {"id": 2, "name": "two"}], out
+        assert out["snapshot_error"] == {"status": 404, "body": {
+            "error": 'table "public.no_such_table" does not exist'}}, out
+        # A slot the role may not use (here: none at all) closes in-band with 4403.
+        assert out["missing"]["opened"] is True and out["missing"]["code"] == 4403, out
+        assert out["missing"]["reason"].startswith("permission denied for this replication slot"), out
+
+        c.sql("INSERT INTO browser_t VALUES (3, 'three')")
+        _, out = browser.wait_title("done")
+        stream = out["stream"]
+        assert stream["opened"] is True and stream["code"] == 1000, out
+        assert [(ch["kind"], ch["table"], ch["columnnames"], ch["columnvalues"])
+                for ch in stream["message"]["change"]] == [("insert", "browser_t", ["id", "name"], [3, "three"])], out
+        acked = stream["acked"]
+        assert acked == stream["message"]["nextlsn"], out
+        assert lsn_int(acked) > lsn_int(before), (before, acked)
+        # The page's ack moved the slot: confirmed_flush_lsn is the nextlsn it sent.
+        wait_for(lambda: c.confirmed_lsn(web_slot) == acked, 30,
+                 what=f"confirmed_flush_lsn of {web_slot} to reach the page's ack {acked}")
+    finally:
+        browser.close()
+    assert_token_not_logged(c, token)
+
+
+@pytest.mark.parametrize("credential", ["none", "tampered"])
+def test_chromium_token_mode_refused_without_a_valid_token(token_cluster, web_slot, page_servers, credential):
+    c = token_cluster
+    token = None
+    if credential == "tampered":
+        # The role claim of a good token changed to a superuser's, the signature kept.
+        head, _, signature = token_as(c, WEB_ROLE).split(".")
+        claims = {"role": "postgres", "exp": int(time.time()) + 3600}
+        token = f"{head}.{b64url(json.dumps(claims).encode())}.{signature}"
+    failures_before = c.sql1("SELECT auth_failures FROM cdc_server_stats()")
+    browser = Chromium(page_url(PAGE_PORT, c.ws_port, web_slot, token=token) + "&init=1")
+    try:
+        _, out = browser.wait_title("done")
+    finally:
+        browser.close()
+    # fetch: the preflight passes (it carries no credentials), the request gets the 401 with
+    # the CORS headers, so the page reads the status and the JSON error.
+    unauthorized = {"status": 401, "body": {"error": "invalid or missing token"}}
+    for key in ("init", "snapshot", "snapshot_error"):
+        assert out[key] == unauthorized, (key, out)
+    # WebSocket: the 401 comes before any upgrade (no in-band close without a valid token);
+    # a browser reports a refused upgrade as 1006 and nothing more.
+    for key in ("missing", "stream"):
+        assert out[key] == {"opened": False, "code": 1006, "reason": ""}, (key, out)
+    assert not c.slot_exists(web_slot)
+    # Three fetches and two upgrades, each counted (at least: a preflight is not a failure).
+    assert c.sql1("SELECT auth_failures FROM cdc_server_stats()") == failures_before + 5
+    if token is not None:
+        assert_token_not_logged(c, token)
