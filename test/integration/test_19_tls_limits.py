@@ -467,6 +467,11 @@ def test_request_header_limit(cluster):
     got, _ = _snapshot_request(port, over - 1)
     assert got.startswith(b"HTTP/1.1 404 "), got[:300]
 
+    # the query string counts too (browsers put the token there)
+    got, _ = _exchange(port, (f"GET {STREAM_PATH}?slotName=no_such_slot&pad={'q' * 20000} HTTP/1.1\r\n"
+                              f"Host: localhost:{port}\r\n\r\n").encode())
+    assert 20000 < _assert_431(got) < 20300
+
     # a WebSocket upgrade is refused the same way, before any upgrade
     upgrade = (f"GET {STREAM_PATH}?slotName=no_such_slot HTTP/1.1\r\nHost: localhost:{port}\r\n"
                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
