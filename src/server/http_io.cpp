@@ -43,6 +43,22 @@ std::string path_of(struct lws *wsi, const char *method) {
     return std::string();
 }
 
+std::size_t request_head_bytes(struct lws *wsi) {
+    std::size_t total = 0;
+    // The tokens after the last request header are lws's own client-side stash.
+    for (int t = 0; t < _WSI_TOKEN_CLIENT_SENT_PROTOCOLS; t++) {
+        const auto token = static_cast<enum lws_token_indexes>(t);
+        const int value = lws_hdr_total_length(wsi, token);
+        if (value <= 0)
+            continue;
+        // "host:" for a header, "get " for the request line's method.
+        const unsigned char *name = lws_token_to_string(token);
+        total += static_cast<std::size_t>(value) + (name ? std::strlen(reinterpret_cast<const char *>(name)) : 0) +
+                 3;  // the space after the colon, CRLF
+    }
+    return total;
+}
+
 // Writes the response ourselves: in the upgrade path lws's own status helpers
 // would answer HTTP/1.0, which strict clients reject. An allowed origin's page
 // gets the CORS headers, so that it can read the error.

@@ -2,6 +2,7 @@
 // (method, path), who sent it, and the error answer it gets.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include <libwebsockets.h>
@@ -12,6 +13,12 @@ namespace pgcdcws::server {
 const char *method_of(struct lws *wsi);
 // The request's path (without the query string) for `method`.
 std::string path_of(struct lws *wsi, const char *method);
+
+// Bytes of the request line and headers that lws 4.1's API shows: the method,
+// the target (path and query) and each header it recognises (name, value,
+// separators). Headers it does not know (X-...) are stored but not visible:
+// they count only toward lws's own buffer (max_http_header_data).
+std::size_t request_head_bytes(struct lws *wsi);
 
 // Writes a whole HTTP/1.1 error response with a JSON body (and the CORS headers
 // when the request comes from an allowed origin); extra_headers: more header

@@ -31,10 +31,14 @@ namespace {
 
 // Longest wait between housekeeping passes when nothing happens.
 constexpr long kHousekeepingMs = 1000;
-// Request line and headers, as lws stores them: room for an 8 kB token in
-// Authorization or the query string besides ordinary headers. Allocated per
-// connection while its headers are read.
-constexpr unsigned short kMaxRequestHeaderBytes = 16 * 1024;
+// Request line and headers (request_head_bytes): room for an 8 kB token in
+// Authorization or the query string besides ordinary headers. Beyond it: 431.
+constexpr std::size_t kMaxRequestHeaderBytes = 16 * 1024;
+// lws's header buffer, allocated per connection while its request is read:
+// twice our limit, so that a request over the limit still parses and gets its
+// 431. lws 4.1 closes a request beyond this without an answer (its parser has
+// no hook to answer from).
+constexpr unsigned short kHeaderBufferBytes = 2 * kMaxRequestHeaderBytes;
 // How long shutdown waits, at most, for every stream client's close handshake
 // (our 1001 written and the client's reply read). A client that does not read
 // its socket would otherwise hold the shutdown up.
@@ -124,10 +128,7 @@ bool Server::setup() {
     info.timeout_secs = 2 * kRequestDeadlineMs / 1000;
     // One header buffer per connection we keep (lws's default: one per possible fd).
     info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap);
-    // The largest request line and headers; lws closes a connection whose
-    // request does not fit, without an answer (its 4.1 parser has no hook to
-    // answer 431 from).
-    info.max_http_header_data = kMaxRequestHeaderBytes;
+    info.max_http_header_data = kHeaderBufferBytes;
     context_ = lws_create_context(&info);
     if (!context_) {
         log_guarded(LOG, "could not create the libwebsockets context");
@@ -164,7 +165,8 @@ bool Server::setup() {
 }
 
 // Every HTTP request and WebSocket upgrade passes here, and only here, before
-// it reaches the stream registry or the snapshot scheduler. gate() decides the
+// it reaches the stream registry or the snapshot scheduler. The request's size
+// is checked first (431, before any upgrade). gate() decides the
 // route; checks that apply to every request (token auth, Origin/Host, CORS)
 // belong here too, so that no endpoint can skip them.
 //
@@ -176,6 +178,14 @@ GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     const char *method = method_of(wsi);
     const std::string path = path_of(wsi, method);
     identities_.erase(wsi);  // a keep-alive connection's previous request
+    const std::size_t head_bytes = request_head_bytes(wsi);
+    if (head_bytes > kMaxRequestHeaderBytes) {
+        GateDecision refused;
+        refused.status = 431;
+        refused.message = "request line and headers too large: " + std::to_string(head_bytes) + " bytes, at most " +
+                          std::to_string(kMaxRequestHeaderBytes);
+        return refused;
+    }
     GateDecision decision = gate(GateRequest{method, path, websocket_upgrade});
     // Host and Origin before anything else, and a preflight is answered before
     // authentication (browsers send it without credentials).

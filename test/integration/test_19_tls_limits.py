@@ -7,6 +7,7 @@ The TLS clusters are this module's own (pgcdcws.ssl is fixed at server start); t
 the session's plain cluster."""
 
 import asyncio
+import concurrent.futures
 import http.client
 import json
 import os
@@ -25,7 +26,7 @@ from cdcws import STREAM_PATH, StreamClient, loads, lsn_int, wait_confirmed
 
 SNAP_PATH = "/v1/snapshot/data"
 MAX_MESSAGE = 16384        # bytes of one client message, all fragments together
-MAX_HEADERS = 16384        # bytes of a request's line and headers, as lws stores them
+MAX_HEADERS = 16384        # bytes of a request's line and recognised headers (then 431)
 TOO_BIG_REASON = f"message too big: at most {MAX_MESSAGE} bytes"
 
 
@@ -398,30 +399,137 @@ def test_inbound_messages_above_the_limit_close_1009(cluster):
 
 
 # ----------------------------------------------------------------------- request size
-def _snapshot_request(port, extra_header_bytes):
-    """POST /v1/snapshot/data for an unknown slot with `extra_header_bytes` of X-Padding
-    headers (1000 bytes each); returns (bytes received until close, seconds)."""
-    headers = "".join(f"X-Padding-{i}: {'p' * 980}\r\n" for i in range(extra_header_bytes // 1000))
+def _exchange(port, request, timeout=15):
+    """Send `request` in the clear, tolerating the server closing before it has all been sent
+    (it stops reading at its limit); return (everything received until it closed, seconds)."""
+    t0 = time.monotonic()
+    got = b""
+    with socket.create_connection(("localhost", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+    return got, time.monotonic() - t0
+
+
+def _snapshot_request(port, cookie_bytes=0, padding_bytes=0):
+    """POST /v1/snapshot/data for an unknown slot with a Cookie header of `cookie_bytes` (a
+    header libwebsockets recognises) and `padding_bytes` of X-Padding headers (1000 bytes
+    each, unrecognised); returns (bytes received until close, seconds)."""
+    cookie = f"Cookie: c={'k' * (cookie_bytes - 10)}\r\n" if cookie_bytes else ""
+    padding = "".join(f"X-Padding-{i}: {'p' * 980}\r\n" for i in range(padding_bytes // 1000))
     body = b'{"slotName": "no_such_slot", "table": "t"}'
     request = (f"POST {SNAP_PATH} HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
-    return plain_exchange(port, request)
+               f"Content-Length: {len(body)}\r\n{cookie}{padding}\r\n").encode() + body
+    return _exchange(port, request)
+
+
+def _assert_431(got):
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 431 Request Header Fields Too Large", got[:300]
+    assert "content-type: application/json" in lines and "connection: close" in lines, lines
+    assert f"content-length: {len(body)}" in lines, (lines, body)
+    error = loads(body)["error"]
+    assert error.startswith("request line and headers too large: ") and error.endswith(
+        f" bytes, at most {MAX_HEADERS}"), error
+    return int(error.split(": ")[1].split(" ")[0])
 
 
 def test_request_header_limit(cluster):
     port = cluster.ws_port
+    pid = cluster.pids_by_backend_type("pgcdcws server", fresh=True)
     # 12 kB of headers (an 8 kB bearer token and ordinary headers fit): served
-    got, _ = _snapshot_request(port, 12000)
-    head, _, body = got.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 404 "), got[:300]
-    assert "no_such_slot" in loads(body)["error"]
+    for cookie, padding in ((12000, 0), (0, 12000), (6000, 6000)):
+        got, _ = _snapshot_request(port, cookie, padding)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404 "), (cookie, padding, got[:300])
+        assert "no_such_slot" in loads(body)["error"]
 
-    # 20 kB: libwebsockets 4.1 drops the request in its parser: the connection is closed
-    # promptly without an answer (documented), the log says why, and the server goes on
-    offset = cluster.log_size()
+    # 20 kB of request line and recognised headers: a 431 with a JSON body, then the server
+    # closes the connection (the read above ends), promptly
     got, seconds = _snapshot_request(port, 20000)
-    assert got == b"" and seconds < 5, (got[:300], seconds)
-    wait_for(lambda: "libwebsockets: Ran out of header data space" in cluster.log_since(offset), 15,
-             what="the log line of the dropped request")
-    got, _ = _snapshot_request(port, 0)
+    measured = _assert_431(got)
+    assert 20000 < measured < 20300, measured
+    assert seconds < 5, seconds
+    # the count grows byte for byte with the Cookie: one byte over the limit gets 431, a
+    # request of exactly the limit is served
+    over = MAX_HEADERS + 1 - (measured - 20000)
+    assert _assert_431(_snapshot_request(port, over)[0]) == MAX_HEADERS + 1
+    got, _ = _snapshot_request(port, over - 1)
     assert got.startswith(b"HTTP/1.1 404 "), got[:300]
+
+    # the query string counts too (browsers put the token there)
+    got, _ = _exchange(port, (f"GET {STREAM_PATH}?slotName=no_such_slot&pad={'q' * 20000} HTTP/1.1\r\n"
+                              f"Host: localhost:{port}\r\n\r\n").encode())
+    assert 20000 < _assert_431(got) < 20300
+
+    # a WebSocket upgrade is refused the same way, before any upgrade
+    upgrade = (f"GET {STREAM_PATH}?slotName=no_such_slot HTTP/1.1\r\nHost: localhost:{port}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               f"Sec-WebSocket-Version: 13\r\nCookie: c={'k' * 20000}\r\n\r\n").encode()
+    got, seconds = _exchange(port, upgrade)
+    _assert_431(got)
+    assert seconds < 5, seconds
+
+    async def upgrade_with_client():
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+            await websockets.connect(f"ws://localhost:{port}{STREAM_PATH}?slotName=no_such_slot",
+                                     extra_headers={"Cookie": "c=" + "k" * 20000}, open_timeout=15,
+                                     ping_interval=None)
+        return e.value.status_code
+
+    assert asyncio.run(upgrade_with_client()) == 431
+
+    # Unrecognised headers (X-...) are not visible through libwebsockets 4.1's API: they
+    # count only toward its own buffer of 2 x 16384 bytes (documented), so 20 kB of them
+    # are served
+    got, _ = _snapshot_request(port, 0, 20000)
+    assert got.startswith(b"HTTP/1.1 404 "), got[:300]
+
+    # Beyond libwebsockets' buffer (a 100 kB header, or 40 kB of unrecognised ones) its
+    # parser drops the request: closed promptly without an answer, logged, the server goes on
+    for cookie, padding in ((100000, 0), (0, 40000)):
+        offset = cluster.log_size()
+        got, seconds = _snapshot_request(port, cookie, padding)
+        assert got == b"" and seconds < 5, (cookie, padding, got[:300], seconds)
+        wait_for(lambda: "libwebsockets: Ran out of header data space" in cluster.log_since(offset), 15,
+                 what="the log line of the dropped request")
+
+    # a burst of oversized requests at once: each gets its 431, the server stays up
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: _snapshot_request(port, 25000)[0], range(64)))
+    for got in results:
+        _assert_431(got)
+    got, _ = _snapshot_request(port)
+    assert got.startswith(b"HTTP/1.1 404 "), got[:300]
+    assert cluster.pids_by_backend_type("pgcdcws server", fresh=True) == pid
+
+
+def test_request_header_limit_over_tls(tls_cluster):
+    """With pgcdcws.ssl = on the 431 is an ordinary HTTPS response, inside TLS."""
+    c = tls_cluster
+    conn = http.client.HTTPSConnection("localhost", c.ws_port, context=verifying_context(c.cert), timeout=30)
+    try:
+        data = b'{"slotName": "no_such_slot", "table": "t"}'
+        conn.request("POST", SNAP_PATH, body=data,
+                     headers={"Content-Type": "application/json", "Cookie": "c=" + "k" * 20000})
+        r = conn.getresponse()
+        assert r.status == 431 and r.reason == "Request Header Fields Too Large"
+        assert r.getheader("content-type") == "application/json"
+        assert r.getheader("connection") == "close"
+        error = loads(r.read())["error"]
+        assert error.startswith("request line and headers too large: ") and error.endswith(
+            f" bytes, at most {MAX_HEADERS}"), error
+    finally:
+        conn.close()
+    status, body = https_snapshot(c.ws_port, verifying_context(c.cert), {"slotName": "no_such_slot", "table": "x"})
+    assert status == 404, body
