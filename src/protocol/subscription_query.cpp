@@ -157,21 +157,20 @@ std::string parse_filter(std::string_view raw, SubscriptionFilter &filter) {
     return std::string();
 }
 
-// Appends `text` %-encoding every byte but letters, digits, - _ ~ $ " and, with
-// keep_dots, '.': the result splits and decodes back to `text`.
-void append_encoded(std::string &out, std::string_view text, bool keep_dots) {
+// Appends `text` with '%' and the separators of its section (`special`)
+// %-encoded, and nothing else: every such byte was %-encoded in any query that
+// parsed to it, so the canonical text is never longer than the text it came from.
+void append_encoded(std::string &out, std::string_view text, std::string_view special) {
     static const char hex[] = "0123456789ABCDEF";
     for (const char ch : text) {
-        const auto c = static_cast<unsigned char>(ch);
-        const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                          c == '_' || c == '~' || c == '$' || c == '"' || (keep_dots && c == '.');
-        if (keep) {
+        if (ch != '%' && special.find(ch) == std::string_view::npos) {
             out.push_back(ch);
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
+            continue;
         }
+        const auto c = static_cast<unsigned char>(ch);
+        out.push_back('%');
+        out.push_back(hex[c >> 4]);
+        out.push_back(hex[c & 15]);
     }
 }
 
@@ -255,17 +254,17 @@ std::string format_subscription_query(const SubscriptionQuery &query) {
     if (query.schema)
         name = quote_sql_identifier(*query.schema) + ".";
     name += quote_sql_identifier(query.table);
-    append_encoded(out, name, true);
+    append_encoded(out, name, ":");
     for (const SubscriptionFilter &filter : query.filters) {
         out.push_back(':');
-        append_encoded(out, quote_sql_identifier(filter.column), false);
+        append_encoded(out, quote_sql_identifier(filter.column), ":.");
         out.push_back('.');
         out += filter_op_name(filter.op);
         out.push_back('.');
         for (std::size_t i = 0; i < filter.values.size(); i++) {
             if (i > 0)
                 out.push_back(',');
-            append_encoded(out, filter.values[i], true);
+            append_encoded(out, filter.values[i], ":,");
         }
     }
     return out;

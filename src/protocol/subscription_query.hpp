@@ -74,10 +74,12 @@ struct ParsedSubscriptionQuery {
 
 ParsedSubscriptionQuery parse_subscription_query(std::string_view text);
 
-// The canonical query text of `query` (types in the order insert, update, delete,
-// truncate, or "*" for all four; names quoted only where needed; only letters,
-// digits and - _ ~ $ " . * kept, everything else %-encoded):
-// parse_subscription_query(format_subscription_query(q)).query == q.
+// The canonical query text of `query`: types in the order insert, update, delete,
+// truncate, or "*" for all four; names quoted only where needed; only '%' and the
+// separators of each piece %-encoded (':' everywhere, '.' in a column, ',' in a
+// value). parse_subscription_query(format_subscription_query(q)).query == q, and
+// the canonical text is never longer than a text that parsed to q. It is query
+// text, not a URL: URL-encode it to put it in query=.
 std::string format_subscription_query(const SubscriptionQuery &query);
 
 // The parameters of GET /ws from its raw query string (the text after '?', as

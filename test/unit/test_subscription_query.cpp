@@ -307,11 +307,15 @@ TEST(SubscriptionQuery, CanonicalForm) {
     EXPECT_EQ(canonical("insert:t"), "insert:t");
     EXPECT_EQ(canonical("DELETE,insert:T"), "insert,delete:t");
     EXPECT_EQ(canonical("truncate,delete,update,insert:t"), "*:t");
-    EXPECT_EQ(canonical("insert:Public.\"Order Items\""), "insert:public.\"Order%20Items\"");
+    EXPECT_EQ(canonical("insert:Public.\"Order Items\""), "insert:public.\"Order Items\"");
     EXPECT_EQ(canonical("insert:\"a.b\".\"c%3ad\""), "insert:\"a.b\".\"c%3Ad\"");
     EXPECT_EQ(canonical("insert:t:\"A%2eb\".EQ.x:n.in.a%2Cb,c"), "insert:t:\"A%2Eb\".eq.x:n.in.a%2Cb,c");
     EXPECT_EQ(canonical("insert:t:v.eq.4.5"), "insert:t:v.eq.4.5");
-    EXPECT_EQ(canonical("insert:t:v.eq.50%25 off"), "insert:t:v.eq.50%25%20off");
+    EXPECT_EQ(canonical("insert:t:v.eq.50%25 off"), "insert:t:v.eq.50%25 off");
+    EXPECT_EQ(canonical("insert:t:v.eq.a%2cb%3a%2e"), "insert:t:v.eq.a%2Cb%3A.");
+    EXPECT_EQ(canonical("insert:t:v.in.a%2cb,%41"), "insert:t:v.in.a%2Cb,A");
+    EXPECT_EQ(canonical("insert:%22t%22: v .eq.x"), "insert:t:v.eq.x");
+    EXPECT_EQ(canonical("insert:\"T\":\"a%3Ab%2Ec\".eq.\"q\""), "insert:\"T\":\"a%3Ab%2Ec\".eq.\"q\"");
     EXPECT_EQ(canonical("insert:\"t\"\"q\""), "insert:\"t\"\"q\"");
 }
 
