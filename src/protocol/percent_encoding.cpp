@@ -16,6 +16,13 @@ int hex_value(char c) {
 
 }  // namespace
 
+void append_percent_escape(std::string &out, unsigned char c) {
+    static const char hex[] = "0123456789ABCDEF";
+    out.push_back('%');
+    out.push_back(hex[c >> 4]);
+    out.push_back(hex[c & 15]);
+}
+
 bool percent_decode(std::string_view in, std::string &out, bool lenient) {
     out.clear();
     out.reserve(in.size());

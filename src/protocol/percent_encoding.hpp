@@ -14,6 +14,9 @@ namespace pgcdcws::protocol {
 // is kept as text and the result is always true. '+' stays '+'.
 bool percent_decode(std::string_view in, std::string &out, bool lenient = false);
 
+// Appends the escape of one byte: '%' and two upper-case hex digits.
+void append_percent_escape(std::string &out, unsigned char c);
+
 // Calls visit(raw_name, raw_value, has_value) for each '&'-separated parameter of a
 // raw query string (the text after '?'), in order, without decoding anything;
 // has_value is false when the parameter has no '='. An empty query string is one

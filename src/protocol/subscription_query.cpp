@@ -35,7 +35,6 @@ constexpr KindName kKinds[] = {{"insert", kKindInsert},
 // (and the quote and backslash) %-encoded, as the client would write it in a
 // query; long text is cut. The message stays printable ASCII whatever came in.
 std::string shown(std::string_view text) {
-    static const char hex[] = "0123456789ABCDEF";
     constexpr std::size_t kMaxShown = 64;
     std::string out = "\"";
     for (std::size_t i = 0; i < text.size(); i++) {
@@ -44,13 +43,10 @@ std::string shown(std::string_view text) {
             break;
         }
         const auto c = static_cast<unsigned char>(text[i]);
-        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\')
             out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
-        }
+        else
+            append_percent_escape(out, c);
     }
     out.push_back('"');
     return out;
@@ -161,16 +157,11 @@ std::string parse_filter(std::string_view raw, SubscriptionFilter &filter) {
 // %-encoded, and nothing else: every such byte was %-encoded in any query that
 // parsed to it, so the canonical text is never longer than the text it came from.
 void append_encoded(std::string &out, std::string_view text, std::string_view special) {
-    static const char hex[] = "0123456789ABCDEF";
     for (const char ch : text) {
-        if (ch != '%' && special.find(ch) == std::string_view::npos) {
+        if (ch != '%' && special.find(ch) == std::string_view::npos)
             out.push_back(ch);
-            continue;
-        }
-        const auto c = static_cast<unsigned char>(ch);
-        out.push_back('%');
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 15]);
+        else
+            append_percent_escape(out, static_cast<unsigned char>(ch));
     }
 }
 
