@@ -46,7 +46,7 @@ enum class FilterOp : std::uint8_t { Eq, Neq, Lt, Lte, Gt, Gte, In };
 const char *filter_op_name(FilterOp op);
 
 struct SubscriptionFilter {
-    std::string column;               // as stored in the catalog (folded or unquoted), 1-63 bytes
+    std::string column;               // as the catalog spells it (unquoted: folded to lower case), 1-63 bytes
     FilterOp op = FilterOp::Eq;
     std::vector<std::string> values;  // decoded; exactly one, or 1-100 for In; may be empty strings
     bool operator==(const SubscriptionFilter &other) const {
