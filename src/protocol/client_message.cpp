@@ -26,6 +26,88 @@ ClientMessage invalid(std::string why) {
     return m;
 }
 
+constexpr const char *kIdRule = "must be a non-empty string of at most 64 bytes";
+
+// A subscription id, or nullptr when `value` is not one.
+const char *id_error(const rapidjson::Value &value) {
+    if (!value.IsString() || value.GetStringLength() == 0 || value.GetStringLength() > kMaxSubscriptionIdBytes)
+        return kIdRule;
+    if (!valid_utf8(std::string_view(value.GetString(), value.GetStringLength())))
+        return "must be valid UTF-8";
+    return nullptr;
+}
+
+// {"subscribe": "<query>", "id": "<id>"[, "since": "X/Y"]}, each member once.
+ClientMessage parse_subscribe(const rapidjson::Document &doc) {
+    const rapidjson::Value *query = nullptr, *id = nullptr, *since = nullptr;
+    std::string member_error;  // reported after the id is known, so the reply can name it
+    bool duplicate_id = false;
+    for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
+        const std::string_view name(m->name.GetString(), m->name.GetStringLength());
+        const rapidjson::Value **slot = name == "subscribe" ? &query : name == "id" ? &id : name == "since" ? &since : nullptr;
+        if (!slot) {
+            if (member_error.empty())
+                member_error = printable(name) ? "unknown field \"" + std::string(name) + "\" (fields: subscribe, id, since)"
+                                               : std::string("unknown field (fields: subscribe, id, since)");
+            continue;
+        }
+        if (*slot) {
+            duplicate_id = duplicate_id || slot == &id;
+            if (member_error.empty())
+                member_error = "duplicate \"" + std::string(name) + "\": send each field once";
+            continue;
+        }
+        *slot = &m->value;
+    }
+    // Duplicate names are read differently by different JSON libraries (RFC 8259):
+    // an id given twice is not repeated back.
+    const std::string id_text =
+        id && !duplicate_id && !id_error(*id) ? std::string(id->GetString(), id->GetStringLength()) : "";
+    auto refuse = [&](std::string why) {
+        ClientMessage m = invalid(std::move(why));
+        m.id = id_text;
+        return m;
+    };
+    if (!member_error.empty())
+        return refuse(std::move(member_error));
+    if (!id)
+        return refuse("missing \"id\": expected {\"subscribe\": \"<query>\", \"id\": \"<your id>\"}");
+    if (const char *why = id_error(*id))
+        return refuse(std::string("\"id\" ") + why);
+    if (!query->IsString())
+        return refuse("\"subscribe\" must be a string: the query text, e.g. \"insert,update:public.orders\"");
+
+    ClientMessage m;
+    if (since) {
+        if (!since->IsString())
+            return refuse("\"since\" must be a string such as \"0/16B3748\"");
+        const auto lsn = parse_lsn(std::string_view(since->GetString(), since->GetStringLength()));
+        if (!lsn)
+            return refuse("\"since\" is not a valid LSN (expected X/Y in hexadecimal, e.g. \"0/16B3748\")");
+        m.since = *lsn;
+    }
+    ParsedSubscriptionQuery parsed = parse_subscription_query(std::string_view(query->GetString(), query->GetStringLength()));
+    if (!parsed.ok)
+        return refuse("invalid subscription query: " + parsed.error);
+    m.kind = ClientMessage::Kind::Subscribe;
+    m.id = id_text;
+    m.subscription = std::move(parsed.query);
+    return m;
+}
+
+// {"unsubscribe": "<id>"}, alone.
+ClientMessage parse_unsubscribe(const rapidjson::Document &doc) {
+    if (doc.MemberCount() != 1)
+        return invalid("\"unsubscribe\" must be alone in its message: {\"unsubscribe\": \"<id>\"}");
+    const rapidjson::Value &id = doc.MemberBegin()->value;
+    if (const char *why = id_error(id))
+        return invalid(std::string("\"unsubscribe\" ") + why + " (the id of a subscription)");
+    ClientMessage m;
+    m.kind = ClientMessage::Kind::Unsubscribe;
+    m.id.assign(id.GetString(), id.GetStringLength());
+    return m;
+}
+
 }  // namespace
 
 ClientMessage parse_client_message(const char *data, std::size_t length) {
@@ -64,6 +146,11 @@ ClientMessage parse_client_message(const char *data, std::size_t length) {
         m.token.assign(token->value.GetString(), token->value.GetStringLength());
         return m;
     }
+
+    if (doc.HasMember("subscribe"))
+        return parse_subscribe(doc);
+    if (doc.HasMember("unsubscribe"))
+        return parse_unsubscribe(doc);
 
     auto it = doc.FindMember("lsn");
     if (it == doc.MemberEnd())

@@ -1,5 +1,6 @@
 #include "protocol/credentials.hpp"
 #include "protocol/ascii.hpp"
+#include "protocol/percent_encoding.hpp"
 
 #include <vector>
 
@@ -24,39 +25,6 @@ Credential found(std::string token) {
 bool is_b64token_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
            c == '_' || c == '~' || c == '+' || c == '/';
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-// Strict: false on a malformed escape. With lenient, malformed escapes are kept as text.
-bool percent_decode(std::string_view in, std::string &out, bool lenient = false) {
-    out.clear();
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); i++) {
-        if (in[i] != '%') {
-            out.push_back(in[i]);
-            continue;
-        }
-        const int hi = i + 2 < in.size() ? hex_value(in[i + 1]) : -1;
-        const int lo = i + 2 < in.size() ? hex_value(in[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
-            if (!lenient)
-                return false;
-            out.push_back('%');
-            continue;
-        }
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-    }
-    return true;
 }
 
 bool lower_contains_token(std::string_view name) {
@@ -107,35 +75,28 @@ Credential bearer_from_authorization(std::string_view value) {
 Credential access_token_from_query(std::string_view query) {
     Credential result;
     std::string name, value;
-    std::size_t start = 0;
-    while (start <= query.size()) {
-        std::size_t amp = query.find('&', start);
-        if (amp == std::string_view::npos)
-            amp = query.size();
-        const std::string_view pair = query.substr(start, amp - start);
-        start = amp + 1;
-        const std::size_t eq = pair.find('=');
-        const std::string_view raw_name = pair.substr(0, eq);
+    for_each_query_parameter(query, [&](std::string_view raw_name, std::string_view raw_value, bool has_value) {
         // "access_token" is 12 bytes; an encoded name is at most 3 bytes per byte.
         if (raw_name.size() < 12 || raw_name.size() > 36 || !percent_decode(raw_name, name) || name != "access_token")
-            continue;
+            return true;
         if (result.status != Credential::Status::Absent)
-            return invalid("access_token given more than once in the query string");
-        if (eq == std::string_view::npos)
-            return invalid("access_token without a value in the query string");
-        const std::string_view raw_value = pair.substr(eq + 1);
-        if (raw_value.empty())
-            return invalid("access_token with an empty value in the query string");
-        if (raw_value.size() > 3 * kMaxCredentialSize)
-            return invalid("access_token too long");
-        if (!percent_decode(raw_value, value))
-            return invalid("access_token has a malformed %-escape");
-        if (value.empty() || value.size() > kMaxCredentialSize)
-            return invalid("access_token too long");
-        if (value.find('\0') != std::string::npos)
-            return invalid("access_token contains %00");
-        result = found(value);
-    }
+            result = invalid("access_token given more than once in the query string");
+        else if (!has_value)
+            result = invalid("access_token without a value in the query string");
+        else if (raw_value.empty())
+            result = invalid("access_token with an empty value in the query string");
+        else if (raw_value.size() > 3 * kMaxCredentialSize)
+            result = invalid("access_token too long");
+        else if (!percent_decode(raw_value, value))
+            result = invalid("access_token has a malformed %-escape");
+        else if (value.empty() || value.size() > kMaxCredentialSize)
+            result = invalid("access_token too long");
+        else if (value.find('\0') != std::string::npos)
+            result = invalid("access_token contains %00");
+        else
+            result = found(value);
+        return result.status != Credential::Status::Invalid;
+    });
     return result;
 }
 

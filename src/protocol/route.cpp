@@ -12,6 +12,8 @@ Route route_for_path(std::string_view path) {
         return Route::SnapshotData;
     if (path == "/v1/init")
         return Route::Init;
+    if (path == "/ws")
+        return Route::Broadcast;
     return Route::NotFound;
 }
 

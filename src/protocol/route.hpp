@@ -12,6 +12,7 @@ enum class Route {
     Stream,        // GET /v1/lr/stream?slotName=S  (WebSocket)
     SnapshotData,  // POST /v1/snapshot/data
     Init,          // GET or POST /v1/init (creates a slot, as cdc_init())
+    Broadcast,     // GET /ws[?query=Q&since=X/Y]  (WebSocket; filtered broadcast, issue 8)
 };
 
 // path excludes the query string.

@@ -5,9 +5,11 @@
 #include <cstring>
 #include <set>
 #include <string_view>
+#include <vector>
 
 #include "protocol/rapidjson_config.hpp"
 #include "protocol/slot_name.hpp"
+#include "protocol/sql_name.hpp"
 #include "protocol/utf8.hpp"
 
 #include <rapidjson/error/en.h>
@@ -24,61 +26,14 @@ ParsedSnapshotRequest fail(std::string why) {
     return r;
 }
 
-bool identifier_start(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80; }
-bool identifier_char(unsigned char c) { return identifier_start(c) || (c >= '0' && c <= '9') || c == '$'; }
-
 }  // namespace
 
-// SQL name syntax: 1-3 parts separated by dots (spaces allowed around them);
-// a part is "double quoted" ("" for a quote) or an unquoted identifier (a letter,
-// _ or non-ASCII byte, then also digits and $). Postgres' own splitter accepts
-// more (any run of characters), which would let "t;" or "pg_sleep(5)" through
-// as table names to look up; they are not names.
+// SQL name syntax (split_sql_name), 1-3 parts: database.schema.table at most.
 const char *qualified_name_error(std::string_view name) {
-    std::size_t i = 0, parts = 0;
-    auto skip_spaces = [&] {
-        while (i < name.size() && (name[i] == ' ' || name[i] == '\t' || name[i] == '\n' || name[i] == '\r'))
-            i++;
-    };
-    for (;;) {
-        skip_spaces();
-        if (i >= name.size())
-            return parts == 0 ? "empty name" : "a name may not end with a dot";
-        if (name[i] == '"') {
-            std::size_t length = 0;
-            for (i++;; i++) {
-                if (i >= name.size())
-                    return "unterminated quoted identifier";
-                if (name[i] == '\0')
-                    return "a quoted identifier may not contain a NUL character";
-                if (name[i] == '"') {
-                    if (i + 1 < name.size() && name[i + 1] == '"') {
-                        i++;
-                        length++;
-                        continue;
-                    }
-                    i++;
-                    break;
-                }
-                length++;
-            }
-            if (length == 0)
-                return "zero-length quoted identifier";
-        } else {
-            if (!identifier_start(static_cast<unsigned char>(name[i])))
-                return "a name must start with a letter or underscore (quote it otherwise)";
-            while (i < name.size() && identifier_char(static_cast<unsigned char>(name[i])))
-                i++;
-        }
-        parts++;
-        skip_spaces();
-        if (i >= name.size())
-            break;
-        if (name[i] != '.')
-            return "unexpected character in name (quote identifiers that contain it)";
-        i++;
-    }
-    if (parts > 3)
+    std::vector<std::string> parts;
+    if (const char *why = split_sql_name(name, parts))
+        return why;
+    if (parts.size() > 3)
         return "too many dotted parts (at most database.schema.table)";
     return nullptr;
 }

@@ -33,6 +33,11 @@ GateDecision gate(const GateRequest &request) {
             d.message = "the init endpoint is plain HTTP, not WebSocket";
         }
         break;
+    case protocol::Route::Broadcast:
+        // Parsed already (protocol/subscription_query.hpp); the endpoint itself is being built.
+        d.status = 404;
+        d.message = "GET /ws (filtered broadcast) is not available yet";
+        break;
     case protocol::Route::NotFound:
         d.status = 404;
         d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, POST /v1/snapshot/data, GET or POST /v1/init)";

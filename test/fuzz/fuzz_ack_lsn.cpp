@@ -1,4 +1,5 @@
-// libFuzzer target: the acknowledgement message {"lsn": "X/Y"} and the LSN text parser/formatter.
+// libFuzzer target: the client messages ({"lsn": "X/Y"} acks, {"access_token": ...},
+// {"subscribe": ..., "id": ...}, {"unsubscribe": ...}) and the LSN text parser/formatter.
 // Each result is checked against an independent reference or an invariant; a
 // violated invariant aborts (__builtin_trap) so libFuzzer saves the input as
 // crash-<sha1>. Build and run with the Makefile here (make smoke, make fuzz TARGET=...).
@@ -42,6 +43,38 @@ void check_client_message(const std::uint8_t *data, std::size_t size) {
         check_error_body(m.error);
         if (size > proto::kMaxClientMessageSize)
             CHECK(m.error == "message too large: at most 16384 bytes", m.error);
+        // An id repeated in the error reply is a valid one.
+        CHECK(m.id.size() <= proto::kMaxSubscriptionIdBytes && is_valid_utf8(m.id), m.id);
+        return;
+    }
+    CHECK(m.error.empty() && size <= proto::kMaxClientMessageSize, input);
+
+    if (m.kind == proto::ClientMessage::Kind::Subscribe || m.kind == proto::ClientMessage::Kind::Unsubscribe) {
+        CHECK(!m.id.empty() && m.id.size() <= proto::kMaxSubscriptionIdBytes && is_valid_utf8(m.id), input);
+        rapidjson::Document doc;
+        doc.Parse<rapidjson::kParseValidateEncodingFlag>(chars, size);
+        CHECK(!doc.HasParseError() && doc.IsObject(), input);
+        auto string_of = [&](const char *name) {
+            const auto it = doc.FindMember(name);
+            CHECK(it != doc.MemberEnd() && it->value.IsString(), input);
+            return std::string_view(it->value.GetString(), it->value.GetStringLength());
+        };
+        if (m.kind == proto::ClientMessage::Kind::Unsubscribe) {
+            // Exactly {"unsubscribe": "<id>"}.
+            CHECK(doc.MemberCount() == 1 && string_of("unsubscribe") == m.id, input);
+            return;
+        }
+        // {"subscribe": "<query>", "id": "<id>"} and an optional "since", each once.
+        CHECK(doc.MemberCount() == (m.since ? 3u : 2u), input);
+        CHECK(string_of("id") == m.id, input);
+        const auto parsed = proto::parse_subscription_query(string_of("subscribe"));
+        CHECK(parsed.ok && parsed.query == m.subscription, input);
+        if (m.since) {
+            std::uint64_t ref = 0;
+            CHECK(reference_lsn(string_of("since"), ref) && ref == *m.since, input);
+        } else {
+            CHECK(!doc.HasMember("since"), input);
+        }
         return;
     }
 

@@ -37,11 +37,13 @@ void check_route(std::string_view input) {
     const bool stream = input == "/v1/lr/stream" || input == "/v1/lr/stream/";
     const bool snapshot = input == "/v1/snapshot/data" || input == "/v1/snapshot/data/";
     const bool init = input == "/v1/init" || input == "/v1/init/";
+    const bool broadcast = input == "/ws" || input == "/ws/";
     const proto::Route route = proto::route_for_path(input);
     CHECK((route == proto::Route::Stream) == stream, input);
     CHECK((route == proto::Route::SnapshotData) == snapshot, input);
     CHECK((route == proto::Route::Init) == init, input);
-    CHECK((route == proto::Route::NotFound) == (!stream && !snapshot && !init), input);
+    CHECK((route == proto::Route::Broadcast) == broadcast, input);
+    CHECK((route == proto::Route::NotFound) == (!stream && !snapshot && !init && !broadcast), input);
 }
 
 std::string lower(std::string_view s) {

@@ -1,4 +1,4 @@
-// parse_client_message (src/protocol/client_message.cpp): {"lsn": "X/Y"} acks.
+// parse_client_message (src/protocol/client_message.cpp): {"lsn": "X/Y"} acks, access_token, subscribe and unsubscribe.
 #include "protocol/client_message.hpp"
 
 #include "protocol/http_response.hpp"
@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -314,4 +315,100 @@ TEST(ClientMessage, RefusesMalformedAccessToken) {
     EXPECT_TRUE(IsInvalid(R"({"access_token": null})", "non-empty string"));
     EXPECT_TRUE(IsInvalid(R"({"access_token": "a.b.c", "lsn": "0/1"})", "alone"));
     EXPECT_TRUE(IsInvalid(R"({"access_token": "a.b.c", "access_token": "d.e.f"})", "alone"));
+}
+
+// ---- subscribe / unsubscribe (GET /ws) ---------------------------------------
+
+namespace {
+
+using pgcdcws::protocol::FilterOp;
+using pgcdcws::protocol::kKindInsert;
+using pgcdcws::protocol::kKindUpdate;
+
+// Invalid like IsInvalid, and the reply may name the subscription `id` ("" for none).
+::testing::AssertionResult IsInvalidFor(std::string_view text, std::string_view needle, std::string_view id) {
+    ::testing::AssertionResult r = IsInvalid(text, needle);
+    if (!r)
+        return r;
+    const ClientMessage m = parse(text);
+    if (m.id != id)
+        return ::testing::AssertionFailure() << "id \"" << m.id << "\" != \"" << id << "\"";
+    return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+TEST(ClientMessage, AcceptsSubscribe) {
+    ClientMessage m = parse(R"({"subscribe": "insert,update:public.orders:status.eq.paid", "id": "orders-1"})");
+    ASSERT_EQ(m.kind, Kind::Subscribe) << m.error;
+    EXPECT_EQ(m.id, "orders-1");
+    EXPECT_EQ(m.subscription.kinds, kKindInsert | kKindUpdate);
+    EXPECT_EQ(*m.subscription.schema, "public");
+    EXPECT_EQ(m.subscription.table, "orders");
+    ASSERT_EQ(m.subscription.filters.size(), 1u);
+    EXPECT_EQ(m.subscription.filters[0].op, FilterOp::Eq);
+    EXPECT_EQ(m.subscription.filters[0].values, std::vector<std::string>{"paid"});
+    EXPECT_FALSE(m.since.has_value());
+    EXPECT_EQ(m.error, "");
+
+    // Any member order; "since" optional, 0/0 allowed; the query is the grammar
+    // text itself (no URL layer): %3A is a ':' inside a value.
+    m = parse(R"({"since": "0/0", "id": "\u00e9", "subscribe": "*:t:url.eq.a%3Ab"})");
+    ASSERT_EQ(m.kind, Kind::Subscribe) << m.error;
+    EXPECT_EQ(m.id, "\xC3\xA9");
+    ASSERT_TRUE(m.since.has_value());
+    EXPECT_EQ(*m.since, 0u);
+    EXPECT_EQ(m.subscription.filters[0].values, std::vector<std::string>{"a:b"});
+
+    m = parse(R"({"subscribe": "delete:t", "id": "x", "since": "1/A"})");
+    ASSERT_EQ(m.kind, Kind::Subscribe) << m.error;
+    EXPECT_EQ(*m.since, 0x10000000Aull);
+
+    m = parse(R"({"subscribe": "delete:t", "id": ")" + std::string(64, 'i') + "\"}");
+    ASSERT_EQ(m.kind, Kind::Subscribe) << m.error;
+    EXPECT_EQ(m.id.size(), 64u);
+}
+
+TEST(ClientMessage, RefusesBadSubscribe) {
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t"})", "missing \"id\": expected {\"subscribe\": \"<query>\", \"id\": \"<your id>\"}", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": ""})", "\"id\" must be a non-empty string of at most 64 bytes", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": 5})", "\"id\" must be a non-empty string", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": null})", "\"id\" must be a non-empty string", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": ")" + std::string(65, 'i') + "\"}",
+                             "\"id\" must be a non-empty string of at most 64 bytes", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "\udc00"})", "\"id\" must be valid UTF-8", ""));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": 5, "id": "a"})", "\"subscribe\" must be a string: the query text", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": null, "id": "a"})", "\"subscribe\" must be a string", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "a", "since": 5})", "\"since\" must be a string", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "a", "since": "x"})", "\"since\" is not a valid LSN", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "a", "extra": 1})",
+                             "unknown field \"extra\" (fields: subscribe, id, since)", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "a", "lsn": "0/1"})", "unknown field \"lsn\"", "a"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "subscribe": "delete:t", "id": "a"})",
+                             "duplicate \"subscribe\": send each field once", "a"));
+    // An id given twice is ambiguous: not repeated back.
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "insert:t", "id": "a", "id": "b"})", "duplicate \"id\"", ""));
+    // Grammar errors come from parse_subscription_query, with the id.
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "select:t", "id": "q1"})",
+                             "invalid subscription query: unknown type \"select\" (types: insert, update, delete, truncate, *)", "q1"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "*:t:id.like.1", "id": "q1"})", "unknown operator \"like\"", "q1"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "", "id": "q1"})", "empty query", "q1"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "*:t\u0000", "id": "q1"})", "%00 is not allowed", "q1"));
+    EXPECT_TRUE(IsInvalidFor(R"({"subscribe": "*:\udc00", "id": "q1"})", "not valid UTF-8", "q1"));
+    // access_token keeps its rule: alone.
+    EXPECT_TRUE(IsInvalidFor(R"({"access_token": "a.b.c", "subscribe": "*:t", "id": "a"})", "alone", ""));
+}
+
+TEST(ClientMessage, Unsubscribe) {
+    ClientMessage m = parse(R"({"unsubscribe": "orders-1"})");
+    ASSERT_EQ(m.kind, Kind::Unsubscribe) << m.error;
+    EXPECT_EQ(m.id, "orders-1");
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": ""})", "\"unsubscribe\" must be a non-empty string of at most 64 bytes (the id of a subscription)"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": 1})", "\"unsubscribe\" must be a non-empty string"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": ")" + std::string(65, 'i') + "\"}", "at most 64 bytes"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": "\ud800x"})", "invalid JSON"));  // RapidJSON refuses a lone high surrogate
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": "\udc00"})", "\"unsubscribe\" must be valid UTF-8"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": "a", "id": "a"})", "\"unsubscribe\" must be alone in its message: {\"unsubscribe\": \"<id>\"}"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": "a", "unsubscribe": "b"})", "must be alone"));
+    EXPECT_TRUE(IsInvalid(R"({"unsubscribe": "a", "lsn": "0/1"})", "must be alone"));
 }

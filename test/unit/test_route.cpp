@@ -24,6 +24,13 @@ TEST(Route, InitEndpoint) {
     EXPECT_EQ(route("/v1/initx"), Route::NotFound);
 }
 
+TEST(Route, BroadcastEndpoint) {
+    EXPECT_EQ(route("/ws"), Route::Broadcast);
+    EXPECT_EQ(route("/ws/"), Route::Broadcast);  // one trailing slash tolerated
+    for (const char *other : {"/ws//", "/wss", "/WS", "/ws/x", "ws", "//ws", "/v1/ws", "/ws?query=*:t"})
+        EXPECT_EQ(route(other), Route::NotFound) << other;
+}
+
 TEST(Route, StreamEndpoint) {
     EXPECT_EQ(route("/v1/lr/stream"), Route::Stream);
     EXPECT_EQ(route("/v1/lr/stream/"), Route::Stream);  // one trailing slash tolerated
