@@ -11,8 +11,14 @@ written to a marker table the role may read, and the next transaction must be th
 
 import asyncio
 import contextlib
+import os
+import re
+import time
+
+import pytest
 
 from cdcws import StreamClient, lsn_int, wait_confirmed
+from conftest import Cluster, _require_extension, wait_for
 
 MARK = "priv_mark"
 
@@ -442,3 +448,89 @@ def test_policies_never_reach_user_code_through_types(cluster):
     finally:
         cluster.sql("DROP TYPE priv_mood CASCADE")
         cluster.sql("DROP SEQUENCE priv_cast_calls")
+
+
+# ------------------------------------------------------------------ the recheck follows what the stream met
+MANY_TABLES = 20000
+
+
+@pytest.fixture(scope="module")
+def big_catalog():
+    """A cluster of its own whose database holds 20,000 tables no stream touches. Clients are
+    pinged rarely (a test leaves its client unread for seconds) and the stream buffer is small."""
+    c = Cluster(extension=True)
+    _require_extension(c)
+    try:
+        c.init()
+        with open(os.path.join(c.datadir, "postgresql.conf"), "a") as f:
+            f.write("pgcdcws.ping_interval = 600\npgcdcws.stream_buffer_size = 128\n")
+        c.start()
+        c.sql("CREATE EXTENSION pgcdcws")
+        # Committed in batches: one transaction would need a lock per table.
+        c.sql(f"""DO $$ BEGIN FOR i IN 1..{MANY_TABLES} LOOP
+                    EXECUTE format('CREATE TABLE many_%s (id int)', i);
+                    IF i % 1000 = 0 THEN COMMIT; END IF;
+                  END LOOP; END $$""")
+        assert c.sql1("SELECT count(*) FROM pg_class WHERE relname LIKE 'many\\_%'") == MANY_TABLES
+        # The decoders log how many relations each recheck checked (DEBUG1).
+        c.alter_system("log_min_messages", "debug1")
+    except BaseException:
+        c.destroy()
+        raise
+    yield c
+    c.destroy()
+
+
+def _rechecked_counts(cluster, slot, log_offset):
+    pattern = rf'pgcdcws: slot "{slot}": rechecked the role\'s privileges on (\d+) relations'
+    return [int(n) for n in re.findall(pattern, cluster.log_since(log_offset))]
+
+
+def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog):
+    """With 20,000 other tables in the database, a stream's recheck checks the 3 tables it met.
+    A table is checked against the current catalogs when the WAL first names it (before its
+    first change is sent), and again every 2 s (a stream held up past a REVOKE leaves out the
+    changes committed before it)."""
+    c = big_catalog
+    slot = "priv_scale"
+    with _setup(c, {"priv_r8": ""}, {"priv_seen": "(id int PRIMARY KEY)",
+                                     "priv_bulk": "(id int PRIMARY KEY, v text)"}):
+        c.sql("GRANT SELECT ON priv_seen, priv_bulk TO priv_r8")
+        _init_as(c, "priv_r8", slot)
+        log_offset = c.log_size()
+        # Written while the role could SELECT it, decoded after the REVOKE: left out by the
+        # check made when the stream first meets the table (no 2 s tick needed).
+        c.sql("INSERT INTO priv_seen VALUES (1)")
+        c.sql("REVOKE SELECT ON priv_seen FROM priv_r8")
+
+        async def body(client, marker):
+            await marker.expect_next(client)
+            c.sql("GRANT SELECT ON priv_seen TO priv_r8")
+            c.sql("INSERT INTO priv_seen VALUES (2)")
+            txn = await client.recv_txn(30)
+            assert [_change(x) for x in txn.changes] == [("insert", "priv_seen", {"id": 2}, None)]
+
+            # A transaction larger than every buffer between decoder and client (about 45 MB)
+            # holds the decoder while the client does not read: the next change is committed
+            # before the REVOKE and decoded after it.
+            rows = 40000
+            c.sql("INSERT INTO priv_bulk SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
+                  (rows,))
+            c.sql("INSERT INTO priv_seen VALUES (3)")
+            c.sql("REVOKE SELECT ON priv_seen FROM priv_r8")
+            # Not an assertion: the decoder must stay held for longer than the recheck interval
+            # (2 s) after the REVOKE, so that it rechecks before it decodes the insert of 3.
+            await asyncio.sleep(3)
+            bulk = await client.recv_txn(180)
+            assert len(bulk.changes) == rows
+            assert bulk.changes[-1]["columnvalues"][0] == rows
+            await marker.expect_next(client)
+
+            # Rechecks against the current catalogs: only the tables this stream met
+            # (priv_mark, priv_seen, priv_bulk), never the 20,000 others.
+            wait_for(lambda: _rechecked_counts(c, slot, log_offset)[-1:] == [3], 30,
+                     what="a recheck of the 3 tables the stream met")
+            counts = _rechecked_counts(c, slot, log_offset)
+            assert max(counts) == 3, counts
+
+        _stream(c, slot, body)
