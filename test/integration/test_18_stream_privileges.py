@@ -486,6 +486,23 @@ def _rechecked_counts(cluster, slot, log_offset):
     return [int(n) for n in re.findall(pattern, cluster.log_since(log_offset))]
 
 
+async def _held_up(cluster, client, bulk_table, change, later):
+    """Commits `change`, then `later`, while the decoder is held up by a transaction larger
+    than every buffer between decoder and client (about 45 MB into `bulk_table`, which the
+    client does not read for 3 s): the decoder decodes `change` after rechecking the tables
+    it met (every 2 s), which happens after `later` committed. Reads the bulk transaction."""
+    rows = 40000
+    cluster.sql(f"INSERT INTO {bulk_table} SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
+                (rows,))
+    cluster.sql(change)
+    cluster.sql(later)
+    # Not an assertion: the decoder must stay held for longer than the recheck interval (2 s).
+    await asyncio.sleep(3)
+    bulk = await client.recv_txn(180)
+    assert len(bulk.changes) == rows
+    assert bulk.changes[-1]["columnvalues"][0] == rows
+
+
 def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog):
     """With 20,000 other tables in the database, a stream's recheck checks the 3 tables it met.
     A table is checked against the current catalogs when the WAL first names it (before its
@@ -510,20 +527,9 @@ def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog
             txn = await client.recv_txn(30)
             assert [_change(x) for x in txn.changes] == [("insert", "priv_seen", {"id": 2}, None)]
 
-            # A transaction larger than every buffer between decoder and client (about 45 MB)
-            # holds the decoder while the client does not read: the next change is committed
-            # before the REVOKE and decoded after it.
-            rows = 40000
-            c.sql("INSERT INTO priv_bulk SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
-                  (rows,))
-            c.sql("INSERT INTO priv_seen VALUES (3)")
-            c.sql("REVOKE SELECT ON priv_seen FROM priv_r8")
-            # Not an assertion: the decoder must stay held for longer than the recheck interval
-            # (2 s) after the REVOKE, so that it rechecks before it decodes the insert of 3.
-            await asyncio.sleep(3)
-            bulk = await client.recv_txn(180)
-            assert len(bulk.changes) == rows
-            assert bulk.changes[-1]["columnvalues"][0] == rows
+            # Committed before the REVOKE, decoded 2 s after it.
+            await _held_up(c, client, "priv_bulk", "INSERT INTO priv_seen VALUES (3)",
+                           "REVOKE SELECT ON priv_seen FROM priv_r8")
             await marker.expect_next(client)
 
             # Rechecks against the current catalogs: only the tables this stream met
@@ -534,3 +540,31 @@ def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog
             assert max(counts) == 3, counts
 
         _stream(c, slot, body)
+
+
+def test_membership_revoke_applies_to_a_held_up_stream(big_catalog):
+    """SELECT through a role the stream's role is a member of: revoking the membership leaves
+    out the changes committed before it that the stream decodes after the next recheck."""
+    c = big_catalog
+    slot = "priv_member_lag"
+    with _setup(c, {"priv_r10": ""}, {"priv_via": "(id int PRIMARY KEY)",
+                                      "priv_bulk3": "(id int PRIMARY KEY, v text)"}):
+        c.sql("CREATE ROLE priv_readers10 NOLOGIN")
+        try:
+            c.sql("GRANT SELECT ON priv_via TO priv_readers10")
+            c.sql("GRANT SELECT ON priv_bulk3 TO priv_r10")
+            c.sql("GRANT priv_readers10 TO priv_r10")
+            _init_as(c, "priv_r10", slot)
+
+            async def body(client, marker):
+                c.sql("INSERT INTO priv_via VALUES (1)")
+                txn = await client.recv_txn(30)
+                assert [_change(x) for x in txn.changes] == [("insert", "priv_via", {"id": 1}, None)]
+                await _held_up(c, client, "priv_bulk3", "INSERT INTO priv_via VALUES (2)",
+                               "REVOKE priv_readers10 FROM priv_r10")
+                await marker.expect_next(client)
+
+            _stream(c, slot, body)
+        finally:
+            c.sql("DROP OWNED BY priv_readers10")
+            c.sql("DROP ROLE priv_readers10")
