@@ -196,11 +196,11 @@ void push_record(std::uint32_t flags, std::uint64_t lsn, const char *data, std::
     }
 }
 
-void prepare_write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) { resetStringInfo(ctx->out); }
+void prepare_ring_write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) { resetStringInfo(ctx->out); }
 
 // Splits what the plugin wrote into ring records; the last record of a message
 // carries kRecordMessageEnd and, if it ends a transaction, its nextlsn.
-void write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool last_write) {
+void write_to_ring(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool last_write) {
     const XLogRecPtr txn_end = last_write ? output::finished_transaction_lsn(ctx) : InvalidXLogRecPtr;
     const char *data = ctx->out->data;
     std::size_t remaining = static_cast<std::size_t>(ctx->out->len);
@@ -270,7 +270,7 @@ void stream(const char *slot_name) {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     List *options = list_make1(makeDefElem(pstrdup("stream-fragments"), (Node *)makeString(pstrdup("true")), -1));
     LogicalDecodingContext *ctx =
-        CreateDecodingContext(InvalidXLogRecPtr, options, false, &reader_routine, prepare_write, write, nullptr);
+        CreateDecodingContext(InvalidXLogRecPtr, options, false, &reader_routine, prepare_ring_write, write_to_ring, nullptr);
     MemoryContextSwitchTo(old);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
 

@@ -56,7 +56,7 @@ bool option_bool(DefElem *elem) {
     return value;
 }
 
-void startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_init) {
+void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_init) {
     auto *state = static_cast<PluginState *>(MemoryContextAllocZero(ctx->context, sizeof(PluginState)));
     state->change_context = AllocSetContextCreate(ctx->context, "pgcdcws change", ALLOCSET_DEFAULT_SIZES);
     ctx->output_plugin_private = state;
@@ -79,13 +79,13 @@ void startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_
         frame_writer = make_process_writer(&frame_stream);
 }
 
-void shutdown(LogicalDecodingContext *ctx) {
+void decode_shutdown(LogicalDecodingContext *ctx) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     if (state)
         MemoryContextDelete(state->change_context);
 }
 
-void begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
+void decode_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     state->xid = txn->xid;
     state->end_lsn = txn->end_lsn;
@@ -404,7 +404,7 @@ void filtered_change(LogicalDecodingContext *ctx, PluginState *state, RelationIn
         MemoryContextReset(state->change_context);
 }
 
-void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
+void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     RelationInfo *info = relation_info(relation);
     // The common case costs these tests of one cached entry; a change left
@@ -418,7 +418,7 @@ void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, 
     write_change(ctx, state, info, relation, change, change->action, false);
 }
 
-void truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
+void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
               ReorderBufferChange *) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
@@ -437,7 +437,7 @@ void truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, R
     MemoryContextReset(state->change_context);
 }
 
-void commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
+void decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     // A transaction without rows sends nothing; the decoder still confirms past it.
     if (state->frame_open)
@@ -455,10 +455,10 @@ XLogRecPtr finished_transaction_lsn(LogicalDecodingContext *ctx) {
 
 extern "C" void _PG_output_plugin_init(OutputPluginCallbacks *cb) {
     using namespace pgcdcws::output;
-    cb->startup_cb = startup;
-    cb->begin_cb = begin;
-    cb->change_cb = change;
-    cb->truncate_cb = truncate;
-    cb->commit_cb = commit;
-    cb->shutdown_cb = shutdown;
+    cb->startup_cb = decode_startup;
+    cb->begin_cb = decode_begin;
+    cb->change_cb = decode_change;
+    cb->truncate_cb = decode_truncate;
+    cb->commit_cb = decode_commit;
+    cb->shutdown_cb = decode_shutdown;
 }
