@@ -12,6 +12,7 @@
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from cdcws import StreamClient, apoll
 from conftest import wait_for
 from test_13_snapshot import snap_error, snap_post, snap_rows
 
@@ -46,12 +48,12 @@ def slot_as(cluster, roles):
     """slot_as(role, name, **kw) -> (slot, lsn, snapshot_name) from cdc_init() called by role."""
     made = []
 
-    def make(role, name, snapshot=True):
+    def make(role, name, snapshot=True, temporary=False):
         conn = cluster.connect(user=role)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT slot_name, lsn::text, snapshot_name FROM cdc_init(%s, snapshot => %s)",
-                            (name, snapshot))
+                cur.execute("SELECT slot_name, lsn::text, snapshot_name "
+                            "FROM cdc_init(%s, temporary => %s, snapshot => %s)", (name, temporary, snapshot))
                 row = cur.fetchone()
         finally:
             conn.close()
@@ -359,6 +361,68 @@ def test_cdc_init_without_snapshot(cluster, slot_as):
             cluster.sql("SELECT cdc_drop(%s)", (row[0],))
     finally:
         cluster.sql("DROP TABLE hard_nosnap")
+
+
+UNUSED_TEMPORARY_GRACE_S = 60  # slots::kUnusedTemporaryGraceS (docs/PROTOCOL.md, cdc_init)
+
+
+def test_unused_temporary_slots_are_dropped(cluster, slot_as):
+    """A temporary slot that nothing uses (no stream, no held snapshot) is dropped 60 s after
+    its last use: one never streamed goes about 60 s after cdc_init(), one whose snapshot is
+    released goes 60 s after the release (not after its creation), and one with an open
+    stream stays however long the stream runs (and goes with it, as before)."""
+    grace = UNUSED_TEMPORARY_GRACE_S
+    streamed, held, unused = "hard_tmp_streamed", "hard_tmp_held", "hard_tmp_unused"
+    cluster.sql("CREATE TABLE hard_tmp_t (id int PRIMARY KEY)")
+    cluster.sql(f"GRANT SELECT ON hard_tmp_t TO {REPL_ROLE}")  # its streams show what it may SELECT
+
+    async def main():
+        slot_as(REPL_ROLE, streamed, snapshot=False, temporary=True)
+        slot_as(REPL_ROLE, held, snapshot=True, temporary=True)
+        client = await StreamClient.open_retry(cluster.ws_port, streamed)
+        try:
+            slot_as(REPL_ROLE, unused, snapshot=False, temporary=True)
+            created = time.monotonic()
+
+            async def stream_delivers(n):
+                cluster.sql("INSERT INTO hard_tmp_t VALUES (%s)", (n,))
+                assert (await client.recv_txn(30)).ids() == [n]
+
+            # Half the grace period: nothing is dropped early (a client has time to go from
+            # cdc_init() to its stream).
+            await asyncio.sleep(grace / 2)  # pacing, not an assertion
+            assert [cluster.slot_exists(s) for s in (streamed, held, unused)] == [True, True, True]
+            cluster.sql("SELECT cdc_snapshot_release(%s)", (held,))
+            released = time.monotonic()
+            await stream_delivers(1)
+
+            await apoll(lambda: not cluster.slot_exists(unused), grace * 3, interval=0.5,
+                        what=f"{unused} dropped")
+            assert time.monotonic() - created >= grace - 2
+            # Released half a grace period later than the unused slot was made: still there.
+            assert cluster.slot_exists(held)
+            assert cluster.slot_exists(streamed)
+            await stream_delivers(2)
+
+            await apoll(lambda: not cluster.slot_exists(held), grace * 3, interval=0.5, what=f"{held} dropped")
+            assert time.monotonic() - released >= grace - 2
+            assert cluster.slot_exists(streamed)
+            assert cluster.sql("SELECT temporary, active FROM cdc_slots() WHERE slot_name = %s",
+                               (streamed,)) == [(True, True)]
+            await stream_delivers(3)
+        finally:
+            await client.close()
+        await apoll(lambda: not cluster.slot_exists(streamed), 30, what=f"{streamed} dropped with its stream")
+
+    log_offset = cluster.log_size()
+    try:
+        asyncio.run(main())
+        log = cluster.log_since(log_offset)
+        for slot in (unused, held):
+            assert (f'dropped temporary replication slot "{slot}": no stream and no held snapshot for '
+                    f"{grace} s") in log, cluster.log_tail()
+    finally:
+        cluster.sql("DROP TABLE hard_tmp_t")
 
 
 # ------------------------------------------------------ 5. one client cannot starve others

@@ -18,6 +18,8 @@ import subprocess
 import time
 import urllib.parse
 
+import psycopg2
+import psycopg2.errors
 import pytest
 import websockets
 
@@ -380,6 +382,58 @@ def test_stream_shows_what_the_role_may_select(tc):
         tc.sql("SELECT cdc_drop('tok_slot_c')")
         tc.sql("DELETE FROM tok_secret WHERE id = 2")
         tc.sql("DELETE FROM tok_rls")
+
+
+def test_marks_go_with_their_slot(tc):
+    """Owner and temporary marks live as long as the slot they were written for: a slot
+    dropped with pg_drop_replication_slot() and created again under the same name by a
+    superuser (not with cdc_init()) is superuser-only and not temporary. The former owner and
+    its member neither list nor stream it, and a stream of it ending does not drop it."""
+    slot = "tok_slot_reborn"
+    init_conn = tc.connect(user="tok_owner")
+    try:
+        with init_conn.cursor() as cur:
+            cur.execute("SELECT slot_name FROM cdc_init(%s, temporary => true, snapshot => false)", (slot,))
+    finally:
+        init_conn.close()
+    try:
+        assert slot in slots_seen_by(tc, "tok_member")
+        assert tc.sql("SELECT temporary FROM cdc_slots() WHERE slot_name = %s", (slot,)) == [(True,)]
+        dropper = tc.connect(user="tok_owner")
+        try:
+            with dropper.cursor() as cur:
+                cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        finally:
+            dropper.close()
+        tc.sql("SELECT pg_create_logical_replication_slot(%s, 'pgcdcws')", (slot,))
+        assert slot not in slots_seen_by(tc, "tok_member")
+        assert slot not in slots_seen_by(tc, "tok_owner")
+        for role in ("tok_member", "tok_owner"):
+            r = upgrade(tc.ws_port, slot, token=token_as(tc, role))
+            assert r.status == 403, (role, r)
+        member = tc.connect(user="tok_member")
+        try:
+            with member.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("SELECT cdc_drop(%s)", (slot,))
+        finally:
+            member.close()
+        assert tc.sql("SELECT temporary FROM cdc_slots() WHERE slot_name = %s", (slot,)) == [(False,)]
+
+        async def main():
+            client = await open_stream(tc.ws_port, slot, token_as(tc, "postgres"))
+            try:
+                await expect_mark(tc, client, 50)
+            finally:
+                await client.close()
+        asyncio.run(main())
+        wait_for(lambda: tc.sql1("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)), 30,
+                 what="the stream's decoder to release the slot")
+        assert tc.slot_exists(slot)
+    finally:
+        if tc.slot_exists(slot):
+            wait_for(lambda: tc.sql1("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)),
+                     30, what="slot released")
+            tc.sql("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
 # ------------------------------------------------------------------ expiry, refresh
