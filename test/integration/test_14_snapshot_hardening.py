@@ -2,11 +2,13 @@
 
 1. Nothing a client controls runs with the worker's privileges: the temporary-domain
    escalation, lookups, privilege checks and "after" input run as the reading role in a
-   security-restricted operation, for a REPLICATION cdc_init() caller and a superuser one.
+   security-restricted operation, for a REPLICATION cdc_init() caller and a superuser one; the
+   reading role is the session user too (session_user, is_superuser), also after a cancel.
 2. No lock outlives a read: ALTER TABLE with lock_timeout right after 200/400/403/404, and a
    403 is answered while another session holds ACCESS EXCLUSIVE on the table.
 3. Held snapshots are short and optional: pgcdcws.snapshot_idle_timeout, cdc_init(snapshot =>
-   false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held.
+   false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held; unused temporary slots
+   are dropped after 60 s.
 5. A client that stops reading a large reply does not hold up other reads of the same slot;
    a read the worker never answered (it ended) gets a 410 that says why.
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
@@ -776,6 +778,58 @@ def test_client_leaving_cancels_a_slow_read(cluster, slot_as):
     finally:
         cluster.sql("DROP VIEW hard_sleepy")
         cluster.sql("DROP TABLE hard_quick")
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_session_user_is_the_reading_role_also_after_a_cancel(cluster, slot_as, caller):
+    """Trust mode: a read runs with the cdc_init() caller as session user too (a policy on
+    session_user gives the rows psql gives that role), before and after a read the client
+    abandoned (cancelled inside the query) and one that failed (a bad "after")."""
+    whoami = ("SELECT session_user::text AS s, current_user::text AS c, current_setting('is_superuser') AS su, "
+              "current_setting('session_authorization') AS sa")
+    cluster.sql("CREATE TABLE hard_sess (id int PRIMARY KEY, who name)")
+    cluster.sql("ALTER TABLE hard_sess ENABLE ROW LEVEL SECURITY")
+    cluster.sql("CREATE POLICY by_session ON hard_sess FOR SELECT USING (who = session_user)")
+    cluster.sql(f"INSERT INTO hard_sess VALUES (1, 'postgres'), (2, '{REPL_ROLE}'), (3, '{NOBODY}')")
+    cluster.sql(f"CREATE VIEW hard_whoami AS {whoami}")
+    cluster.sql("CREATE VIEW hard_sleepy3 AS SELECT 1 AS x FROM pg_sleep(25)")
+    cluster.sql("GRANT SELECT ON hard_sess, hard_whoami, hard_sleepy3 TO PUBLIC")
+    try:
+        slot = slot_as(caller, f"hard_sess_{caller}")[0]
+        conn = cluster.connect(user=caller)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id, who::text FROM hard_sess ORDER BY id")
+                in_psql = [{"id": i, "who": w} for i, w in cur.fetchall()]
+                cur.execute(whoami)
+                psql_whoami = [dict(zip(("s", "c", "su", "sa"), cur.fetchone()))]
+        finally:
+            conn.close()
+        assert in_psql == ([{"id": 2, "who": REPL_ROLE}] if caller == REPL_ROLE else
+                           [{"id": 1, "who": "postgres"}, {"id": 2, "who": REPL_ROLE}, {"id": 3, "who": NOBODY}])
+        assert psql_whoami == [{"s": caller, "c": caller, "su": "on" if caller == "postgres" else "off",
+                                "sa": caller}]
+
+        def check():
+            assert snap_rows(cluster.ws_port, read_req(slot, "hard_sess", order_by={"column": "id"})) == in_psql
+            assert snap_rows(cluster.ws_port, read_req(slot, "hard_whoami")) == psql_whoami
+
+        check()
+        body = ('{"slotName": "%s", "table": "hard_sleepy3"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=30)
+        sock.sendall(post_head(len(body)) + body)
+        wait_reading(cluster, "hard_sleepy3")
+        sock.close()
+        wait_for(lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                         "AND query LIKE 'reading hard_sleepy3%'"), 20, interval=0.05,
+                 what="the worker to stop the abandoned read")
+        check()
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_sess", order_by={"column": "id"}, after="x"), 400)
+        assert msg.startswith('invalid "after" value'), msg
+        check()
+    finally:
+        cluster.sql("DROP VIEW hard_whoami, hard_sleepy3")
+        cluster.sql("DROP TABLE hard_sess")
 
 
 def test_release_during_a_slow_read_is_prompt(cluster, slot_as):
