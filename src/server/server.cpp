@@ -24,6 +24,7 @@
 #include "server/snapshot_scheduler.hpp"
 #include "server/stream_registry.hpp"
 #include "shmem/state.hpp"
+#include "slots/temporary_reaper.hpp"
 
 namespace pgcdcws::server {
 
@@ -332,6 +333,11 @@ void Server::housekeeping() {
     snapshots_.housekeeping();
     inits_.housekeeping();
     streams_.reap_channels();
+    try {
+        pg::guarded([] { slots::drop_unused_temporary(); });
+    } catch (const pg::Error &e) {
+        log_guarded(WARNING, std::string("could not drop unused temporary slots: ") + e.what());
+    }
 }
 
 void Server::run() {

@@ -4,7 +4,6 @@
 #include <string>
 #include <string_view>
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,22 +15,35 @@
 namespace pgcdcws::slots {
 
 namespace {
-constexpr const char *kStateDir = "pgcdcws";
-constexpr const char *kTemporaryDir = "pgcdcws/temporary";
-constexpr const char *kOwnerDir = "pgcdcws/owners";
+// The marks are files in the slot's own directory, which Postgres creates with
+// the slot and removes whole whenever it is dropped (pg_drop_replication_slot()
+// too, rmtree of pg_replslot/<slot>.tmp): a mark lives exactly as long as the
+// slot it was written for, and a later slot of the same name starts without
+// one. Postgres reads only "state" there and removes only its "xid-*" spill
+// files; pg_basebackup and pg_rewind skip the directory's contents.
+constexpr const char *kOwnerFile = "pgcdcws.owner";
+constexpr const char *kTemporaryFile = "pgcdcws.temporary";
 
-void temporary_path(const char *name, char *out, std::size_t size) {
-    snprintf(out, size, "%s/%s", kTemporaryDir, name);
+// Slot names are [a-z0-9_]{1,63} (ReplicationSlotValidateName); anything else
+// names no slot, and must not make a path.
+bool valid_slot_name(const char *name) {
+    const std::size_t len = std::strlen(name);
+    if (len == 0 || len >= NAMEDATALEN)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return false;
+    return true;
 }
 
-void owner_path(const char *name, char *out, std::size_t size) { snprintf(out, size, "%s/%s", kOwnerDir, name); }
-
-void make_state_dir(const char *dir) {
-    if (MakePGDirectory(kStateDir) < 0 && errno != EEXIST)
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", kStateDir)));
-    if (MakePGDirectory(dir) < 0 && errno != EEXIST)
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", dir)));
+bool mark_path(const char *name, const char *file, char *out, std::size_t size) {
+    if (!valid_slot_name(name))
+        return false;
+    snprintf(out, size, "pg_replslot/%s/%s", name, file);
+    return true;
 }
+
+void slot_dir(const char *name, char *out, std::size_t size) { snprintf(out, size, "pg_replslot/%s", name); }
 }  // namespace
 
 bool find(const char *name, SlotInfo *out) {
@@ -90,28 +102,31 @@ void check_plugin_allowed() {
 }
 
 void mark_temporary(const char *name) {
-    char path[MAXPGPATH];
-    make_state_dir(kTemporaryDir);
-    temporary_path(name, path, sizeof path);
+    char path[MAXPGPATH], dir[MAXPGPATH];
+    if (!mark_path(name, kTemporaryFile, path, sizeof path))
+        elog(ERROR, "invalid replication slot name \"%s\"", name);
     int fd = OpenTransientFile(path, O_CREAT | O_WRONLY | PG_BINARY);
     if (fd < 0)
         ereport(ERROR, (errcode_for_file_access(), errmsg("could not create file \"%s\": %m", path)));
     CloseTransientFile(fd);
     fsync_fname(path, false);
-    fsync_fname(kTemporaryDir, true);
+    slot_dir(name, dir, sizeof dir);
+    fsync_fname(dir, true);
 }
 
 void unmark_temporary(const char *name) {
-    char path[MAXPGPATH];
-    temporary_path(name, path, sizeof path);
+    char path[MAXPGPATH], dir[MAXPGPATH];
+    if (!mark_path(name, kTemporaryFile, path, sizeof path))
+        return;
+    slot_dir(name, dir, sizeof dir);
     if (unlink(path) == 0)
-        fsync_fname(kTemporaryDir, true);
+        fsync_fname(dir, true);
 }
 
 void set_owner(const char *name, Oid role) {
     char path[MAXPGPATH], tmp[MAXPGPATH], text[32];
-    make_state_dir(kOwnerDir);
-    owner_path(name, path, sizeof path);
+    if (!mark_path(name, kOwnerFile, path, sizeof path))
+        elog(ERROR, "invalid replication slot name \"%s\"", name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     const int len = snprintf(text, sizeof text, "%u\n", role);
     int fd = OpenTransientFile(tmp, O_CREAT | O_TRUNC | O_WRONLY | PG_BINARY);
@@ -130,7 +145,10 @@ void set_owner(const char *name, Oid role) {
 
 Oid owner(const char *name) {
     char path[MAXPGPATH], text[32];
-    owner_path(name, path, sizeof path);
+    if (!mark_path(name, kOwnerFile, path, sizeof path))
+        return InvalidOid;
+    // Missing (no slot, a slot pgcdcws did not create, a slot being dropped):
+    // superusers only.
     int fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
     if (fd < 0)
         return InvalidOid;
@@ -146,59 +164,49 @@ Oid owner(const char *name) {
     return static_cast<Oid>(value);
 }
 
-void forget_marks(const char *name) {
-    char path[MAXPGPATH];
-    owner_path(name, path, sizeof path);
-    if (unlink(path) == 0)
-        fsync_fname(kOwnerDir, true);
-    unmark_temporary(name);
-}
+bool is_temporary(const char *name) { return temporary_since(name) != 0; }
 
-bool is_temporary(const char *name) {
+TimestampTz temporary_since(const char *name) {
     char path[MAXPGPATH];
     struct stat st;
-    temporary_path(name, path, sizeof path);
-    return stat(path, &st) == 0;
+    if (!mark_path(name, kTemporaryFile, path, sizeof path) || stat(path, &st) != 0)
+        return 0;
+    const TimestampTz since = time_t_to_timestamptz(static_cast<pg_time_t>(st.st_mtime));
+    return since != 0 ? since : 1;
+}
+
+int list_ours(Named *out, int max) {
+    int n = 0;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    for (int i = 0; i < max_replication_slots && n < max; i++) {
+        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+        if (!s->in_use)
+            continue;
+        SpinLockAcquire(&s->mutex);
+        const bool ours = SlotIsLogical(s) && std::strcmp(NameStr(s->data.plugin), kPluginName) == 0;
+        if (ours) {
+            strlcpy(out[n].name, NameStr(s->data.name), NAMEDATALEN);
+            out[n].active_pid = s->active_pid;
+        }
+        SpinLockRelease(&s->mutex);
+        if (ours)
+            n++;
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return n;
 }
 
 void drop_leftover_temporary() {
-    DIR *dir = AllocateDir(kTemporaryDir);
-    if (dir == nullptr)
-        return;  // never created: nothing to do
-    struct dirent *de;
-    while ((de = ReadDirExtended(dir, kTemporaryDir, LOG)) != nullptr) {
-        if (de->d_name[0] == '.')
+    Named *slots = static_cast<Named *>(palloc(sizeof(Named) * (max_replication_slots + 1)));
+    const int n = list_ours(slots, max_replication_slots);
+    for (int i = 0; i < n; i++) {
+        if (slots[i].active_pid != 0 || !is_temporary(slots[i].name))
             continue;
-        char name[NAMEDATALEN];
-        strlcpy(name, de->d_name, NAMEDATALEN);
-        SlotInfo info;
-        if (find(name, &info)) {
-            if (info.active_pid != 0)
-                continue;
-            ReplicationSlotDrop(name, true);
-            ereport(LOG, (errmsg("pgcdcws: dropped temporary replication slot \"%s\" left from before the restart",
-                                 name)));
-        }
-        forget_marks(name);
+        ReplicationSlotDrop(slots[i].name, true);
+        ereport(LOG, (errmsg("pgcdcws: dropped temporary replication slot \"%s\" left from before the restart",
+                             slots[i].name)));
     }
-    FreeDir(dir);
-
-    // Owner marks of slots dropped by other means (pg_drop_replication_slot):
-    // a new slot of the same name must not inherit them.
-    dir = AllocateDir(kOwnerDir);
-    if (dir == nullptr)
-        return;
-    while ((de = ReadDirExtended(dir, kOwnerDir, LOG)) != nullptr) {
-        if (de->d_name[0] == '.' || std::strlen(de->d_name) >= NAMEDATALEN || std::strchr(de->d_name, '.'))
-            continue;
-        SlotInfo info;
-        if (!find(de->d_name, &info)) {
-            char path[MAXPGPATH];
-            owner_path(de->d_name, path, sizeof path);
-            (void)unlink(path);
-        }
-    }
-    FreeDir(dir);
+    pfree(slots);
 }
 
 void generate_name(char *out) {

@@ -1,17 +1,20 @@
 // Replication slot facts pgcdcws needs, read from Postgres' shared memory, and
-// the on-disk marks of temporary slots.
+// the marks pgcdcws keeps with its slots.
 //
-// Why temporary slots are marked on disk: a Postgres temporary slot belongs to
-// the session that created it, but a pgcdcws slot is created by one worker and
-// consumed by another. So pgcdcws creates a persistent slot and records that it
-// is temporary in $PGDATA/pgcdcws/temporary/<slot>; the decoder drops it when
-// its client leaves and the server drops leftovers when it starts.
+// Marks are files in the slot's own directory, pg_replslot/<slot>/, written
+// before the slot is persisted: Postgres removes that directory whenever the
+// slot is dropped (by pgcdcws, pg_drop_replication_slot() or a crash before it
+// was persisted), so a mark never outlives its slot and a later slot of the
+// same name starts without marks.
 //
-// Owners: the role that called cdc_init() owns the slot; it is kept in
-// $PGDATA/pgcdcws/owners/<slot> (the role's OID), written before the slot is
-// persisted, removed when pgcdcws drops the slot, and swept for slots dropped
-// by other means when the cluster starts. A slot without a mark was not made
-// by cdc_init() (superusers only).
+// Temporary: a Postgres temporary slot belongs to the session that created it,
+// but a pgcdcws slot is created by one worker and consumed by another. So
+// pgcdcws creates a persistent slot marked temporary; the decoder drops it when
+// its client leaves, the server drops it when nothing used it for a while
+// (temporary_reaper.hpp) and drops leftovers when the cluster starts.
+//
+// Owner: the role that called cdc_init() (its OID). A slot without one was not
+// made by cdc_init() (superusers only).
 #pragma once
 
 #include "pg/pg.hpp"
@@ -49,13 +52,25 @@ char *plugin_not_allowed_hint();
 void mark_temporary(const char *name);
 void unmark_temporary(const char *name);
 bool is_temporary(const char *name);
+// When the slot was marked temporary (its creation); 0 when it is not.
+TimestampTz temporary_since(const char *name);
 
 // The slot's owner mark (see the file comment); InvalidOid when there is none.
 void set_owner(const char *name, Oid role);
 Oid owner(const char *name);
-// Removes every mark of a slot pgcdcws dropped (temporary and owner).
-void forget_marks(const char *name);
-// Drops every marked slot that is not in use, and removes the marks. Server start.
+// Nothing to do since marks live in the slot's directory and go with it; kept
+// for the callers that still run it after dropping a slot.
+inline void forget_marks(const char *) {}
+
+// Slots that use the pgcdcws plugin, copied under the slot control lock: up to
+// max of them into out; returns how many.
+struct Named {
+    char name[NAMEDATALEN];
+    int active_pid;
+};
+int list_ours(Named *out, int max);
+
+// Drops every slot marked temporary that is not in use. Server start.
 void drop_leftover_temporary();
 
 // A free readable name, cdc_<word><number>, into out[NAMEDATALEN].

@@ -278,17 +278,27 @@ const char *keyset_operator(Oid type, bool descending) {
 }
 
 // Runs the query and streams the rows; errors longjmp out to serve_request.
-// Everything here runs as the reading role in a security-restricted operation,
-// from the name lookup on: the client chooses the table, the column and the
-// "after" text, and so which code runs (domain checks at input, views,
-// functions, row security policies). The caller's subtransaction restores the
-// user, the security context and search_path when it ends.
+// Everything here runs as the reading role (also its session user) in a
+// security-restricted operation, from the name lookup on: the client chooses
+// the table, the column and the "after" text, and so which code runs (domain
+// checks at input, views, functions, row security policies). The caller's
+// subtransaction restores the user, the security context and the settings when
+// it ends, and the caller the session user.
 void execute(Response *r, const Request &q, volatile Phase *phase) {
-    Oid worker_user;
-    int context;
-    GetUserIdAndSecContext(&worker_user, &context);
-    SetUserIdAndSecContext(q.role, context | SECURITY_RESTRICTED_OPERATION);
     (void)NewGUCNestLevel();
+    // session_user, SHOW session_authorization and current_setting('is_superuser')
+    // (which policies and views may use) read as in a psql session of the role:
+    // SET SESSION AUTHORIZATION for the request, at its GUC level. First: it is
+    // refused in a security-restricted operation. serve_request restores the
+    // worker's session user (see restore_session_user).
+    (void)set_config_option("session_authorization", GetUserNameFromId(q.role, false), PGC_SUSET, PGC_S_SESSION,
+                            GUC_ACTION_SAVE, true, 0, false);
+    if (GetSessionUserId() != q.role)
+        elog(ERROR, "could not become session user %u", q.role);
+    Oid user_before;
+    int context;
+    GetUserIdAndSecContext(&user_before, &context);
+    SetUserIdAndSecContext(q.role, context | SECURITY_RESTRICTED_OPERATION);
     (void)set_config_option("search_path", kRequestSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
     (void)set_config_option("lock_timeout", kRequestLockTimeout, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
@@ -436,6 +446,20 @@ void execute(Response *r, const Request &q, volatile Phase *phase) {
     }
 }
 
+// Back to the worker's own session user after a request's subtransaction
+// ended (its rollback restored the current user, the security context and the
+// GUCs, is_superuser included). The session_authorization GUC cannot do it:
+// a background worker's is unset, and restoring "unset" changes nothing.
+void restore_session_user(Oid user, bool is_superuser) {
+    if (InSecurityRestrictedOperation() || InLocalUserIdChange())
+        ereport(FATAL, (errmsg("pgcdcws: snapshot request left a restricted security context")));
+    SetSessionAuthorization(user, is_superuser);
+    // SetSessionAuthorization also sets the current user unless a SET ROLE is
+    // active, which the request's rollback undid: check, never serve as another.
+    if (GetSessionUserId() != user || GetUserId() != user)
+        ereport(FATAL, (errmsg("pgcdcws: could not restore the snapshot worker's session user")));
+}
+
 }  // namespace
 
 void serve_request(shmem::SnapshotEntry *entry, int index) {
@@ -487,6 +511,9 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
     initStringInfo(&r.buf);
     MemoryContext caller_context = CurrentMemoryContext;
     ResourceOwner caller_owner = CurrentResourceOwner;
+    // The request runs as its reading role, session user included (execute).
+    const Oid worker_session_user = GetSessionUserId();
+    const bool worker_session_superuser = GetSessionUserIsSuperuser();
     // volatile: read in PG_CATCH after the longjmp.
     volatile Phase phase = Phase::Table;
     BeginInternalSubTransaction(nullptr);
@@ -553,6 +580,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    restore_session_user(worker_session_user, worker_session_superuser);
     disable_timeout(STATEMENT_TIMEOUT, false);
     // Session-level advisory locks (pg_advisory_lock() in a view) outlive the
     // subtransaction: no lock of a request may outlive it.

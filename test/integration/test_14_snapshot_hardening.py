@@ -2,16 +2,19 @@
 
 1. Nothing a client controls runs with the worker's privileges: the temporary-domain
    escalation, lookups, privilege checks and "after" input run as the reading role in a
-   security-restricted operation, for a REPLICATION cdc_init() caller and a superuser one.
+   security-restricted operation, for a REPLICATION cdc_init() caller and a superuser one; the
+   reading role is the session user too (session_user, is_superuser), also after a cancel.
 2. No lock outlives a read: ALTER TABLE with lock_timeout right after 200/400/403/404, and a
    403 is answered while another session holds ACCESS EXCLUSIVE on the table.
 3. Held snapshots are short and optional: pgcdcws.snapshot_idle_timeout, cdc_init(snapshot =>
-   false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held.
+   false), CREATE INDEX CONCURRENTLY finishing once no snapshot is held; unused temporary slots
+   are dropped after 60 s.
 5. A client that stops reading a large reply does not hold up other reads of the same slot;
    a read the worker never answered (it ended) gets a 410 that says why.
 6. cdc_slots() and cdc_snapshot() need REPLICATION or superuser.
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -22,6 +25,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from cdcws import StreamClient, apoll
 from conftest import wait_for
 from test_13_snapshot import snap_error, snap_post, snap_rows
 
@@ -46,12 +50,12 @@ def slot_as(cluster, roles):
     """slot_as(role, name, **kw) -> (slot, lsn, snapshot_name) from cdc_init() called by role."""
     made = []
 
-    def make(role, name, snapshot=True):
+    def make(role, name, snapshot=True, temporary=False):
         conn = cluster.connect(user=role)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT slot_name, lsn::text, snapshot_name FROM cdc_init(%s, snapshot => %s)",
-                            (name, snapshot))
+                cur.execute("SELECT slot_name, lsn::text, snapshot_name "
+                            "FROM cdc_init(%s, temporary => %s, snapshot => %s)", (name, temporary, snapshot))
                 row = cur.fetchone()
         finally:
             conn.close()
@@ -359,6 +363,68 @@ def test_cdc_init_without_snapshot(cluster, slot_as):
             cluster.sql("SELECT cdc_drop(%s)", (row[0],))
     finally:
         cluster.sql("DROP TABLE hard_nosnap")
+
+
+UNUSED_TEMPORARY_GRACE_S = 60  # slots::kUnusedTemporaryGraceS (docs/PROTOCOL.md, cdc_init)
+
+
+def test_unused_temporary_slots_are_dropped(cluster, slot_as):
+    """A temporary slot that nothing uses (no stream, no held snapshot) is dropped 60 s after
+    its last use: one never streamed goes about 60 s after cdc_init(), one whose snapshot is
+    released goes 60 s after the release (not after its creation), and one with an open
+    stream stays however long the stream runs (and goes with it, as before)."""
+    grace = UNUSED_TEMPORARY_GRACE_S
+    streamed, held, unused = "hard_tmp_streamed", "hard_tmp_held", "hard_tmp_unused"
+    cluster.sql("CREATE TABLE hard_tmp_t (id int PRIMARY KEY)")
+    cluster.sql(f"GRANT SELECT ON hard_tmp_t TO {REPL_ROLE}")  # its streams show what it may SELECT
+
+    async def main():
+        slot_as(REPL_ROLE, streamed, snapshot=False, temporary=True)
+        slot_as(REPL_ROLE, held, snapshot=True, temporary=True)
+        client = await StreamClient.open_retry(cluster.ws_port, streamed)
+        try:
+            slot_as(REPL_ROLE, unused, snapshot=False, temporary=True)
+            created = time.monotonic()
+
+            async def stream_delivers(n):
+                cluster.sql("INSERT INTO hard_tmp_t VALUES (%s)", (n,))
+                assert (await client.recv_txn(30)).ids() == [n]
+
+            # Half the grace period: nothing is dropped early (a client has time to go from
+            # cdc_init() to its stream).
+            await asyncio.sleep(grace / 2)  # pacing, not an assertion
+            assert [cluster.slot_exists(s) for s in (streamed, held, unused)] == [True, True, True]
+            cluster.sql("SELECT cdc_snapshot_release(%s)", (held,))
+            released = time.monotonic()
+            await stream_delivers(1)
+
+            await apoll(lambda: not cluster.slot_exists(unused), grace * 3, interval=0.5,
+                        what=f"{unused} dropped")
+            assert time.monotonic() - created >= grace - 2
+            # Released half a grace period later than the unused slot was made: still there.
+            assert cluster.slot_exists(held)
+            assert cluster.slot_exists(streamed)
+            await stream_delivers(2)
+
+            await apoll(lambda: not cluster.slot_exists(held), grace * 3, interval=0.5, what=f"{held} dropped")
+            assert time.monotonic() - released >= grace - 2
+            assert cluster.slot_exists(streamed)
+            assert cluster.sql("SELECT temporary, active FROM cdc_slots() WHERE slot_name = %s",
+                               (streamed,)) == [(True, True)]
+            await stream_delivers(3)
+        finally:
+            await client.close()
+        await apoll(lambda: not cluster.slot_exists(streamed), 30, what=f"{streamed} dropped with its stream")
+
+    log_offset = cluster.log_size()
+    try:
+        asyncio.run(main())
+        log = cluster.log_since(log_offset)
+        for slot in (unused, held):
+            assert (f'dropped temporary replication slot "{slot}": no stream and no held snapshot for '
+                    f"{grace} s") in log, cluster.log_tail()
+    finally:
+        cluster.sql("DROP TABLE hard_tmp_t")
 
 
 # ------------------------------------------------------ 5. one client cannot starve others
@@ -712,6 +778,58 @@ def test_client_leaving_cancels_a_slow_read(cluster, slot_as):
     finally:
         cluster.sql("DROP VIEW hard_sleepy")
         cluster.sql("DROP TABLE hard_quick")
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_session_user_is_the_reading_role_also_after_a_cancel(cluster, slot_as, caller):
+    """Trust mode: a read runs with the cdc_init() caller as session user too (a policy on
+    session_user gives the rows psql gives that role), before and after a read the client
+    abandoned (cancelled inside the query) and one that failed (a bad "after")."""
+    whoami = ("SELECT session_user::text AS s, current_user::text AS c, current_setting('is_superuser') AS su, "
+              "current_setting('session_authorization') AS sa")
+    cluster.sql("CREATE TABLE hard_sess (id int PRIMARY KEY, who name)")
+    cluster.sql("ALTER TABLE hard_sess ENABLE ROW LEVEL SECURITY")
+    cluster.sql("CREATE POLICY by_session ON hard_sess FOR SELECT USING (who = session_user)")
+    cluster.sql(f"INSERT INTO hard_sess VALUES (1, 'postgres'), (2, '{REPL_ROLE}'), (3, '{NOBODY}')")
+    cluster.sql(f"CREATE VIEW hard_whoami AS {whoami}")
+    cluster.sql("CREATE VIEW hard_sleepy3 AS SELECT 1 AS x FROM pg_sleep(25)")
+    cluster.sql("GRANT SELECT ON hard_sess, hard_whoami, hard_sleepy3 TO PUBLIC")
+    try:
+        slot = slot_as(caller, f"hard_sess_{caller}")[0]
+        conn = cluster.connect(user=caller)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id, who::text FROM hard_sess ORDER BY id")
+                in_psql = [{"id": i, "who": w} for i, w in cur.fetchall()]
+                cur.execute(whoami)
+                psql_whoami = [dict(zip(("s", "c", "su", "sa"), cur.fetchone()))]
+        finally:
+            conn.close()
+        assert in_psql == ([{"id": 2, "who": REPL_ROLE}] if caller == REPL_ROLE else
+                           [{"id": 1, "who": "postgres"}, {"id": 2, "who": REPL_ROLE}, {"id": 3, "who": NOBODY}])
+        assert psql_whoami == [{"s": caller, "c": caller, "su": "on" if caller == "postgres" else "off",
+                                "sa": caller}]
+
+        def check():
+            assert snap_rows(cluster.ws_port, read_req(slot, "hard_sess", order_by={"column": "id"})) == in_psql
+            assert snap_rows(cluster.ws_port, read_req(slot, "hard_whoami")) == psql_whoami
+
+        check()
+        body = ('{"slotName": "%s", "table": "hard_sleepy3"}' % slot).encode()
+        sock = socket.create_connection(("localhost", cluster.ws_port), timeout=30)
+        sock.sendall(post_head(len(body)) + body)
+        wait_reading(cluster, "hard_sleepy3")
+        sock.close()
+        wait_for(lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                                         "AND query LIKE 'reading hard_sleepy3%'"), 20, interval=0.05,
+                 what="the worker to stop the abandoned read")
+        check()
+        msg = snap_error(cluster.ws_port, read_req(slot, "hard_sess", order_by={"column": "id"}, after="x"), 400)
+        assert msg.startswith('invalid "after" value'), msg
+        check()
+    finally:
+        cluster.sql("DROP VIEW hard_whoami, hard_sleepy3")
+        cluster.sql("DROP TABLE hard_sess")
 
 
 def test_release_during_a_slow_read_is_prompt(cluster, slot_as):

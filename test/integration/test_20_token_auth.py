@@ -18,6 +18,8 @@ import subprocess
 import time
 import urllib.parse
 
+import psycopg2
+import psycopg2.errors
 import pytest
 import websockets
 
@@ -272,6 +274,92 @@ def test_snapshot_reads_as_the_client_role(tc):
         tc.sql("SELECT cdc_drop('tok_slot_b')")
 
 
+WHOAMI = ("SELECT session_user::text AS session_user_, current_user::text AS current_user_, "
+          "current_setting('is_superuser') AS is_superuser, "
+          "current_setting('session_authorization') AS session_authorization, current_setting('role') AS role_")
+
+
+def psql_rows(c, role, query):
+    """Rows of `query` in a session of `role`, as dicts (what psql shows that role)."""
+    conn = c.connect(user=role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_snapshot_session_user_is_the_client_role(tc):
+    """The snapshot read runs with the client's role as session_user too: policies on
+    session_user and on current_setting('is_superuser') give exactly the rows psql gives that
+    role, for the owner, a member and a superuser reading the same slot in turns, also right
+    after a read that failed (a bad "after" value) and one that was refused."""
+    tc.sql("CREATE TABLE tok_sess (id int PRIMARY KEY, who name)")
+    tc.sql("ALTER TABLE tok_sess ENABLE ROW LEVEL SECURITY")
+    tc.sql("CREATE POLICY by_session ON tok_sess FOR SELECT USING (who = session_user)")
+    tc.sql("CREATE TABLE tok_su (id int PRIMARY KEY, flag text)")
+    tc.sql("ALTER TABLE tok_su ENABLE ROW LEVEL SECURITY")
+    tc.sql("CREATE POLICY by_superuser ON tok_su FOR SELECT USING (flag = current_setting('is_superuser'))")
+    tc.sql(f"CREATE VIEW tok_whoami AS {WHOAMI}")
+    tc.sql("GRANT SELECT ON tok_sess, tok_su, tok_whoami TO PUBLIC")
+    tc.sql("INSERT INTO tok_sess VALUES (1, 'postgres'), (2, 'tok_owner'), (3, 'tok_member'), (4, 'tok_other')")
+    tc.sql("INSERT INTO tok_su VALUES (1, 'on'), (2, 'off')")
+    init_as(tc, "tok_owner", "tok_slot_sess", snapshot=True)
+    try:
+        tokens = {r: token_as(tc, r) for r in ("tok_owner", "tok_member", "postgres")}
+        expected = {
+            "tok_owner": ([{"id": 2, "who": "tok_owner"}], [{"id": 2, "flag": "off"}]),
+            "tok_member": ([{"id": 3, "who": "tok_member"}], [{"id": 2, "flag": "off"}]),
+            # Superusers bypass row security.
+            "postgres": ([{"id": 1, "who": "postgres"}, {"id": 2, "who": "tok_owner"},
+                          {"id": 3, "who": "tok_member"}, {"id": 4, "who": "tok_other"}],
+                         [{"id": 1, "flag": "on"}, {"id": 2, "flag": "off"}]),
+        }
+
+        def read(role, table):
+            status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_sess", "table": table,
+                                                     "order_by": {"column": "id"}}, token=tokens[role])
+            assert status == 200, (role, table, body)
+            return json.loads(body)
+
+        def check(role):
+            sess, su = expected[role]
+            assert psql_rows(tc, role, "SELECT id, who::text FROM tok_sess ORDER BY id") == sess
+            assert psql_rows(tc, role, "SELECT id, flag FROM tok_su ORDER BY id") == su
+            assert read(role, "tok_sess") == sess, role
+            assert read(role, "tok_su") == su, role
+            whoami = psql_rows(tc, role, WHOAMI)
+            assert whoami == [{"session_user_": role, "current_user_": role,
+                               "is_superuser": "on" if role == "postgres" else "off",
+                               "session_authorization": role, "role_": "none"}], whoami
+            status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_sess", "table": "tok_whoami"},
+                                        token=tokens[role])
+            assert status == 200 and json.loads(body) == whoami, (role, body)
+
+        for role in ("tok_member", "postgres", "tok_owner", "postgres", "tok_member"):
+            check(role)
+        # A read that fails inside the request (the "after" value's input), then a refused one:
+        # the next reads still run as their own client's role.
+        for role in ("tok_member", "postgres"):
+            status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_sess", "table": "tok_sess",
+                                                     "order_by": {"column": "id"}, "after": "not a number"},
+                                        token=tokens[role])
+            assert status == 400 and json.loads(body)["error"].startswith('invalid "after" value'), body
+            for next_role in ("tok_owner", "postgres", "tok_member"):
+                check(next_role)
+        status, _, body = snap_post(tc.ws_port, {"slotName": "tok_slot_sess", "table": "tok_secret"},
+                                    token=tokens["tok_owner"])
+        assert status == 403, body
+        check("tok_member")
+        check("postgres")
+    finally:
+        tc.sql("SELECT cdc_drop('tok_slot_sess')")
+        tc.sql("DROP VIEW tok_whoami")
+        tc.sql("DROP TABLE tok_sess, tok_su")
+
+
 def test_stream_shows_what_the_role_may_select(tc):
     """A role without SELECT on tok_secret and subject to RLS on tok_rls streams its own slot:
     it sees its own tok_rls rows only and nothing of tok_secret."""
@@ -294,6 +382,58 @@ def test_stream_shows_what_the_role_may_select(tc):
         tc.sql("SELECT cdc_drop('tok_slot_c')")
         tc.sql("DELETE FROM tok_secret WHERE id = 2")
         tc.sql("DELETE FROM tok_rls")
+
+
+def test_marks_go_with_their_slot(tc):
+    """Owner and temporary marks live as long as the slot they were written for: a slot
+    dropped with pg_drop_replication_slot() and created again under the same name by a
+    superuser (not with cdc_init()) is superuser-only and not temporary. The former owner and
+    its member neither list nor stream it, and a stream of it ending does not drop it."""
+    slot = "tok_slot_reborn"
+    init_conn = tc.connect(user="tok_owner")
+    try:
+        with init_conn.cursor() as cur:
+            cur.execute("SELECT slot_name FROM cdc_init(%s, temporary => true, snapshot => false)", (slot,))
+    finally:
+        init_conn.close()
+    try:
+        assert slot in slots_seen_by(tc, "tok_member")
+        assert tc.sql("SELECT temporary FROM cdc_slots() WHERE slot_name = %s", (slot,)) == [(True,)]
+        dropper = tc.connect(user="tok_owner")
+        try:
+            with dropper.cursor() as cur:
+                cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        finally:
+            dropper.close()
+        tc.sql("SELECT pg_create_logical_replication_slot(%s, 'pgcdcws')", (slot,))
+        assert slot not in slots_seen_by(tc, "tok_member")
+        assert slot not in slots_seen_by(tc, "tok_owner")
+        for role in ("tok_member", "tok_owner"):
+            r = upgrade(tc.ws_port, slot, token=token_as(tc, role))
+            assert r.status == 403, (role, r)
+        member = tc.connect(user="tok_member")
+        try:
+            with member.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("SELECT cdc_drop(%s)", (slot,))
+        finally:
+            member.close()
+        assert tc.sql("SELECT temporary FROM cdc_slots() WHERE slot_name = %s", (slot,)) == [(False,)]
+
+        async def main():
+            client = await open_stream(tc.ws_port, slot, token_as(tc, "postgres"))
+            try:
+                await expect_mark(tc, client, 50)
+            finally:
+                await client.close()
+        asyncio.run(main())
+        wait_for(lambda: tc.sql1("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)), 30,
+                 what="the stream's decoder to release the slot")
+        assert tc.slot_exists(slot)
+    finally:
+        if tc.slot_exists(slot):
+            wait_for(lambda: tc.sql1("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)),
+                     30, what="slot released")
+            tc.sql("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
 # ------------------------------------------------------------------ expiry, refresh
