@@ -78,7 +78,6 @@ void apply_acks(bool force);
         if (drop) {
             ReplicationSlotRelease();
             ReplicationSlotDrop(name, true);
-            slots::forget_marks(name);
             ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\"", name)));
         } else {
             ReplicationSlotRelease();
@@ -99,7 +98,6 @@ void drop_slot_on_exit() {
     {
         ReplicationSlotRelease();
         ReplicationSlotDrop(name, true);
-        slots::forget_marks(name);
         ereport(LOG, (errmsg("pgcdcws: dropped replication slot \"%s\" after its decoder stopped", name)));
     }
     PG_CATCH();

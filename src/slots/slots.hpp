@@ -58,9 +58,6 @@ TimestampTz temporary_since(const char *name);
 // The slot's owner mark (see the file comment); InvalidOid when there is none.
 void set_owner(const char *name, Oid role);
 Oid owner(const char *name);
-// Nothing to do since marks live in the slot's directory and go with it; kept
-// for the callers that still run it after dropping a slot.
-inline void forget_marks(const char *) {}
 
 // Slots that use the pgcdcws plugin, copied under the slot control lock: up to
 // max of them into out; returns how many.

@@ -130,7 +130,6 @@ bool cancel_finished(int index, BackgroundWorkerHandle *handle) {
     if ((e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Ended) &&
         slots::find(e->slot_name, &info) && info.active_pid == 0) {
         ReplicationSlotDrop(e->slot_name, true);
-        slots::forget_marks(e->slot_name);
     }
     free_entry(index);
     return true;

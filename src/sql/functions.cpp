@@ -116,28 +116,19 @@ void free_snapshot_entry(int index) { snapshot::free_entry(index); }
 // already persisted in the meantime. Interrupts are held: this must finish.
 void init_cleanup(int, Datum arg) {
     auto *wait = reinterpret_cast<InitWait *>(DatumGetPointer(arg));
-    shmem::SnapshotEntry *e = shmem::snapshot_entry(wait->index);
     HOLD_INTERRUPTS();
     ConditionVariableCancelSleep();
-    LWLockAcquire(shmem::state()->lock, LW_EXCLUSIVE);
-    e->cancelled = true;
-    LWLockRelease(shmem::state()->lock);
-    TerminateBackgroundWorker(wait->handle);
+    snapshot::cancel_init(wait->index, wait->handle);
     const TimestampTz start = GetCurrentTimestamp();
-    pid_t pid;
-    while (GetBackgroundWorkerPid(wait->handle, &pid) != BGWH_STOPPED &&
-           !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), kDecoderWaitMs)) {
+    while (!snapshot::cancel_finished(wait->index, wait->handle)) {
+        if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), kDecoderWaitMs)) {
+            // The worker did not stop: leave the entry to it (it frees it on exit).
+            free_snapshot_entry(wait->index);
+            break;
+        }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }
-    slots::SlotInfo info;
-    // Ready, or Ended by the worker we just stopped: the slot was persisted.
-    if ((e->state == shmem::SnapshotState::Ready || e->state == shmem::SnapshotState::Ended) &&
-        slots::find(e->slot_name, &info) && info.active_pid == 0) {
-        ReplicationSlotDrop(e->slot_name, true);
-        slots::forget_marks(e->slot_name);
-    }
-    free_snapshot_entry(wait->index);
     RESUME_INTERRUPTS();
 }
 
@@ -424,7 +415,6 @@ Datum cdc_drop(FunctionCallInfo fcinfo) {
                             errhint("Stop that consumer first.")));
         ReplicationSlotDrop(name, true);
     }
-    slots::forget_marks(name);
 
     if (snapshot_index >= 0) {
         (void)wait_snapshot_released(snapshot_index, snapshot_worker, name);
