@@ -327,14 +327,15 @@ def test_jwt_secret_is_shown_to_nobody(auth_cluster):
         finally:
             mon.close()
         # The secret itself is in force: cdc_token() signs with it, and in token mode the
-        # server accepts a token signed with it (404: no such slot) and refuses others.
+        # server accepts a token signed with it (403: auth_app may use no such slot, after
+        # authentication) and refuses others (401).
         assert hs256_signature_ok(token_as(c), configured.encode())
         c.alter_system("pgcdcws.auth", "token")
         now = int(time.time())
         claims = {"role": "auth_app", "iat": now, "exp": now + 600}
         wait_for(lambda: snapshot_read_status(c, hs256_token(claims, b"x" * 40)) == 401, 30,
                  what="the server in token mode")
-        assert snapshot_read_status(c, hs256_token(claims, configured.encode())) == 404
+        assert snapshot_read_status(c, hs256_token(claims, configured.encode())) == 403
         assert snapshot_read_status(c, hs256_token(claims, b"(hidden)")) == 401
     finally:
         c.alter_system("pgcdcws.auth", None, expect_show="trust")
