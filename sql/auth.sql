@@ -93,7 +93,8 @@ SELECT regress_jwt_part(regress_owner_token(), 2) ->> 'role' AS definer_role,
 RESET ROLE;
 DROP FUNCTION regress_owner_token();
 
--- Settings: the secret is for superusers' eyes only.
+-- Settings: only superusers and pg_read_all_settings may SHOW the secret, and it shows
+-- "(hidden)" ("" when unset, as here) even to them; pg_settings never lists it.
 SET ROLE regress_stranger;
 SHOW pgcdcws.jwt_secret;
 SELECT current_setting('pgcdcws.jwt_secret');
@@ -104,6 +105,7 @@ SELECT name, setting FROM pg_settings
  ORDER BY name;
 RESET ROLE;
 SELECT count(*) AS listed FROM pg_settings WHERE name = 'pgcdcws.jwt_secret';
+SHOW pgcdcws.jwt_secret;
 SET pgcdcws.auth = token;
 -- Check hooks refuse bad values (and never repeat a refused secret).
 ALTER SYSTEM SET pgcdcws.jwt_secret = 'too short';

@@ -63,6 +63,14 @@ bool check_jwt_secret(char **newval, void **, GucSource) {
     return refuse(error);
 }
 
+// What SHOW, current_setting() and pg_settings print for pgcdcws.jwt_secret.
+// GUC_SUPERUSER_ONLY alone does not hide a setting from members of
+// pg_read_all_settings (pg_monitor), and the secret lets whoever knows it mint a
+// token for any role, superusers included. pgcdcws reads the variable itself.
+constexpr const char *kHiddenSecret = "(hidden)";
+
+const char *show_jwt_secret() { return jwt_secret != nullptr && *jwt_secret != '\0' ? kHiddenSecret : ""; }
+
 // Longest PEM file read: an RSA-16384 public key is under 3 KiB.
 constexpr long kMaxPemFileSize = 64 * 1024;
 
@@ -192,8 +200,10 @@ void define_settings() {
     DefineCustomStringVariable("pgcdcws.jwt_secret", "HS256 secret that signs and verifies pgcdcws tokens.",
                                "At least 32 bytes. Empty: pgcdcws generates one and keeps it in "
                                "$PGDATA/pgcdcws/jwt_secret.",
-                               &jwt_secret, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_jwt_secret, nullptr,
-                               nullptr);
+                               // GUC_NO_SHOW_ALL keeps it out of pg_settings, whose reset_val
+                               // column bypasses the show hook.
+                               &jwt_secret, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_jwt_secret,
+                               nullptr, show_jwt_secret);
     DefineCustomStringVariable("pgcdcws.jwt_public_key",
                                "PEM file with the RSA (RS256) or EC P-256 (ES256) public key that verifies "
                                "tokens.",
@@ -209,7 +219,8 @@ void define_settings() {
     DefineCustomStringVariable("pgcdcws.allowed_origins",
                                "Origins (scheme://host[:port]) whose web pages may use pgcdcws.",
                                "Comma-separated; * (token auth only) allows every origin; empty allows none. "
-                               "Requests without an Origin header are not affected.",
+                               "Requests without an Origin header are refused only when a browser marks them as "
+                               "another site's (Sec-Fetch-Site).",
                                &allowed_origins, "", PGC_SIGHUP, GUC_LIST_INPUT, check_allowed_origins, nullptr,
                                nullptr);
     DefineCustomIntVariable("pgcdcws.max_connections_per_role",

@@ -17,7 +17,7 @@ extern int snapshot_timeout_s;       // pgcdcws.snapshot_timeout (sighup), secon
 extern int snapshot_idle_timeout_s;  // pgcdcws.snapshot_idle_timeout (sighup), seconds, 0 = none
 extern int snapshot_max_rows;        // pgcdcws.snapshot_max_rows (sighup)
 extern int max_connections;          // pgcdcws.max_connections (postmaster)
-extern char *jwt_secret;             // pgcdcws.jwt_secret (sighup, superuser-only), "" = generated
+extern char *jwt_secret;             // pgcdcws.jwt_secret (sighup; SQL shows "(hidden)"), "" = generated
 extern char *jwt_public_key;         // pgcdcws.jwt_public_key (sighup), PEM file path, "" = none
 extern char *jwt_audience;           // pgcdcws.jwt_audience (sighup), "" = aud not checked
 extern char *trust_role;             // pgcdcws.trust_role (sighup), "" = bootstrap superuser

@@ -10,6 +10,14 @@ bool origin_allowed_for(bool trust_mode, const OriginList &allowed, std::string_
     return origin_allowed(allowed, origin);
 }
 
+bool fetch_site_is_own(std::string_view sec_fetch_site) {
+    while (!sec_fetch_site.empty() && (sec_fetch_site.front() == ' ' || sec_fetch_site.front() == '\t'))
+        sec_fetch_site.remove_prefix(1);
+    while (!sec_fetch_site.empty() && (sec_fetch_site.back() == ' ' || sec_fetch_site.back() == '\t'))
+        sec_fetch_site.remove_suffix(1);
+    return sec_fetch_site == "same-origin" || sec_fetch_site == "none";
+}
+
 BrowserDecision decide_browser_request(const BrowserRequest &request) {
     BrowserDecision d;
     if (request.trust_mode) {
@@ -24,8 +32,14 @@ BrowserDecision decide_browser_request(const BrowserRequest &request) {
             return d;
         }
     }
-    if (!request.origin)
+    if (!request.origin) {
+        if (request.fetch_metadata && !(request.fetch_site && fetch_site_is_own(*request.fetch_site))) {
+            d.status = 403;
+            d.message = "request from another site's page refused: it carries Sec-Fetch-Site but no allowed "
+                        "Origin (see pgcdcws.allowed_origins)";
+        }
         return d;
+    }
     static const OriginList none;
     if (!origin_allowed_for(request.trust_mode, request.allowed ? *request.allowed : none, *request.origin)) {
         d.status = 403;

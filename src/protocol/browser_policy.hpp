@@ -7,8 +7,13 @@
 // trust mode, only requests that name the server by a loopback Host. Other sites'
 // pages are stopped by the Origin a browser attaches to every cross-origin request
 // and WebSocket handshake: only listed origins get through, and only they get CORS
-// headers, so only their pages can read a reply. A request without Origin does not
-// come from a page, so the Origin rules do not touch it.
+// headers, so only their pages can read a reply. But a page's <img>, <script>,
+// <link> and links (navigations) send GET without Origin, and a GET may change
+// state (GET /v1/init creates a slot): those are caught by Fetch Metadata, the
+// Sec-Fetch-* headers current browsers add to requests to https and loopback
+// URLs. A request that carries them and is not same-origin or user-initiated
+// ("none") needs an allowed Origin. Clients that are not browsers send neither,
+// and are not touched.
 #pragma once
 
 #include <optional>
@@ -34,6 +39,10 @@ struct BrowserRequest {
     // OPTIONS carrying Access-Control-Request-Method: a browser asks whether it
     // may send the real request.
     bool preflight_header = false;
+    // Fetch Metadata: the Sec-Fetch-Site header (nullopt when absent), and whether
+    // any Sec-Fetch-* header (Site, Mode, Dest, User) is present.
+    std::optional<std::string_view> fetch_site;
+    bool fetch_metadata = false;
 };
 
 struct BrowserDecision {
@@ -52,8 +61,18 @@ struct BrowserDecision {
 // "*" in the list matches nothing (a page must be listed by name).
 bool origin_allowed_for(bool trust_mode, const OriginList &allowed, std::string_view origin);
 
-// Host first (trust mode only), then Origin. A trust-mode request without a Host
-// header (HTTP/1.0) is refused: nothing would then stop a rebinding page.
+// Whether Sec-Fetch-Site says the request is not another page's doing: "same-origin"
+// (a page of this server's own origin) or "none" (the user typed the URL, a
+// bookmark). Lower-case tokens, as browsers send them; blanks around are ignored.
+bool fetch_site_is_own(std::string_view sec_fetch_site);
+
+// Host first (trust mode only), then Origin, then Fetch Metadata. A trust-mode
+// request without a Host header (HTTP/1.0) is refused: nothing would then stop a
+// rebinding page. A request with an Origin must have an allowed one ("null" never
+// is). A request without Origin that carries Fetch Metadata is refused unless
+// Sec-Fetch-Site is same-origin or none: it is a cross-site or same-site page's
+// <img>, <script>, form GET or link (a missing Sec-Fetch-Site next to other
+// Sec-Fetch-* headers counts as cross-site). All refusals are 403.
 BrowserDecision decide_browser_request(const BrowserRequest &request);
 
 // Header lines ("name: value\r\n" each) that let the page of `origin` read a reply;

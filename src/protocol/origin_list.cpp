@@ -200,7 +200,24 @@ ParsedOriginList parse_origin_list(std::string_view setting) {
     return r;
 }
 
+bool is_null_origin(std::string_view origin_header) {
+    while (!origin_header.empty() && (origin_header.front() == ' ' || origin_header.front() == '\t'))
+        origin_header.remove_prefix(1);
+    while (!origin_header.empty() && (origin_header.back() == ' ' || origin_header.back() == '\t'))
+        origin_header.remove_suffix(1);
+    if (origin_header.size() != 4)
+        return false;
+    for (std::size_t i = 0; i < 4; i++)
+        if ((origin_header[i] | 0x20) != "null"[i])
+            return false;
+    return true;
+}
+
 bool origin_allowed(const OriginList &list, std::string_view origin_header) {
+    // "null" is the origin of sandboxed frames, file: pages and data: URLs: any
+    // site can make its page send it, so even "*" does not let it through.
+    if (is_null_origin(origin_header))
+        return false;
     if (list.any)
         return true;
     if (list.origins.empty())

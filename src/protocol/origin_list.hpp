@@ -54,10 +54,15 @@ struct ParsedOriginList {
 // An empty entry (",,", a trailing comma) is an error rather than silently ignored.
 ParsedOriginList parse_origin_list(std::string_view setting);
 
+// Whether an Origin header value is "null" (the opaque origin of sandboxed frames,
+// file: and data: pages; any site can make its page send it). ASCII case and
+// surrounding blanks are ignored.
+bool is_null_origin(std::string_view origin_header);
+
 // Whether a request carrying this Origin header value may proceed. The caller decides
-// what a request without an Origin header means (such requests do not come from a
-// page in a browser). With list.any every value is allowed, malformed ones too;
-// otherwise the value must normalise to a listed origin ("null" never does).
+// what a request without an Origin header means (browser_policy.hpp). "null" is never
+// allowed, not even by "*". With list.any every other value is allowed, malformed ones
+// too; otherwise the value must normalise to a listed origin.
 bool origin_allowed(const OriginList &list, std::string_view origin_header);
 
 }  // namespace pgcdcws::protocol

@@ -43,6 +43,23 @@ bool is_preflight_request(struct lws *wsi) {
     return lws_hdr_custom_length(wsi, name, static_cast<int>(sizeof name - 1)) > 0;
 }
 
+// A header lws 4.1 does not know by name ("name:" in lower case); nullopt when absent.
+std::optional<std::string> custom_header(struct lws *wsi, const char *name) {
+    const int name_length = static_cast<int>(std::strlen(name));
+    const int length = lws_hdr_custom_length(wsi, name, name_length);
+    if (length < 0)
+        return std::nullopt;
+    std::vector<char> buf(static_cast<std::size_t>(length) + 1);
+    const int n = lws_hdr_custom_copy(wsi, buf.data(), static_cast<int>(buf.size()), name, name_length);
+    if (n < 0)
+        return std::nullopt;
+    return std::string(buf.data(), static_cast<std::size_t>(n));
+}
+
+bool has_custom_header(struct lws *wsi, const char *name) {
+    return lws_hdr_custom_length(wsi, name, static_cast<int>(std::strlen(name))) >= 0;
+}
+
 }  // namespace
 
 void refresh_browser_settings() {
@@ -75,6 +92,11 @@ protocol::BrowserDecision check_browser(struct lws *wsi, const char *method) {
         request.origin = *origin;
     request.method = method;
     request.preflight_header = std::strcmp(method, "OPTIONS") == 0 && is_preflight_request(wsi);
+    const std::optional<std::string> fetch_site = custom_header(wsi, "sec-fetch-site:");
+    if (fetch_site)
+        request.fetch_site = *fetch_site;
+    request.fetch_metadata = fetch_site || has_custom_header(wsi, "sec-fetch-mode:") ||
+                             has_custom_header(wsi, "sec-fetch-dest:") || has_custom_header(wsi, "sec-fetch-user:");
     return protocol::decide_browser_request(request);
 }
 

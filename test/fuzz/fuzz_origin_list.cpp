@@ -1,6 +1,6 @@
 // libFuzzer target: pgcdcws.allowed_origins (parse_origin_list), the Origin
 // normalisation (normalize_origin), the check (origin_allowed) and the browser decision
-// (decide_browser_request: Host, Origin, CORS; truncate_utf8). Invariants from
+// (decide_browser_request: Host, Origin, Fetch Metadata, CORS; truncate_utf8). Invariants from
 // src/protocol/origin_list.hpp and browser_policy.hpp; a violated invariant aborts (__builtin_trap) so
 // libFuzzer saves the input as crash-<sha1>.
 #include "protocol/browser_policy.hpp"
@@ -78,7 +78,7 @@ void check_list(std::string_view input) {
         for (std::size_t j = 0; j < i; j++)
             CHECK(r.list.origins[i] != r.list.origins[j], input);
     }
-    CHECK(proto::origin_allowed(r.list, "null") == r.list.any, input);
+    CHECK(!proto::origin_allowed(r.list, "null"), input);
     // Every listed origin came from an entry of the setting.
     CHECK(r.list.origins.size() <= static_cast<std::size_t>(std::count(input.begin(), input.end(), ',')) + 1, input);
 }
@@ -94,7 +94,9 @@ void check_allowed(std::string_view input) {
     const std::string_view header = input.substr(nul + 1);
     const proto::NormalizedOrigin n = proto::normalize_origin(header);
     const bool listed = n.ok && std::find(r.list.origins.begin(), r.list.origins.end(), n.origin) != r.list.origins.end();
-    CHECK(proto::origin_allowed(r.list, header) == (r.list.any || listed), input);
+    CHECK(proto::origin_allowed(r.list, header) == (!proto::is_null_origin(header) && (r.list.any || listed)), input);
+    if (proto::is_null_origin(header))
+        CHECK(!listed, input);
 }
 
 // The browser decision for a setting, Host and Origin split at NULs (mode from the
@@ -105,6 +107,10 @@ void check_browser(std::string_view input) {
         return;
     const bool trust = (input[0] & 1) != 0;
     const bool preflight = (input[0] & 2) != 0;
+    // Bits 2-4: Fetch Metadata. Sec-Fetch-Site absent, or one of the values below;
+    // bit 5: other Sec-Fetch-* headers.
+    static const char *const sites[] = {"same-origin", "none", "cross-site", "same-site", "", " none", "None"};
+    const unsigned site_index = (static_cast<unsigned char>(input[0]) >> 2) & 7;
     std::string_view rest = input.substr(1);
     const std::size_t a = rest.find('\0');
     if (a == std::string_view::npos)
@@ -119,6 +125,9 @@ void check_browser(std::string_view input) {
     q.allowed = &r.list;
     q.method = "OPTIONS";
     q.preflight_header = preflight;
+    if (site_index < 7)
+        q.fetch_site = sites[site_index];
+    q.fetch_metadata = q.fetch_site.has_value() || (input[0] & 0x20) != 0;
     if (b == std::string_view::npos) {
         q.host = rest;
     } else {
@@ -132,6 +141,14 @@ void check_browser(std::string_view input) {
         CHECK(d.allowed_origin.empty() && !d.preflight, input);
     if (trust && d.status == 0)
         CHECK(proto::is_loopback_host(*q.host), input);
+    // Never a "null" origin; never another site's request without an allowed Origin.
+    if (d.status == 0 && q.origin)
+        CHECK(!proto::is_null_origin(*q.origin) && proto::origin_allowed_for(trust, r.list, *q.origin), input);
+    if (d.status == 0 && !q.origin && q.fetch_metadata)
+        CHECK(q.fetch_site && proto::fetch_site_is_own(*q.fetch_site), input);
+    // Without Origin and Fetch Metadata only the Host can refuse (and only in trust mode).
+    if (!q.origin && !q.fetch_metadata)
+        CHECK((d.status == 0) == (!trust || proto::is_loopback_host(*q.host)), input);
     if (!d.allowed_origin.empty()) {
         CHECK(q.origin && d.allowed_origin == *q.origin, input);
         CHECK(proto::origin_allowed_for(trust, r.list, *q.origin), input);

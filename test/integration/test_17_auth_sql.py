@@ -6,6 +6,7 @@ for the whole file (it is restarted and reconfigured)."""
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import pwd
@@ -153,7 +154,7 @@ def test_jwt_secret_and_audience_change_at_reload(auth_cluster):
     c = auth_cluster
     generated = read_secret(c)
     configured = "configured-secret-0123456789-abcdefghijklmnop"
-    c.alter_system("pgcdcws.jwt_secret", configured)
+    c.alter_system("pgcdcws.jwt_secret", configured, expect_show="(hidden)")
     try:
         token = token_as(c)
         assert hs256_signature_ok(token, configured.encode())
@@ -264,3 +265,79 @@ def test_settings_hidden_and_defaults(auth_cluster):
     assert c.sql1("SELECT boot_val FROM pg_settings WHERE name = 'pgcdcws.auth'") == "token"
     assert c.sql1("SHOW pgcdcws.auth") == "trust"
     assert c.sql1("SHOW pgcdcws.max_connections_per_role") == "100"
+
+
+def snapshot_read_status(c, token):
+    """Status of POST /v1/snapshot/data for a slot that does not exist, with this token."""
+    body = json.dumps({"slotName": "no_such_slot", "table": "public.t"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", c.ws_port, timeout=60)
+    try:
+        conn.request("POST", "/v1/snapshot/data", body=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def hs256_token(claims, secret):
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(mac)}"
+
+
+def test_jwt_secret_is_shown_to_nobody(auth_cluster):
+    """Members of pg_read_all_settings (pg_monitor) may read superuser-only settings, and the
+    secret would let them mint a token for any role. SHOW and current_setting() say
+    "(hidden)" ("" when unset) to everyone, superusers included; pg_settings and SHOW ALL
+    leave it out; pg_file_settings stays superuser-only. The server still signs and
+    verifies with the secret itself."""
+    c = auth_cluster
+    configured = "shown-to-nobody-0123456789-abcdefghijklmnopq"
+    c.sql("CREATE ROLE auth_monitor LOGIN IN ROLE pg_monitor")
+
+    def seen_by(user):
+        conn = c.connect(user=user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW pgcdcws.jwt_secret")
+                shown = cur.fetchone()[0]
+                cur.execute("SELECT current_setting('pgcdcws.jwt_secret')")
+                current = cur.fetchone()[0]
+                cur.execute("SELECT count(*) FROM pg_settings WHERE name = 'pgcdcws.jwt_secret'")
+                rows = cur.fetchone()[0]
+                cur.execute("SELECT * FROM pg_settings")
+                everything = repr(cur.fetchall())
+                cur.execute("SHOW ALL")
+                everything += repr(cur.fetchall())
+            return shown, current, rows, configured in everything
+        finally:
+            conn.close()
+
+    try:
+        assert seen_by("auth_monitor") == ("", "", 0, False)
+        c.alter_system("pgcdcws.jwt_secret", configured, expect_show="(hidden)")
+        for user in ("auth_monitor", "postgres"):
+            assert seen_by(user) == ("(hidden)", "(hidden)", 0, False), user
+        mon = c.connect(user="auth_monitor")
+        try:
+            with pytest.raises(psycopg2.Error) as e:
+                mon.cursor().execute("SELECT * FROM pg_file_settings")
+            assert e.value.pgcode == "42501"
+        finally:
+            mon.close()
+        # The secret itself is in force: cdc_token() signs with it, and in token mode the
+        # server accepts a token signed with it (403: auth_app may use no such slot, after
+        # authentication) and refuses others (401).
+        assert hs256_signature_ok(token_as(c), configured.encode())
+        c.alter_system("pgcdcws.auth", "token")
+        now = int(time.time())
+        claims = {"role": "auth_app", "iat": now, "exp": now + 600}
+        wait_for(lambda: snapshot_read_status(c, hs256_token(claims, b"x" * 40)) == 401, 30,
+                 what="the server in token mode")
+        assert snapshot_read_status(c, hs256_token(claims, configured.encode())) == 403
+        assert snapshot_read_status(c, hs256_token(claims, b"(hidden)")) == 401
+    finally:
+        c.alter_system("pgcdcws.auth", None, expect_show="trust")
+        c.alter_system("pgcdcws.jwt_secret", None, expect_show="")
+        c.sql("DROP ROLE auth_monitor")

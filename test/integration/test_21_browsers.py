@@ -4,13 +4,17 @@
    without Host is refused.
 2. Origin: listed origins pass and get CORS headers on every reply (snapshot data, JSON
    errors); others get a plain 403 without them; "*" matches nothing in trust mode
-   (and the server logs a WARNING); requests without Origin are not affected.
+   (and the server logs a WARNING); "null" is never allowed.
+2b. Fetch Metadata: a request without Origin that carries Sec-Fetch-Site other than
+   same-origin or none (another site's <img>, link, form GET) gets 403 on every endpoint;
+   without Sec-Fetch-* headers (clients that are no browser) it is served.
 3. CORS preflight: answered with 204 and the CORS headers, without credentials.
 4. In-band refusals: an upgrade from an allowed Origin that is refused after authentication
    completes and closes at once with 4000 + status (4404, 4409, 4400); without Origin
    the same refusal is plain HTTP.
 5. Headless Chromium: a page from the allowed origin reads a snapshot with fetch and
-   streams with WebSocket; a page from another origin is refused.
+   streams with WebSocket; a page from another origin is refused, and its <img> pointed
+   at GET /v1/init (no Origin, Sec-Fetch-Site: cross-site) creates no slot.
 6. Headless Chromium with pgcdcws.auth = token (a cluster of its own): the page creates a
    slot with POST /v1/init, reads its snapshot (Authorization header), streams
    (access_token in the query) and acks; without a token or with a tampered one it reads
@@ -228,6 +232,70 @@ def test_star_is_ignored_in_trust_mode(cluster, origins):
         wait_for(lambda: preflight(port, ALLOWED).status == 204, 30, what="allowed_origins reloaded")
 
 
+# ------------------------------------------------------------------------ 2b. Fetch Metadata
+# Another site's <img>, <script>, form GET or link sends no Origin, but current browsers
+# send Sec-Fetch-Site (to https and loopback URLs). Without an allowed Origin it must say
+# same-origin or none (typed by the user); otherwise 403 on every endpoint, so a page
+# cannot make GET /v1/init create slots. Clients that send no Sec-Fetch-* are not touched.
+FETCH_REFUSED = ("request from another site's page refused: it carries Sec-Fetch-Site but no allowed "
+                 "Origin (see pgcdcws.allowed_origins)")
+
+
+def pgcdcws_slots(cluster):
+    return {r[0] for r in cluster.sql("SELECT slot_name FROM pg_replication_slots WHERE plugin = 'pgcdcws'")}
+
+
+def get_init(port, *extra):
+    return raw(port, "\r\n".join([f"GET /v1/init HTTP/1.1", f"Host: localhost:{port}", *extra]), timeout=60)
+
+
+def test_fetch_metadata_without_allowed_origin_is_refused(cluster, origins):
+    before = pgcdcws_slots(cluster)
+    for extra in (["Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: no-cors", "Sec-Fetch-Dest: image"],
+                  ["Sec-Fetch-Site: same-site", "Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: document",
+                   "Sec-Fetch-User: ?1"],
+                  ["Sec-Fetch-Mode: no-cors", "Sec-Fetch-Dest: script"]):  # no Site: counts as cross-site
+        r = get_init(origins, *extra, "Referer: http://evil.example/", "Accept: image/avif,image/webp,*/*")
+        assert r.status == 403, (extra, r)
+        assert r.json() == {"error": FETCH_REFUSED}
+        assert_no_cors(r)
+    # The same on the other endpoints: a snapshot read and a stream upgrade.
+    body = json.dumps({"slotName": "whatever", "table": "public.t"}).encode()
+    r = raw(origins, "\r\n".join([f"POST {SNAP_PATH} HTTP/1.1", f"Host: localhost:{origins}",
+                                   "Content-Type: text/plain", f"Content-Length: {len(body)}",
+                                   "Sec-Fetch-Site: cross-site"]), body)
+    assert r.status == 403 and r.json() == {"error": FETCH_REFUSED}, r
+    r = raw(origins, "\r\n".join(["GET /v1/lr/stream?slotName=whatever HTTP/1.1", f"Host: localhost:{origins}",
+                                   "Upgrade: websocket", "Connection: Upgrade",
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+                                   "Sec-Fetch-Site: same-site", "Sec-Fetch-Mode: websocket"]), timeout=5)
+    assert r.status == 403 and r.json() == {"error": FETCH_REFUSED}, r
+    # An Origin that is not allowed is refused for that, whatever Sec-Fetch-Site claims.
+    assert_refused_origin(get_init(origins, "Origin: http://evil.example", "Sec-Fetch-Site: same-origin"))
+    assert pgcdcws_slots(cluster) == before
+
+    # Served: the allowed page's own fetch (cross-site, with its Origin), a URL the user typed
+    # (none), and a client that is no browser (pgdeltastream's plain GET).
+    created = []
+    try:
+        for extra, cors in ((["Origin: " + ALLOWED, "Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: cors"], True),
+                            (["Sec-Fetch-Site: none", "Sec-Fetch-Mode: navigate", "Sec-Fetch-User: ?1"], False),
+                            (["Sec-Fetch-Site: same-origin"], False),
+                            ([], False)):
+            r = get_init(origins, *extra)
+            assert r.status == 200, (extra, r)
+            created.append(r.json()["slotName"])
+            assert r.json()["slotName"].startswith("cdc_"), r
+            if cors:
+                assert_cors(r, ALLOWED)
+            else:
+                assert_no_cors(r)
+        assert pgcdcws_slots(cluster) == before | set(created)
+    finally:
+        for slot in created:
+            cluster.drop_slot_quietly(slot)
+
+
 # ------------------------------------------------------------------------ 3. preflight
 def test_preflight(cluster, origins):
     port = origins
@@ -416,6 +484,54 @@ class Chromium:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class RecordingProxy:
+    """Forwards every connection to 127.0.0.1:port on to pgcdcws and records (request head,
+    status line of the reply): proof that a browser's request reached the server, and what
+    it carried."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.exchanges = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client):
+        with client:
+            client.settimeout(30)
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return  # a preconnect that sent nothing
+                    head += chunk
+                with socket.create_connection(("127.0.0.1", self.target_port), timeout=60) as upstream:
+                    upstream.sendall(head)
+                    reply = b""
+                    while True:
+                        chunk = upstream.recv(65536)
+                        if not chunk:
+                            break
+                        reply += chunk
+                self.exchanges.append((head.decode("iso-8859-1"), reply.split(b"\r\n", 1)[0].decode("iso-8859-1")))
+                client.sendall(reply)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
 @pytest.fixture
 def page_servers():
     other_port = free_port()
@@ -475,6 +591,33 @@ def test_chromium_page_from_other_origin_is_refused(cluster, origins, snap_slot,
     # Nothing was streamed to it: the slot was never taken.
     r = post_snapshot(origins, {"slotName": snap_slot, "table": "public.browser_t"})
     assert r.status == 200 and len(r.json()) == 2, r
+
+
+def test_chromium_img_from_another_site_creates_no_slot(cluster, origins, page_servers):
+    """Another site's page points an <img> at GET /v1/init: Chromium sends it without Origin
+    but with Sec-Fetch-Site: cross-site (localhost is a trustworthy URL), and it is refused."""
+    other_port = page_servers
+    proxy = RecordingProxy(origins)
+    before = pgcdcws_slots(cluster)
+    target = f"http://localhost:{proxy.port}/v1/init"
+    browser = Chromium(f"http://127.0.0.1:{other_port}/img_request.html?" + urllib.parse.urlencode({"target": target}))
+    try:
+        _, out = browser.wait_title("done")
+        assert out == {"img": "error"}, out
+        exchanges = wait_for(lambda: [e for e in proxy.exchanges if e[0].startswith("GET /v1/init ")], 30,
+                             what="the <img> request through the proxy")
+    finally:
+        browser.close()
+        proxy.close()
+    assert len(exchanges) == 1, exchanges
+    head, status_line = exchanges[0]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:])
+               if k}
+    assert headers.get("sec-fetch-site") == "cross-site", head
+    assert headers.get("sec-fetch-dest") == "image", head
+    assert "origin" not in headers, head
+    assert status_line == "HTTP/1.1 403 Forbidden", status_line
+    assert pgcdcws_slots(cluster) == before
 
 
 # ------------------------------------------------------------------------ 6. Chromium, token mode
@@ -550,6 +693,30 @@ def test_token_mode_replies_to_a_page_carry_cors_headers(token_cluster, web_slot
     assert_cors(r, ALLOWED)
     # Another origin: refused before authentication, and nothing a page could read.
     assert_refused_origin(init_request(c.ws_port, "http://evil.example", token, body))
+
+
+def test_token_mode_star_never_allows_null_and_fetch_metadata_applies(token_cluster, web_slot):
+    """allowed_origins = '*' (token mode): any origin passes, but "null" (sandboxed frames,
+    file: and data: pages, which any site can make) is refused; and another site's request
+    without Origin is refused before authentication, even with a valid token."""
+    c = token_cluster
+    token = token_as(c, WEB_ROLE)
+    body = json.dumps({"slotName": web_slot, "snapshot": False}).encode()
+    c.alter_system("pgcdcws.allowed_origins", "*")
+    try:
+        wait_for(lambda: init_request(c.ws_port, "https://anything.example", body=body).status == 401, 30,
+                 what="allowed_origins = '*' reloaded")
+        for null in ("null", "NULL"):
+            assert_refused_origin(init_request(c.ws_port, null, token, body))
+        r = raw(c.ws_port, "\r\n".join([f"GET /v1/init?access_token={token} HTTP/1.1", f"Host: 127.0.0.1:{c.ws_port}",
+                                         "Sec-Fetch-Site: cross-site", "Sec-Fetch-Dest: image"]), timeout=60)
+        assert r.status == 403 and r.json() == {"error": FETCH_REFUSED}, r
+        assert_no_cors(r)
+        assert c.sql1("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (web_slot,)) == 0
+    finally:
+        c.alter_system("pgcdcws.allowed_origins", ALLOWED)
+        wait_for(lambda: init_request(c.ws_port, "https://anything.example", body=body).status == 403, 30,
+                 what="allowed_origins reloaded")
 
 
 def test_chromium_token_mode_init_snapshot_stream_ack(token_cluster, web_slot, page_servers):

@@ -18,8 +18,11 @@ OriginList list_of(std::string_view setting) {
 
 BrowserDecision decide(bool trust, const OriginList &l, std::optional<std::string_view> host,
                        std::optional<std::string_view> origin, std::string_view method = "GET",
-                       bool preflight_header = false) {
+                       bool preflight_header = false, std::optional<std::string_view> fetch_site = std::nullopt,
+                       bool other_fetch_metadata = false) {
     BrowserRequest r;
+    r.fetch_site = fetch_site;
+    r.fetch_metadata = fetch_site.has_value() || other_fetch_metadata;
     r.trust_mode = trust;
     r.allowed = &l;
     r.host = host;
@@ -106,6 +109,75 @@ TEST(BrowserPolicy, Preflight) {
     const BrowserDecision d = decide(true, l, "localhost", "http://evil.example", "OPTIONS", true);
     EXPECT_EQ(d.status, 403);
     EXPECT_FALSE(d.preflight);
+}
+
+constexpr const char *kFetchRefused =
+    "request from another site's page refused: it carries Sec-Fetch-Site but no allowed Origin (see "
+    "pgcdcws.allowed_origins)";
+
+// <img src=http://localhost:port/v1/init> on another site's page: a GET without
+// Origin that Fetch Metadata marks cross-site.
+TEST(BrowserPolicy, FetchMetadataWithoutOriginMustBeOwn) {
+    const OriginList l = list_of("http://127.0.0.1:3000");
+    const OriginList star = list_of("*");
+    for (bool trust : {true, false}) {
+        for (const OriginList *list : {&l, &star}) {
+            for (const char *site : {"cross-site", "same-site", "", "Same-Origin", "NONE", "same-origin, none",
+                                     "bogus"}) {
+                const BrowserDecision d = decide(trust, *list, "localhost:5", std::nullopt, "GET", false, site);
+                EXPECT_EQ(d.status, 403) << site;
+                EXPECT_EQ(d.message, kFetchRefused);
+                EXPECT_EQ(d.allowed_origin, "");
+                EXPECT_FALSE(d.preflight);
+            }
+            for (const char *site : {"same-origin", "none", " none ", "\tsame-origin"}) {
+                for (const char *method : {"GET", "POST"}) {
+                    const BrowserDecision d = decide(trust, *list, "localhost:5", std::nullopt, method, false, site);
+                    EXPECT_EQ(d.status, 0) << site;
+                    EXPECT_EQ(d.allowed_origin, "");
+                }
+            }
+            // Sec-Fetch-Mode/Dest/User without Sec-Fetch-Site: counts as cross-site.
+            EXPECT_EQ(decide(trust, *list, "localhost:5", std::nullopt, "GET", false, std::nullopt, true).status,
+                      403);
+            // No Fetch Metadata at all (curl, pgdeltastream's Go client, psql scripts): not touched.
+            EXPECT_EQ(decide(trust, *list, "localhost:5", std::nullopt, "GET", false, std::nullopt, false).status,
+                      0);
+        }
+        // An allowed Origin makes a cross-site request a listed page's own (fetch, WebSocket).
+        BrowserDecision d = decide(trust, l, "localhost:5", "http://127.0.0.1:3000", "GET", false, "cross-site");
+        EXPECT_EQ(d.status, 0);
+        EXPECT_EQ(d.allowed_origin, "http://127.0.0.1:3000");
+        d = decide(trust, l, "localhost:5", "http://127.0.0.1:3000", "OPTIONS", true, "same-site");
+        EXPECT_EQ(d.status, 0);
+        EXPECT_TRUE(d.preflight);
+        // An Origin that is not allowed is refused for it, whatever Sec-Fetch-Site says.
+        d = decide(trust, l, "localhost:5", "http://evil.example", "GET", false, "same-origin");
+        EXPECT_EQ(d.status, 403);
+        EXPECT_EQ(d.message, "Origin not allowed (see pgcdcws.allowed_origins)");
+        d = decide(trust, l, "localhost:5", "null", "GET", false, "none");
+        EXPECT_EQ(d.status, 403);
+    }
+    // Host still comes first in trust mode.
+    const BrowserDecision d = decide(true, l, "evil.example", std::nullopt, "GET", false, "cross-site");
+    EXPECT_EQ(d.status, 403);
+    EXPECT_NE(d.message.find("Host"), std::string::npos);
+}
+
+TEST(BrowserPolicy, FetchSiteIsOwn) {
+    EXPECT_TRUE(fetch_site_is_own("same-origin"));
+    EXPECT_TRUE(fetch_site_is_own("none"));
+    EXPECT_TRUE(fetch_site_is_own(" none\t"));
+    for (const char *s : {"", "cross-site", "same-site", "Same-Origin", "none;", "same-origin2", "n one"})
+        EXPECT_FALSE(fetch_site_is_own(s)) << s;
+}
+
+TEST(BrowserPolicy, NullOriginNeverAllowed) {
+    const OriginList star = list_of("*");
+    const BrowserDecision d = decide(false, star, "db.example.com", "null");
+    EXPECT_EQ(d.status, 403);
+    EXPECT_EQ(d.allowed_origin, "");
+    EXPECT_FALSE(origin_allowed_for(false, star, "null"));
 }
 
 TEST(BrowserPolicy, Headers) {

@@ -128,11 +128,22 @@ TEST(OriginList, Allowed) {
 TEST(OriginList, AnyAndEmpty) {
     const OriginList any = parse_origin_list("*").list;
     EXPECT_TRUE(origin_allowed(any, "https://whatever.example"));
-    EXPECT_TRUE(origin_allowed(any, "null"));
     EXPECT_TRUE(origin_allowed(any, "garbage"));
+    // "null" (sandboxed frames, file: and data: pages) is never allowed, not even by "*".
+    for (const char *n : {"null", "NULL", "Null", " null ", "null\t"})
+        EXPECT_FALSE(origin_allowed(any, n)) << n;
+    EXPECT_TRUE(origin_allowed(any, "nul"));
+    EXPECT_TRUE(origin_allowed(any, "nulll"));
     const OriginList none = parse_origin_list("").list;
     EXPECT_FALSE(origin_allowed(none, "http://localhost"));
     EXPECT_FALSE(origin_allowed(none, "null"));
+}
+
+TEST(OriginList, IsNullOrigin) {
+    for (const char *n : {"null", "NULL", "nUlL", " null", "null ", "\tnull\t"})
+        EXPECT_TRUE(is_null_origin(n)) << n;
+    for (const char *n : {"", "nul", "nulls", "n ull", "http://null", "null\r", "\x0e\x15\x0c\x0c"})
+        EXPECT_FALSE(is_null_origin(n)) << n;
 }
 
 }  // namespace
