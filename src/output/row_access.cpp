@@ -235,16 +235,16 @@ char *current_row_security_of(Oid relid) {
     return describe_row_security(policies);
 }
 
-// Adds the table's current row security for the role to `current`, in the
-// recheck's memory context (the caller's transaction reads the catalogs).
+// Adds the table's current row security for the role to `current`, its
+// description in the recheck's memory context (the policies read to make it
+// live in the caller's transaction context, gone at its end).
 void note_current_row_security(HTAB *current, Oid relid) {
-    MemoryContext old = MemoryContextSwitchTo(denied_context);
     char *description = current_row_security_of(relid);
     if (description) {
         auto *entry = static_cast<CurrentRowSecurity *>(hash_search(current, &relid, HASH_ENTER, nullptr));
-        entry->description = description;
+        entry->description = MemoryContextStrdup(denied_context, description);
+        pfree(description);
     }
-    MemoryContextSwitchTo(old);
 }
 
 // Notes whether the table's row security for the role as decoding sees it
@@ -350,7 +350,8 @@ void recheck_current_privileges() {
     current_row_security = nullptr;
     ctl.entrysize = sizeof(CurrentRowSecurity);
     HTAB *row_security = hash_create("pgcdcws current row security", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-    // A superuser may SELECT everything: nothing to note, and nothing but the
+    // A superuser may SELECT everything and is subject to no row security:
+    // nothing to note (an empty current_row_security), and nothing but the
     // role's own pg_authid entry (current, so still right) was read.
     // The catalog caches may hold entries read with decoding's historic
     // snapshots, older than the catalogs: forget those the check reads (the

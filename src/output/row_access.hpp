@@ -37,16 +37,22 @@ Oid stream_role();
 // for a stream that keeps up. So that a REVOKE also stops a stream replaying
 // older WAL, the decoder calls this at its start and every few seconds,
 // between records (no transaction open): it notes, with the current
-// catalogs, every table the role may not SELECT now. Changes of those tables
-// in transactions that committed before the recheck began are left out
-// whatever decoding sees; later ones are judged as of their transaction,
+// catalogs, every table the role may not SELECT now, and the role's row
+// security on the others (subject to it or not, the SELECT policies that
+// apply). Changes in transactions that committed before the recheck began
+// are left out whatever decoding sees for those tables, and for tables whose
+// row security as decoding sees it (decide_access compares) differs from the
+// noted one: so a tightened policy applies to older changes too (loosened
+// ones too, conservatively). Later ones are judged as of their transaction,
 // which is newer than the recheck. The catalog cache entries the check reads
 // (pg_class, pg_authid, pg_auth_members) are forgotten before and after it, so
 // that no entry read with the current catalogs serves decoding; the access
 // decisions of the relations seen so far are made again (AUTHOID callback).
 void recheck_current_privileges();
 
-// Whether the role may not SELECT the table as of the last recheck.
+// Whether the role may not SELECT the table as of the last recheck, or its
+// row security for the role then was not the one decide_access() last saw
+// for it (call after decide_access() of the relation).
 bool denied_now(Oid relid);
 // WAL position when the last recheck began: transactions that committed
 // before it are subject to denied_now().
