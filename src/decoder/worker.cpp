@@ -20,9 +20,11 @@ constexpr long kIdlePollMs = 100;
 constexpr long kAckApplyIntervalMs = 10;
 // Idle progress (confirming past empty transactions) is written at most this often.
 constexpr long kIdleConfirmIntervalMs = 500;
-// What the client's role may SELECT is checked against the current catalogs
-// this often (output::recheck_current_privileges); decoding itself applies
-// privilege and policy changes at their commit.
+// What the client's role may SELECT of the relations the stream has met is
+// checked against the current catalogs this often
+// (output::recheck_current_privileges), and when the WAL first names a table
+// (output::check_record_relations); decoding itself applies privilege and
+// policy changes at their commit.
 constexpr long kAccessRecheckMs = 2000;
 
 struct DecoderState {
@@ -288,7 +290,9 @@ void stream(const char *slot_name) {
         const TimestampTz now = GetCurrentTimestamp();
         if (TimestampDifferenceExceeds(self.last_access_recheck, now, kAccessRecheckMs)) {
             self.last_access_recheck = now;
-            output::recheck_current_privileges();
+            const long rechecked = output::recheck_current_privileges();
+            ereport(DEBUG1, (errmsg_internal("pgcdcws: slot \"%s\": rechecked the role's privileges on %ld relations",
+                                             slot_name, rechecked)));
         }
 
         char *errm = nullptr;
@@ -297,6 +301,8 @@ void stream(const char *slot_name) {
             ereport(ERROR, (errmsg("pgcdcws: could not read WAL at %X/%X: %s",
                                    LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm)));
         if (record) {
+            // Before the record is decoded, outside decoding's historic snapshot.
+            output::check_record_relations(ctx->reader);
             LogicalDecodingProcessRecord(ctx, ctx->reader);
             continue;
         }

@@ -23,7 +23,6 @@ struct PluginState {
     TransactionId xid;
     XLogRecPtr end_lsn;
     TimestampTz commit_time;
-    bool before_recheck;  // committed before the last privilege recheck began
     int scratch_natts;
     Datum *values[2];
     bool *nulls[2];
@@ -91,7 +90,6 @@ void begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
     state->xid = txn->xid;
     state->end_lsn = txn->end_lsn;
     state->commit_time = txn->xact_time.commit_time;
-    state->before_recheck = txn->end_lsn <= recheck_lsn();
     state->max_changes = config::max_changes_per_message;
     state->frame_open = false;
     state->changes_in_frame = 0;
@@ -411,8 +409,8 @@ void change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, 
     RelationInfo *info = relation_info(relation);
     // The common case costs these tests of one cached entry; a change left
     // out opens no message, so a transaction left with none sends nothing.
-    if (info->access != Access::All || info->denied_now) {
-        if (info->access == Access::None || (info->denied_now && state->before_recheck))
+    if (info->access != Access::All || info->denied_before != InvalidXLogRecPtr) {
+        if (info->access == Access::None || state->end_lsn <= info->denied_before)
             return;
         if (info->access == Access::Filtered)
             return filtered_change(ctx, state, info, relation, change);
@@ -428,7 +426,7 @@ void truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, R
         RelationInfo *info = relation_info(relations[i]);
         // A truncate shows no row: sent to a role that may SELECT the table,
         // with or without row security.
-        if (info->access == Access::None || (info->denied_now && state->before_recheck))
+        if (info->access == Access::None || state->end_lsn <= info->denied_before)
             continue;
         before_change(ctx, state);
         write_prefix(*frame_writer, "truncate", info);

@@ -171,7 +171,10 @@ void build_access(RelationInfo *info, Relation relation) {
             key_attr[info->columns[info->key_columns[k]].attnum - 1] = true;
     }
     info->access = decide_access(relation, info->access_context, key_attr, &info->filter);
-    info->denied_now = denied_now(info->relid);
+    // The current catalogs were checked when the WAL first named the table;
+    // one it did not name is checked from the next recheck on.
+    watch_relation(info->relid);
+    info->denied_before = denied_before(info->relid);
     info->access_valid = invalidations == seen;
 }
 

@@ -55,7 +55,7 @@ struct RelationInfo {
     // role changes and every few seconds (expire_access), without the rest.
     bool access_valid;
     Access access;
-    bool denied_now;    // no SELECT as of the last current-catalog recheck (row_access.hpp)
+    XLogRecPtr denied_before;  // changes committed before it are left out (row_access.hpp)
     RowFilter *filter;  // with Access::Filtered
     MemoryContext access_context;
 };

@@ -8,23 +8,35 @@ namespace pgcdcws::output {
 namespace {
 
 Oid role = InvalidOid;
-// Tables the role may not SELECT as of the last recheck (Oid set), in its own
-// context so that each recheck replaces it whole.
-HTAB *denied_tables = nullptr;
-MemoryContext denied_context = nullptr;
-XLogRecPtr denied_before = InvalidXLogRecPtr;
-// The role's row security on each table as of the last recheck (relid ->
-// description, see describe_row_security; tables the role is not subject to
-// it are absent), in denied_context; nullptr before the first recheck.
-struct CurrentRowSecurity {
+// Relations the stream has met (WatchedRelation by relid) and the table files
+// its WAL named (TableFile by file), both in TopMemoryContext. Bounded by what
+// the stream touches: dropped relations leave `watched` at the next recheck,
+// and `table_files` starts over when it grows past kMaxTableFiles.
+struct WatchedRelation {
     Oid relid;  // hash key
-    char *description;
+    XLogRecPtr denied_before;
+    // As of the last check (at checked_at): the role's row security on the
+    // relation with the current catalogs (describe_row_security, in
+    // row_security_context), nullptr when it is not subject to it or may not
+    // SELECT the relation.
+    char *row_security;
+    XLogRecPtr checked_at;
+    // Whether decide_access() last saw a row security for the role, with
+    // decoding's historic catalogs, other than row_security (decide_access
+    // runs again for every relation after each check, which expires all
+    // access decisions).
+    bool row_security_differs;
 };
-HTAB *current_row_security = nullptr;
-// Tables whose row security for the role, as decoding decided it, is not the
-// one of the last recheck (Oid set, TopMemoryContext; noted by decide_access,
-// which runs again for every relation after each recheck).
-HTAB *row_security_changed = nullptr;
+struct TableFile {
+    Oid tablespace;  // hash key, with relfilenode
+    Oid relfilenode;
+};
+HTAB *watched = nullptr;
+HTAB *table_files = nullptr;
+MemoryContext row_security_context = nullptr;
+constexpr long kMaxTableFiles = 10000;
+// denied_before of a relation met but not checked yet.
+constexpr XLogRecPtr kNeverChecked = ~XLogRecPtr{0};
 ExprContext *expr_context = nullptr;  // per evaluation; reset after each
 TimestampTz last_error_log = 0;
 constexpr long kErrorLogIntervalMs = 10000;
@@ -235,35 +247,18 @@ char *current_row_security_of(Oid relid) {
     return describe_row_security(policies);
 }
 
-// Adds the table's current row security for the role to `current`, its
-// description in the recheck's memory context (the policies read to make it
-// live in the caller's transaction context, gone at its end).
-void note_current_row_security(HTAB *current, Oid relid) {
-    char *description = current_row_security_of(relid);
-    if (description) {
-        auto *entry = static_cast<CurrentRowSecurity *>(hash_search(current, &relid, HASH_ENTER, nullptr));
-        entry->description = MemoryContextStrdup(denied_context, description);
-        pfree(description);
-    }
-}
-
 // Notes whether the table's row security for the role as decoding sees it
-// (`historic`, a description or nullptr) differs from the last recheck's.
+// (`historic`, a description or nullptr) differs from the one its last check
+// found with the current catalogs.
 void note_row_security(Oid relid, const char *historic) {
-    if (current_row_security == nullptr)
-        return;  // no recheck yet
-    const auto *now = static_cast<const CurrentRowSecurity *>(
-        hash_search(current_row_security, &relid, HASH_FIND, nullptr));
-    const bool differs = (now == nullptr) != (historic == nullptr) ||
-                         (now != nullptr && std::strcmp(now->description, historic) != 0);
-    if (row_security_changed == nullptr) {
-        HASHCTL ctl;
-        std::memset(&ctl, 0, sizeof ctl);
-        ctl.keysize = sizeof(Oid);
-        ctl.entrysize = sizeof(Oid);
-        row_security_changed = hash_create("pgcdcws row security changed", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-    }
-    (void)hash_search(row_security_changed, &relid, differs ? HASH_ENTER : HASH_REMOVE, nullptr);
+    if (!watched)
+        return;
+    auto *entry = static_cast<WatchedRelation *>(hash_search(watched, &relid, HASH_FIND, nullptr));
+    if (entry == nullptr || entry->denied_before == kNeverChecked)
+        return;  // not checked yet
+    const char *now = entry->row_security;
+    entry->row_security_differs =
+        (now == nullptr) != (historic == nullptr) || (now != nullptr && std::strcmp(now, historic) != 0);
 }
 
 bool collect_attrs(Node *node, Bitmapset **attrs) {
@@ -330,29 +325,65 @@ void forget_privilege_cache_entries() {
 void set_stream_role(Oid r) { role = r; }
 Oid stream_role() { return role; }
 
-void recheck_current_privileges() {
-    if (role == InvalidOid)
-        return;
-    if (denied_context == nullptr)
-        denied_context = AllocSetContextCreate(TopMemoryContext, "pgcdcws current privileges", ALLOCSET_SMALL_SIZES);
-    // Taken before the catalog snapshot: every commit before it is visible
-    // there (but for one finishing at this very moment).
-    const XLogRecPtr started_at = GetXLogInsertRecPtr();
-    StartTransactionCommand();
-    MemoryContextReset(denied_context);
-    denied_tables = nullptr;
+namespace {
+
+void ensure_watch_tables() {
     HASHCTL ctl;
-    std::memset(&ctl, 0, sizeof ctl);
-    ctl.keysize = sizeof(Oid);
-    ctl.entrysize = sizeof(Oid);
-    ctl.hcxt = denied_context;
-    HTAB *denied = hash_create("pgcdcws denied tables", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-    current_row_security = nullptr;
-    ctl.entrysize = sizeof(CurrentRowSecurity);
-    HTAB *row_security = hash_create("pgcdcws current row security", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-    // A superuser may SELECT everything and is subject to no row security:
-    // nothing to note (an empty current_row_security), and nothing but the
-    // role's own pg_authid entry (current, so still right) was read.
+    if (!watched) {
+        std::memset(&ctl, 0, sizeof ctl);
+        ctl.keysize = sizeof(Oid);
+        ctl.entrysize = sizeof(WatchedRelation);
+        watched = hash_create("pgcdcws watched relations", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+    }
+    if (!table_files) {
+        std::memset(&ctl, 0, sizeof ctl);
+        ctl.keysize = sizeof(TableFile);
+        ctl.entrysize = sizeof(TableFile);
+        table_files = hash_create("pgcdcws table files", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+    }
+    if (!row_security_context)
+        row_security_context = AllocSetContextCreate(TopMemoryContext, "pgcdcws row security", ALLOCSET_SMALL_SIZES);
+}
+
+// Whether the record's file is one this stream's WAL has not named before.
+bool new_table_file(const RelFileNode &file) {
+    // Other databases' records, shared catalogs, and the catalogs' own files
+    // (a user table's file number is never below FirstNormalObjectId).
+    if (file.dbNode != MyDatabaseId || file.relNode < FirstNormalObjectId)
+        return false;
+    const TableFile key{file.spcNode, file.relNode};
+    return hash_search(table_files, &key, HASH_FIND, nullptr) == nullptr;
+}
+
+// The table the file belongs to now (current catalogs, as RelidByRelfilenode
+// reads them, but without its cache, which serves decoding); InvalidOid for a
+// file that is no table's now (dropped, or rewritten since), a TOAST table or
+// a catalog. Needs a transaction outside decoding.
+Oid table_of_file(const TableFile &file) {
+    ScanKeyData keys[2];
+    // pg_class shows 0 for the database's default tablespace.
+    const Oid tablespace = file.tablespace == MyDatabaseTableSpace ? InvalidOid : file.tablespace;
+    ScanKeyInit(&keys[0], Anum_pg_class_reltablespace, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(tablespace));
+    ScanKeyInit(&keys[1], Anum_pg_class_relfilenode, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(file.relfilenode));
+    Relation pg_class = table_open(RelationRelationId, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(pg_class, ClassTblspcRelfilenodeIndexId, true, nullptr, 2, keys);
+    Oid relid = InvalidOid;
+    while (HeapTuple tuple = systable_getnext(scan)) {
+        const auto *form = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple));
+        if (form->relpersistence != RELPERSISTENCE_TEMP && form->relkind != RELKIND_TOASTVALUE &&
+            form->oid >= FirstNormalObjectId)
+            relid = form->oid;
+    }
+    systable_endscan(scan);
+    table_close(pg_class, AccessShareLock);
+    return relid;
+}
+
+// Checks the role's SELECT privilege on the watched relations (all of them,
+// or those never checked), and its row security on those it may SELECT, with
+// the current catalogs; in a transaction, no catalog cache entry of
+// decoding's in use. Returns how many it checked.
+long check_watched(bool all, XLogRecPtr started_at) {
     // The catalog caches may hold entries read with decoding's historic
     // snapshots, older than the catalogs: forget those the check reads (the
     // role's attributes and memberships, the tables' ACLs; the callbacks of
@@ -360,39 +391,132 @@ void recheck_current_privileges() {
     // with the current catalogs serves decoding. Much cheaper than
     // InvalidateSystemCaches(), which rebuilt every relcache entry.
     forget_privilege_cache_entries();
-    const bool superuser_now = superuser_arg(role);
-    if (!superuser_now) {
-        Relation pg_class = table_open(RelationRelationId, AccessShareLock);
-        TableScanDesc scan = table_beginscan_catalog(pg_class, 0, nullptr);
-        while (HeapTuple tuple = heap_getnext(scan, ForwardScanDirection)) {
-            const auto *form = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple));
-            if (form->relkind != RELKIND_RELATION && form->relkind != RELKIND_PARTITIONED_TABLE)
-                continue;
-            // A table dropped meanwhile is missing, and is no change's table any more.
-            bool missing = false;
-            if (pg_class_aclcheck_ext(form->oid, role, ACL_SELECT, &missing) != ACLCHECK_OK) {
-                if (!missing)
-                    (void)hash_search(denied, &form->oid, HASH_ENTER, nullptr);
-            } else if (form->relrowsecurity) {
-                note_current_row_security(row_security, form->oid);
+    long checked = 0;
+    HASH_SEQ_STATUS status;
+    hash_seq_init(&status, watched);
+    while (auto *entry = static_cast<WatchedRelation *>(hash_seq_search(&status))) {
+        if (!all && entry->denied_before != kNeverChecked)
+            continue;
+        checked++;
+        // Superusers, membership and pg_read_all_data count, as in queries.
+        bool missing = false;
+        const bool may_select = pg_class_aclcheck_ext(entry->relid, role, ACL_SELECT, &missing) == ACLCHECK_OK;
+        if (entry->row_security) {
+            pfree(entry->row_security);
+            entry->row_security = nullptr;
+        }
+        // A relation dropped meanwhile is no change's relation any more
+        // (dynahash lets a scan remove the entry it just returned).
+        if (missing) {
+            (void)hash_search(watched, &entry->relid, HASH_REMOVE, nullptr);
+            continue;
+        }
+        entry->denied_before = may_select ? InvalidXLogRecPtr : started_at;
+        entry->checked_at = started_at;
+        if (may_select) {
+            // The policies read to describe it live in the transaction's context.
+            char *description = current_row_security_of(entry->relid);
+            if (description) {
+                entry->row_security = MemoryContextStrdup(row_security_context, description);
+                pfree(description);
             }
         }
-        table_endscan(scan);
-        table_close(pg_class, AccessShareLock);
     }
     forget_privilege_cache_entries();
+    return checked;
+}
+
+// Adds the relation to the watched ones; true if it was not among them.
+bool watch(Oid relid) {
+    if (relid < FirstNormalObjectId)
+        return false;
+    bool found = false;
+    auto *entry = static_cast<WatchedRelation *>(hash_search(watched, &relid, HASH_ENTER, &found));
+    if (!found) {
+        entry->denied_before = kNeverChecked;
+        entry->row_security = nullptr;
+        entry->checked_at = InvalidXLogRecPtr;
+        entry->row_security_differs = false;
+    }
+    return !found;
+}
+
+}  // namespace
+
+void watch_relation(Oid relid) {
+    if (role == InvalidOid)
+        return;
+    ensure_watch_tables();
+    (void)watch(relid);
+}
+
+void check_record_relations(XLogReaderState *record) {
+    if (role == InvalidOid)
+        return;
+    ensure_watch_tables();
+    const RmgrId rmgr = XLogRecGetRmid(record);
+    const uint8 info = XLogRecGetInfo(record) & XLOG_HEAP_OPMASK;
+    // The records decoding turns into changes (decode.c): heap insert,
+    // update, delete and multi-insert name the table's file, a truncate the
+    // relations themselves.
+    bool unchecked = false;
+    RelFileNode file;
+    bool new_file = false;
+    if (rmgr == RM_HEAP_ID && info == XLOG_HEAP_TRUNCATE) {
+        const auto *xlrec = reinterpret_cast<const xl_heap_truncate *>(XLogRecGetData(record));
+        if (xlrec->dbId != MyDatabaseId)
+            return;
+        for (uint32 i = 0; i < xlrec->nrelids; i++)
+            unchecked |= watch(xlrec->relids[i]);
+    } else if ((rmgr == RM_HEAP_ID && (info == XLOG_HEAP_INSERT || info == XLOG_HEAP_UPDATE ||
+                                       info == XLOG_HEAP_HOT_UPDATE || info == XLOG_HEAP_DELETE)) ||
+               (rmgr == RM_HEAP2_ID && info == XLOG_HEAP2_MULTI_INSERT)) {
+        new_file = XLogRecGetBlockTagExtended(record, 0, &file, nullptr, nullptr, nullptr) && new_table_file(file);
+    }
+    if (!unchecked && !new_file)
+        return;
+
+    // Taken before the catalog snapshot: every commit before it is visible
+    // there (but for one finishing at this very moment).
+    const XLogRecPtr started_at = GetXLogInsertRecPtr();
+    StartTransactionCommand();
+    if (new_file) {
+        if (hash_get_num_entries(table_files) >= kMaxTableFiles) {
+            hash_destroy(table_files);
+            table_files = nullptr;
+            ensure_watch_tables();
+        }
+        const TableFile key{file.spcNode, file.relNode};
+        const Oid relid = table_of_file(key);
+        (void)hash_search(table_files, &key, HASH_ENTER, nullptr);
+        unchecked |= watch(relid);
+    }
+    if (unchecked)
+        (void)check_watched(false, started_at);
     CommitTransactionCommand();
-    denied_tables = denied;
-    current_row_security = row_security;
-    denied_before = started_at;
 }
 
-bool denied_now(Oid relid) {
-    return (denied_tables && hash_search(denied_tables, &relid, HASH_FIND, nullptr)) ||
-           (row_security_changed && hash_search(row_security_changed, &relid, HASH_FIND, nullptr));
+long recheck_current_privileges() {
+    if (role == InvalidOid)
+        return 0;
+    ensure_watch_tables();
+    const XLogRecPtr started_at = GetXLogInsertRecPtr();
+    StartTransactionCommand();
+    const long checked = check_watched(true, started_at);
+    CommitTransactionCommand();
+    return checked;
 }
 
-XLogRecPtr recheck_lsn() { return denied_before; }
+XLogRecPtr denied_before(Oid relid) {
+    if (!watched)
+        return InvalidXLogRecPtr;
+    const auto *entry = static_cast<const WatchedRelation *>(hash_search(watched, &relid, HASH_FIND, nullptr));
+    if (entry == nullptr || entry->denied_before == kNeverChecked)
+        return InvalidXLogRecPtr;
+    if (entry->denied_before != InvalidXLogRecPtr)
+        return entry->denied_before;
+    return entry->row_security_differs ? entry->checked_at : InvalidXLogRecPtr;
+}
 
 Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
     *filter = nullptr;

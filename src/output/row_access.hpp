@@ -35,28 +35,42 @@ Oid stream_role();
 
 // Decoding sees privileges as of each change's transaction, which is exact
 // for a stream that keeps up. So that a REVOKE also stops a stream replaying
-// older WAL, the decoder calls this at its start and every few seconds,
-// between records (no transaction open): it notes, with the current
-// catalogs, every table the role may not SELECT now, and the role's row
-// security on the others (subject to it or not, the SELECT policies that
-// apply). Changes in transactions that committed before the recheck began
-// are left out whatever decoding sees for those tables, and for tables whose
-// row security as decoding sees it (decide_access compares) differs from the
-// noted one: so a tightened policy applies to older changes too (loosened
-// ones too, conservatively). Later ones are judged as of their transaction,
-// which is newer than the recheck. The catalog cache entries the check reads
-// (pg_class, pg_authid, pg_auth_members) are forgotten before and after it, so
-// that no entry read with the current catalogs serves decoding; the access
-// decisions of the relations seen so far are made again (AUTHOID callback).
-void recheck_current_privileges();
+// older WAL, the relations the stream meets are checked against the current
+// catalogs, and only those: the cost follows what the stream touches, not the
+// size of the database's catalog.
+//  - check_record_relations(): the decoder calls it for each WAL record
+//    before decoding it (between records, no transaction open). The first
+//    heap record of a table (insert, update, delete, truncate) comes before
+//    the commit that decodes its changes, so a table is checked before its
+//    first change is sent.
+//  - watch_relation(): the relation cache names every relation it builds, so
+//    that one the WAL did not name (rewritten since the record was written:
+//    its old file maps to no table now) is checked from the next recheck.
+//  - recheck_current_privileges(): the decoder calls it at its start and every
+//    few seconds, between records; it checks every relation met so far again.
+// A check notes whether the role may SELECT the table now and, if it may,
+// its row security on it now (subject to it or not, the SELECT policies that
+// apply). Changes in transactions that committed before that check began are
+// left out whatever decoding sees when the role may not SELECT the table now,
+// and when its row security as decoding sees it (decide_access compares)
+// differs from the noted one: so a tightened policy applies to older changes
+// too (loosened ones too, conservatively). Later ones are judged as of their
+// transaction, which is newer than the check. The catalog cache entries a
+// check reads (pg_class, pg_authid, pg_auth_members) are forgotten before and
+// after it, so that no entry read with the current catalogs serves decoding;
+// the access decisions of the relations seen so far are made again (AUTHOID
+// callback), so decide_access compares again after every check.
+void check_record_relations(XLogReaderState *record);
+void watch_relation(Oid relid);
+// Returns how many relations it checked (for the decoder's DEBUG1 line).
+long recheck_current_privileges();
 
-// Whether the role may not SELECT the table as of the last recheck, or its
-// row security for the role then was not the one decide_access() last saw
-// for it (call after decide_access() of the relation).
-bool denied_now(Oid relid);
-// WAL position when the last recheck began: transactions that committed
-// before it are subject to denied_now().
-XLogRecPtr recheck_lsn();
+// WAL position before which the role may not see the table's changes: when
+// the last check of the table began, if it found the table without SELECT or
+// with a row security other than the one decide_access() last saw for it
+// (call after decide_access() of the relation); InvalidXLogRecPtr otherwise
+// (or when it was never checked).
+XLogRecPtr denied_before(Oid relid);
 
 // Decides the access of `relation` for the stream role; with Access::Filtered
 // also builds *filter in `context`. Needs catalog access (decoding context).

@@ -15,6 +15,7 @@ extern "C" {
 
 #include "access/genam.h"
 #include "access/heapam.h"
+#include "access/heapam_xlog.h"
 #include "access/htup_details.h"
 #include "access/tableam.h"
 #include "access/transam.h"

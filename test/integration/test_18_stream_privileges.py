@@ -11,9 +11,14 @@ written to a marker table the role may read, and the next transaction must be th
 
 import asyncio
 import contextlib
+import os
+import re
+import time
+
+import pytest
 
 from cdcws import StreamClient, lsn_int, wait_confirmed
-from conftest import wait_for
+from conftest import Cluster, _require_extension, wait_for
 
 MARK = "priv_mark"
 
@@ -586,3 +591,159 @@ def test_nobypassrls_applies_to_changes_written_before_it(cluster):
             assert [_change(c) for c in txn.changes] == [("insert", "priv_byp", {"id": 2}, None)]
 
         _stream(cluster, slot, body)
+
+
+# ------------------------------------------------------------------ the recheck follows what the stream met
+MANY_TABLES = 20000
+
+
+@pytest.fixture(scope="module")
+def big_catalog():
+    """A cluster of its own whose database holds 20,000 tables no stream touches. Clients are
+    pinged rarely (a test leaves its client unread for seconds) and the stream buffer is small."""
+    c = Cluster(extension=True)
+    _require_extension(c)
+    try:
+        c.init()
+        with open(os.path.join(c.datadir, "postgresql.conf"), "a") as f:
+            f.write("pgcdcws.ping_interval = 600\npgcdcws.stream_buffer_size = 128\n")
+        c.start()
+        c.sql("CREATE EXTENSION pgcdcws")
+        # Committed in batches: one transaction would need a lock per table.
+        c.sql(f"""DO $$ BEGIN FOR i IN 1..{MANY_TABLES} LOOP
+                    EXECUTE format('CREATE TABLE many_%s (id int)', i);
+                    IF i % 1000 = 0 THEN COMMIT; END IF;
+                  END LOOP; END $$""")
+        assert c.sql1("SELECT count(*) FROM pg_class WHERE relname LIKE 'many\\_%'") == MANY_TABLES
+        # The decoders log how many relations each recheck checked (DEBUG1).
+        c.alter_system("log_min_messages", "debug1")
+    except BaseException:
+        c.destroy()
+        raise
+    yield c
+    c.destroy()
+
+
+def _rechecked_counts(cluster, slot, log_offset):
+    pattern = rf'pgcdcws: slot "{slot}": rechecked the role\'s privileges on (\d+) relations'
+    return [int(n) for n in re.findall(pattern, cluster.log_since(log_offset))]
+
+
+async def _held_up(cluster, client, bulk_table, change, later):
+    """Commits `change`, then `later`, while the decoder is held up by a transaction larger
+    than every buffer between decoder and client (about 45 MB into `bulk_table`, which the
+    client does not read for 3 s): the decoder decodes `change` after rechecking the tables
+    it met (every 2 s), which happens after `later` committed. Reads the bulk transaction."""
+    rows = 40000
+    cluster.sql(f"INSERT INTO {bulk_table} SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
+                (rows,))
+    cluster.sql(change)
+    cluster.sql(later)
+    # Not an assertion: the decoder must stay held for longer than the recheck interval (2 s).
+    await asyncio.sleep(3)
+    bulk = await client.recv_txn(180)
+    assert len(bulk.changes) == rows
+    assert bulk.changes[-1]["columnvalues"][0] == rows
+
+
+def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog):
+    """With 20,000 other tables in the database, a stream's recheck checks the 3 tables it met.
+    A table is checked against the current catalogs when the WAL first names it (before its
+    first change is sent), and again every 2 s (a stream held up past a REVOKE leaves out the
+    changes committed before it)."""
+    c = big_catalog
+    slot = "priv_scale"
+    with _setup(c, {"priv_r8": ""}, {"priv_seen": "(id int PRIMARY KEY)",
+                                     "priv_bulk": "(id int PRIMARY KEY, v text)"}):
+        c.sql("GRANT SELECT ON priv_seen, priv_bulk TO priv_r8")
+        _init_as(c, "priv_r8", slot)
+        log_offset = c.log_size()
+        # Written while the role could SELECT it, decoded after the REVOKE: left out by the
+        # check made when the stream first meets the table (no 2 s tick needed).
+        c.sql("INSERT INTO priv_seen VALUES (1)")
+        c.sql("REVOKE SELECT ON priv_seen FROM priv_r8")
+
+        async def body(client, marker):
+            await marker.expect_next(client)
+            c.sql("GRANT SELECT ON priv_seen TO priv_r8")
+            c.sql("INSERT INTO priv_seen VALUES (2)")
+            txn = await client.recv_txn(30)
+            assert [_change(x) for x in txn.changes] == [("insert", "priv_seen", {"id": 2}, None)]
+
+            # Committed before the REVOKE, decoded 2 s after it.
+            await _held_up(c, client, "priv_bulk", "INSERT INTO priv_seen VALUES (3)",
+                           "REVOKE SELECT ON priv_seen FROM priv_r8")
+            await marker.expect_next(client)
+
+            # Rechecks against the current catalogs: only the tables this stream met
+            # (priv_mark, priv_seen, priv_bulk), never the 20,000 others.
+            wait_for(lambda: _rechecked_counts(c, slot, log_offset)[-1:] == [3], 30,
+                     what="a recheck of the 3 tables the stream met")
+            counts = _rechecked_counts(c, slot, log_offset)
+            assert max(counts) == 3, counts
+
+        _stream(c, slot, body)
+
+
+def test_membership_revoke_applies_to_a_held_up_stream(big_catalog):
+    """SELECT through a role the stream's role is a member of: revoking the membership leaves
+    out the changes committed before it that the stream decodes after the next recheck."""
+    c = big_catalog
+    slot = "priv_member_lag"
+    with _setup(c, {"priv_r10": ""}, {"priv_via": "(id int PRIMARY KEY)",
+                                      "priv_bulk3": "(id int PRIMARY KEY, v text)"}):
+        c.sql("CREATE ROLE priv_readers10 NOLOGIN")
+        try:
+            c.sql("GRANT SELECT ON priv_via TO priv_readers10")
+            c.sql("GRANT SELECT ON priv_bulk3 TO priv_r10")
+            c.sql("GRANT priv_readers10 TO priv_r10")
+            _init_as(c, "priv_r10", slot)
+
+            async def body(client, marker):
+                c.sql("INSERT INTO priv_via VALUES (1)")
+                txn = await client.recv_txn(30)
+                assert [_change(x) for x in txn.changes] == [("insert", "priv_via", {"id": 1}, None)]
+                await _held_up(c, client, "priv_bulk3", "INSERT INTO priv_via VALUES (2)",
+                               "REVOKE priv_readers10 FROM priv_r10")
+                await marker.expect_next(client)
+
+            _stream(c, slot, body)
+        finally:
+            c.sql("DROP OWNED BY priv_readers10")
+            c.sql("DROP ROLE priv_readers10")
+
+
+def test_policy_change_applies_to_a_held_up_stream(big_catalog):
+    """A stream held up behind a large transaction across a DROP POLICY leaves out the changes
+    committed before it, both of a table it met before (the 2 s recheck notes the new row
+    security) and of a table it first meets after the DROP (the check made when the WAL first
+    names the table notes it). Changes committed after a new policy are judged by it."""
+    c = big_catalog
+    slot = "priv_policy_lag"
+    tables = {"priv_pol_met": "(id int PRIMARY KEY)", "priv_pol_new": "(id int PRIMARY KEY)",
+              "priv_bulk4": "(id int PRIMARY KEY, v text)"}
+    with _setup(c, {"priv_r13": ""}, tables):
+        for table in tables:
+            c.sql(f"GRANT SELECT ON {table} TO priv_r13")
+        for table in ("priv_pol_met", "priv_pol_new"):
+            c.sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            c.sql(f"CREATE POLICY open ON {table} FOR SELECT USING (true)")
+        _init_as(c, "priv_r13", slot)
+
+        async def body(client, marker):
+            c.sql("INSERT INTO priv_pol_met VALUES (1)")
+            txn = await client.recv_txn(30)
+            assert [_change(x) for x in txn.changes] == [("insert", "priv_pol_met", {"id": 1}, None)]
+            # Committed while both policies let every row through, decoded after they were dropped.
+            await _held_up(c, client, "priv_bulk4",
+                           "INSERT INTO priv_pol_met VALUES (2); INSERT INTO priv_pol_new VALUES (2)",
+                           "DROP POLICY open ON priv_pol_met; DROP POLICY open ON priv_pol_new")
+            await marker.expect_next(client)
+            for table in ("priv_pol_met", "priv_pol_new"):
+                c.sql(f"CREATE POLICY low ON {table} FOR SELECT USING (id < 10)")
+            c.exec_txn("INSERT INTO priv_pol_met VALUES (3), (30)", "INSERT INTO priv_pol_new VALUES (3), (30)")
+            txn = await client.recv_txn(30)
+            assert [_change(x) for x in txn.changes] == [("insert", "priv_pol_met", {"id": 3}, None),
+                                                         ("insert", "priv_pol_new", {"id": 3}, None)]
+
+        _stream(c, slot, body)
