@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 
 #include "output/row_access.hpp"
@@ -14,6 +15,17 @@ Oid role = InvalidOid;
 struct WatchedRelation {
     Oid relid;  // hash key
     XLogRecPtr denied_before;
+    // As of the last check (at checked_at): the role's row security on the
+    // relation with the current catalogs (describe_row_security, in
+    // row_security_context), nullptr when it is not subject to it or may not
+    // SELECT the relation.
+    char *row_security;
+    XLogRecPtr checked_at;
+    // Whether decide_access() last saw a row security for the role, with
+    // decoding's historic catalogs, other than row_security (decide_access
+    // runs again for every relation after each check, which expires all
+    // access decisions).
+    bool row_security_differs;
 };
 struct TableFile {
     Oid tablespace;  // hash key, with relfilenode
@@ -21,6 +33,7 @@ struct TableFile {
 };
 HTAB *watched = nullptr;
 HTAB *table_files = nullptr;
+MemoryContext row_security_context = nullptr;
 constexpr long kMaxTableFiles = 10000;
 // denied_before of a relation met but not checked yet.
 constexpr XLogRecPtr kNeverChecked = ~XLogRecPtr{0};
@@ -29,38 +42,40 @@ TimestampTz last_error_log = 0;
 constexpr long kErrorLogIntervalMs = 10000;
 
 // Only what pgcdcws can run safely, and the same way Postgres would, against
-// one decoded row: built-in functions that are not volatile, no sub-queries
-// (they would read other tables through the historic snapshot), no domain
-// checks (they may call user functions), no system columns (decoded rows
-// have none). Shaped like pgoutput's row filter check, but per node.
+// one decoded row, in a process that has no active snapshot and decodes under
+// a historic catalog snapshot. An allow-list of node kinds, shaped like
+// pgoutput's row filter check (check_simple_rowfilter_expr_walker in
+// publicationcmds.c) but stricter about functions, checked before the
+// planner folds constants (which would call the functions). Anything else
+// (sub-queries, parameters, domain checks, aggregates, XML, GREATEST/LEAST,
+// system columns...) makes the policy unevaluable: the table is left out.
 //
-// Built-in functions reach user code through the types of their arguments:
-// the json family calls a user's CAST (... AS json), a comparison calls the
-// type's operator, a coercion a user cast. So a policy in which any value
-// has a user-defined type is refused, and so is the json builder family
-// (it calls casts to json that a superuser may have added for a built-in type).
+// A function (of a call, an operator, a cast, an I/O coercion, a NULLIF or IS
+// DISTINCT FROM; check_functions_in_node finds them all) must be compiled
+// into the server (prolang internal: no SQL body to inline or run through
+// SPI, which needs an active snapshot), IMMUTABLE (reads no snapshot, table,
+// session setting or clock) and not set-returning, and its OID must come from
+// pg_proc.dat: below FirstGenbkiObjectId (access/transam.h) only the
+// hand-assigned OIDs of the server's own catalog entries, never an object
+// created by SQL, initdb's scripts included.
 bool unsafe_function(Oid function, void *) {
-    if (function >= FirstNormalObjectId || func_volatile(function) == PROVOLATILE_VOLATILE)
+    if (function >= FirstGenbkiObjectId)
         return true;
-    static const char *const json_family[] = {
-        "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_object", "json_build_array",
-        "jsonb_build_object", "jsonb_build_array", "json_object_agg", "jsonb_object_agg", "json_agg",
-        "jsonb_agg", "json_populate_record", "json_populate_recordset", "jsonb_populate_record",
-        "jsonb_populate_recordset", "json_to_record", "json_to_recordset", "jsonb_to_record",
-        "jsonb_to_recordset",
-    };
-    const char *name = get_func_name(function);
-    if (name == nullptr)
+    HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(function));
+    if (!HeapTupleIsValid(tuple))
         return true;
-    for (const char *denied : json_family)
-        if (std::strcmp(name, denied) == 0)
-            return true;
-    return false;
+    const auto *form = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple));
+    const bool unsafe =
+        form->prolang != INTERNALlanguageId || form->provolatile != PROVOLATILE_IMMUTABLE || form->proretset;
+    ReleaseSysCache(tuple);
+    return unsafe;
 }
 
-// A type a user defined, or a domain, array or range over one (a user's
-// composite type, table row type, domain, array or range has its own OID
-// past FirstNormalObjectId anyway; the recursion is for safety).
+// Built-in functions reach user code through the types of their arguments (a
+// comparison calls the type's operator, record and array comparisons the
+// element type's): so no value may have a type a user defined, or a domain,
+// array or range over one (those have their own OID past
+// FirstNormalObjectId anyway; the recursion is for safety).
 bool user_defined_type(Oid type) {
     if (type == InvalidOid)
         return false;
@@ -89,33 +104,68 @@ bool not_evaluable(Node *node, void *context) {
     if (node == nullptr)
         return false;
     switch (nodeTag(node)) {
-    case T_SubLink:
-    case T_Param:
-    case T_CoerceToDomain:
-    case T_CoerceToDomainValue:
-    case T_NextValueExpr:
-    case T_MinMaxExpr:  // compares with the type's default operator, maybe user code
-        return true;
     case T_Var: {
         const Var *var = reinterpret_cast<const Var *>(node);
-        return var->varlevelsup != 0 || var->varattno <= 0;
-    }
-    case T_SubscriptingRef:
-        // Subscripting of a user-defined container type runs its handler.
-        if (reinterpret_cast<const SubscriptingRef *>(node)->refcontainertype >= FirstNormalObjectId)
+        if (var->varlevelsup != 0 || var->varattno <= 0)
             return true;
         break;
-    default:
-        break;
     }
-    // Every value's type, so that no function, operator, coercion
-    // (CoerceViaIO, ArrayCoerceExpr, RelabelType, ConvertRowtypeExpr), row
-    // or array constructor gets a value of a user-defined type. (Lists and
-    // CASE arms have no type; their members are walked.)
-    if (!IsA(node, List) && !IsA(node, CaseWhen) && user_defined_type(exprType(node)))
+    case T_SQLValueFunction:
+        // current_user, current_role and user name the stream's role, which
+        // the evaluation runs as. session_user would name the decoder's
+        // session (the bootstrap superuser), not the client's; the date and
+        // time ones would give the decoding time; current_schema and
+        // current_catalog depend on the decoder's session.
+        switch (reinterpret_cast<const SQLValueFunction *>(node)->op) {
+        case SVFOP_CURRENT_USER:
+        case SVFOP_CURRENT_ROLE:
+        case SVFOP_USER:
+            break;
+        default:
+            return true;
+        }
+        break;
+    case T_SubscriptingRef:
+        // Subscripting runs the container type's handler: built-in types only.
+        if (reinterpret_cast<const SubscriptingRef *>(node)->refcontainertype >= FirstGenbkiObjectId)
+            return true;
+        break;
+    case T_List:
+    case T_Const:
+    case T_FuncExpr:
+    case T_OpExpr:
+    case T_DistinctExpr:
+    case T_NullIfExpr:
+    case T_ScalarArrayOpExpr:
+    case T_RowCompareExpr:
+    case T_BoolExpr:
+    case T_RelabelType:
+    case T_CoerceViaIO:
+    case T_ArrayCoerceExpr:
+    case T_CollateExpr:
+    case T_CaseExpr:
+    case T_CaseWhen:
+    case T_CaseTestExpr:
+    case T_ArrayExpr:
+    case T_RowExpr:
+    case T_CoalesceExpr:
+    case T_NullTest:
+    case T_BooleanTest:
+        break;
+    default:
         return true;
-    if (check_functions_in_node(node, unsafe_function, nullptr))
-        return true;
+    }
+    // Every value's type and collation, so that no function, operator,
+    // coercion, row or array constructor gets a value of a user-defined type
+    // or compares with a user-defined collation. (Lists and CASE arms have no
+    // type; their members are walked.)
+    if (!IsA(node, List) && !IsA(node, CaseWhen)) {
+        if (user_defined_type(exprType(node)) || exprCollation(node) >= FirstNormalObjectId ||
+            exprInputCollation(node) >= FirstNormalObjectId)
+            return true;
+        if (check_functions_in_node(node, unsafe_function, nullptr))
+            return true;
+    }
     return expression_tree_walker(node, as_walker(not_evaluable), context);
 }
 
@@ -128,6 +178,87 @@ bool policy_applies_to(ArrayType *roles, Oid member) {
         if (oids[i] == ACL_ID_PUBLIC || has_privs_of_role(member, oids[i]))
             return true;
     return false;
+}
+
+bool policy_name_before(const RowSecurityPolicy *a, const RowSecurityPolicy *b) {
+    return std::strcmp(a->policy_name, b->policy_name) < 0;
+}
+
+// The role's row security on a table as text, the same for the same policies
+// whether they come from the historic catalogs (the relcache entry decoding
+// uses) or the current ones (read by the recheck): the name, kind and USING
+// expression of every SELECT policy that applies to the role, in name order.
+// Only a change of what applies to the role changes it.
+char *describe_row_security(List *policies) {
+    const int n = list_length(policies);
+    auto **applicable = static_cast<RowSecurityPolicy **>(palloc(sizeof(RowSecurityPolicy *) * (n + 1)));
+    int count = 0;
+    ListCell *cell;
+    foreach (cell, policies) {
+        auto *policy = static_cast<RowSecurityPolicy *>(lfirst(cell));
+        if ((policy->polcmd == '*' || policy->polcmd == ACL_SELECT_CHR) && policy_applies_to(policy->roles, role))
+            applicable[count++] = policy;
+    }
+    std::sort(applicable, applicable + count, policy_name_before);
+    StringInfoData text;
+    initStringInfo(&text);
+    appendStringInfoString(&text, "subject to row security;");
+    for (int i = 0; i < count; i++) {
+        const RowSecurityPolicy *policy = applicable[i];
+        // Lengths first, so that no name or expression can pass for another.
+        const char *qual = policy->qual ? nodeToString(policy->qual) : "";
+        appendStringInfo(&text, " %zu:%s %c %zu:%s;", std::strlen(policy->policy_name), policy->policy_name,
+                         policy->permissive ? 'p' : 'r', std::strlen(qual), qual);
+    }
+    pfree(applicable);
+    return text.data;
+}
+
+// describe_row_security() of the table with the current catalogs, nullptr
+// when the role is not subject to row security on it. In the recheck's
+// transaction: reads pg_class and pg_authid through the catalog caches the
+// recheck forgets, and pg_policy directly (as RelationBuildRowSecurity does),
+// not the relcache entry that decoding uses.
+char *current_row_security_of(Oid relid) {
+    if (check_enable_rls(relid, role, true) != RLS_ENABLED)
+        return nullptr;
+    List *policies = NIL;
+    Relation pg_policy = table_open(PolicyRelationId, AccessShareLock);
+    ScanKeyData key;
+    ScanKeyInit(&key, Anum_pg_policy_polrelid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+    SysScanDesc scan = systable_beginscan(pg_policy, PolicyPolrelidPolnameIndexId, true, nullptr, 1, &key);
+    while (HeapTuple tuple = systable_getnext(scan)) {
+        const auto *form = reinterpret_cast<Form_pg_policy>(GETSTRUCT(tuple));
+        auto *policy = static_cast<RowSecurityPolicy *>(palloc0(sizeof(RowSecurityPolicy)));
+        policy->policy_name = pstrdup(NameStr(form->polname));
+        policy->polcmd = form->polcmd;
+        policy->permissive = form->polpermissive;
+        bool isnull = false;
+        Datum datum = heap_getattr(tuple, Anum_pg_policy_polroles, RelationGetDescr(pg_policy), &isnull);
+        if (isnull)
+            continue;  // never, as in RelationBuildRowSecurity
+        policy->roles = DatumGetArrayTypePCopy(datum);
+        datum = heap_getattr(tuple, Anum_pg_policy_polqual, RelationGetDescr(pg_policy), &isnull);
+        policy->qual = isnull ? nullptr : static_cast<Expr *>(stringToNode(TextDatumGetCString(datum)));
+        policies = lappend(policies, policy);
+    }
+    systable_endscan(scan);
+    table_close(pg_policy, AccessShareLock);
+    return describe_row_security(policies);
+}
+
+// Notes whether the table's row security for the role as decoding sees it
+// (`historic`, a description or nullptr) differs from the one its last check
+// found with the current catalogs.
+void note_row_security(Oid relid, const char *historic) {
+    if (!watched)
+        return;
+    auto *entry = static_cast<WatchedRelation *>(hash_search(watched, &relid, HASH_FIND, nullptr));
+    if (entry == nullptr || entry->denied_before == kNeverChecked)
+        return;  // not checked yet
+    const char *now = entry->row_security;
+    entry->row_security_differs =
+        (now == nullptr) != (historic == nullptr) || (now != nullptr && std::strcmp(now, historic) != 0);
 }
 
 bool collect_attrs(Node *node, Bitmapset **attrs) {
@@ -210,6 +341,8 @@ void ensure_watch_tables() {
         ctl.entrysize = sizeof(TableFile);
         table_files = hash_create("pgcdcws table files", 64, &ctl, HASH_ELEM | HASH_BLOBS);
     }
+    if (!row_security_context)
+        row_security_context = AllocSetContextCreate(TopMemoryContext, "pgcdcws row security", ALLOCSET_SMALL_SIZES);
 }
 
 // Whether the record's file is one this stream's WAL has not named before.
@@ -247,8 +380,9 @@ Oid table_of_file(const TableFile &file) {
 }
 
 // Checks the role's SELECT privilege on the watched relations (all of them,
-// or those never checked), with the current catalogs; in a transaction, no
-// catalog cache entry of decoding's in use. Returns how many it checked.
+// or those never checked), and its row security on those it may SELECT, with
+// the current catalogs; in a transaction, no catalog cache entry of
+// decoding's in use. Returns how many it checked.
 long check_watched(bool all, XLogRecPtr started_at) {
     // The catalog caches may hold entries read with decoding's historic
     // snapshots, older than the catalogs: forget those the check reads (the
@@ -267,12 +401,26 @@ long check_watched(bool all, XLogRecPtr started_at) {
         // Superusers, membership and pg_read_all_data count, as in queries.
         bool missing = false;
         const bool may_select = pg_class_aclcheck_ext(entry->relid, role, ACL_SELECT, &missing) == ACLCHECK_OK;
+        if (entry->row_security) {
+            pfree(entry->row_security);
+            entry->row_security = nullptr;
+        }
         // A relation dropped meanwhile is no change's relation any more
         // (dynahash lets a scan remove the entry it just returned).
-        if (missing)
+        if (missing) {
             (void)hash_search(watched, &entry->relid, HASH_REMOVE, nullptr);
-        else
-            entry->denied_before = may_select ? InvalidXLogRecPtr : started_at;
+            continue;
+        }
+        entry->denied_before = may_select ? InvalidXLogRecPtr : started_at;
+        entry->checked_at = started_at;
+        if (may_select) {
+            // The policies read to describe it live in the transaction's context.
+            char *description = current_row_security_of(entry->relid);
+            if (description) {
+                entry->row_security = MemoryContextStrdup(row_security_context, description);
+                pfree(description);
+            }
+        }
     }
     forget_privilege_cache_entries();
     return checked;
@@ -284,8 +432,12 @@ bool watch(Oid relid) {
         return false;
     bool found = false;
     auto *entry = static_cast<WatchedRelation *>(hash_search(watched, &relid, HASH_ENTER, &found));
-    if (!found)
+    if (!found) {
         entry->denied_before = kNeverChecked;
+        entry->row_security = nullptr;
+        entry->checked_at = InvalidXLogRecPtr;
+        entry->row_security_differs = false;
+    }
     return !found;
 }
 
@@ -359,7 +511,11 @@ XLogRecPtr denied_before(Oid relid) {
     if (!watched)
         return InvalidXLogRecPtr;
     const auto *entry = static_cast<const WatchedRelation *>(hash_search(watched, &relid, HASH_FIND, nullptr));
-    return entry && entry->denied_before != kNeverChecked ? entry->denied_before : InvalidXLogRecPtr;
+    if (entry == nullptr || entry->denied_before == kNeverChecked)
+        return InvalidXLogRecPtr;
+    if (entry->denied_before != InvalidXLogRecPtr)
+        return entry->denied_before;
+    return entry->row_security_differs ? entry->checked_at : InvalidXLogRecPtr;
 }
 
 Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
@@ -371,10 +527,15 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
     // row with holes, which pgcdcws does not send.
     if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK)
         return Access::None;
-    if (check_enable_rls(relid, role, true) != RLS_ENABLED)
-        return Access::All;
-
+    const bool subject = check_enable_rls(relid, role, true) == RLS_ENABLED;
     MemoryContext old = MemoryContextSwitchTo(context);
+    note_row_security(relid, subject ? describe_row_security(relation->rd_rsdesc ? relation->rd_rsdesc->policies : NIL)
+                                     : nullptr);
+    if (!subject) {
+        MemoryContextSwitchTo(old);
+        return Access::All;
+    }
+
     bool evaluable = false;
     Expr *qual = combined_policy_qual(relation, &evaluable);
     if (!evaluable) {

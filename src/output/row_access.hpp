@@ -48,21 +48,28 @@ Oid stream_role();
 //    its old file maps to no table now) is checked from the next recheck.
 //  - recheck_current_privileges(): the decoder calls it at its start and every
 //    few seconds, between records; it checks every relation met so far again.
-// A table the role may not SELECT now has its changes left out in every
-// transaction that committed before that check began (denied_before());
-// later ones are judged as of their transaction, which is newer than the
-// check. The catalog cache entries a check reads (pg_class, pg_authid,
-// pg_auth_members) are forgotten before and after it, so that no entry read
-// with the current catalogs serves decoding; the access decisions of the
-// relations seen so far are made again (AUTHOID callback).
+// A check notes whether the role may SELECT the table now and, if it may,
+// its row security on it now (subject to it or not, the SELECT policies that
+// apply). Changes in transactions that committed before that check began are
+// left out whatever decoding sees when the role may not SELECT the table now,
+// and when its row security as decoding sees it (decide_access compares)
+// differs from the noted one: so a tightened policy applies to older changes
+// too (loosened ones too, conservatively). Later ones are judged as of their
+// transaction, which is newer than the check. The catalog cache entries a
+// check reads (pg_class, pg_authid, pg_auth_members) are forgotten before and
+// after it, so that no entry read with the current catalogs serves decoding;
+// the access decisions of the relations seen so far are made again (AUTHOID
+// callback), so decide_access compares again after every check.
 void check_record_relations(XLogReaderState *record);
 void watch_relation(Oid relid);
 // Returns how many relations it checked (for the decoder's DEBUG1 line).
 long recheck_current_privileges();
 
 // WAL position before which the role may not see the table's changes: when
-// the last check that found it without SELECT began; InvalidXLogRecPtr when
-// it may SELECT the table (or was never checked).
+// the last check of the table began, if it found the table without SELECT or
+// with a row security other than the one decide_access() last saw for it
+// (call after decide_access() of the relation); InvalidXLogRecPtr otherwise
+// (or when it was never checked).
 XLogRecPtr denied_before(Oid relid);
 
 // Decides the access of `relation` for the stream role; with Access::Filtered
