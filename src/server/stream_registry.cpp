@@ -10,7 +10,6 @@
 #include "protocol/browser_policy.hpp"
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
-#include "server/log_rate_limit.hpp"
 #include "server/pg_bridge.hpp"
 #include "server/server_log.hpp"
 #include "shmem/state.hpp"
@@ -36,9 +35,6 @@ constexpr std::uint64_t kAckCheckMs = 25;
 // upgrade would get now).
 constexpr const char *kRoleCannotLogIn = "the token's role may no longer log in";
 constexpr int kSlotForbiddenCloseCode = 4000 + 403;
-
-// A failing access check is retried every kAckCheckMs: log it once in a while.
-LogRateLimiter access_check_log(10 * 1000, 4);
 
 }  // namespace
 
@@ -125,6 +121,11 @@ void StreamRegistry::refresh_token(struct lws *wsi, StreamClient &client) {
     const std::string token = client.take_new_token();
     if (client.expires_at() == 0 || client.access_refused())
         return;  // trust mode: nothing expires; or closing already
+    if (static_cast<std::int64_t>(std::time(nullptr)) >= client.expires_at()) {
+        // Too late: an expired stream is not revived (housekeeping would close it shortly).
+        client.refuse_access(kTokenCloseCode, "token expired");
+        return;
+    }
     const Authentication authn = authenticate_token(token);
     if (!authn.ok) {
         note_auth_failure(peer_address(wsi), "a stream's access_token message", authn.reason);
@@ -166,7 +167,7 @@ bool StreamRegistry::check_and_apply(const std::vector<struct lws *> &wsis) {
         pg::guarded([&] { bridge::check_access(checks.data(), static_cast<int>(checks.size())); });
     } catch (const pg::Error &e) {
         const std::string line = std::string("could not check the access of token-mode streams: ") + e.what();
-        if (access_check_log.admit(line, uv_now_ms_).log)
+        if (access_check_log_.admit(line, uv_now_ms_).log)
             log_guarded(LOG, line);
         return false;
     }

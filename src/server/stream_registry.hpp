@@ -12,6 +12,7 @@
 #include <libwebsockets.h>
 
 #include "server/authenticate.hpp"
+#include "server/log_rate_limit.hpp"
 #include "server/stream_client.hpp"
 
 namespace pgcdcws::server {
@@ -69,6 +70,8 @@ private:
     std::uint64_t last_recheck_ms_ = 0;
     std::uint64_t last_ack_check_ms_ = 0;
     std::uint64_t uv_now_ms_ = 0;  // the loop time of the last housekeeping (log rate limit)
+    // A failing access check is retried every kAckCheckMs: logged once in a while.
+    LogRateLimiter access_check_log_{10 * 1000, 4};
 
     std::unordered_map<struct lws *, std::unique_ptr<StreamClient>> clients_;
     std::unordered_map<struct lws *, Identity> identities_;  // each client's identity (token mode: its role)
