@@ -33,6 +33,15 @@ Oid login_role(const char *name, const char **why) {
     return oid;
 }
 
+bool can_log_in(Oid role) {
+    HeapTuple tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(role));
+    if (!HeapTupleIsValid(tuple))
+        return false;
+    const bool can_login = reinterpret_cast<Form_pg_authid>(GETSTRUCT(tuple))->rolcanlogin;
+    ReleaseSysCache(tuple);
+    return can_login;
+}
+
 bool may_create_slots(Oid role) { return superuser_arg(role) || has_rolreplication(role); }
 
 }  // namespace pgcdcws::auth

@@ -18,6 +18,11 @@ bool may_use_slot(Oid role, const char *slot_name);
 // Otherwise InvalidOid, and *why says which (for the server log, never the client).
 Oid login_role(const char *name, const char **why);
 
+// Whether the role (by OID: a token's role once authenticated) still exists and may
+// log in. A running stream is checked with this, so that a role dropped, or dropped
+// and created again under the same name, or set NOLOGIN loses its stream.
+bool can_log_in(Oid role);
+
 // Creating slots (cdc_init(), POST /v1/init): superuser or REPLICATION, as Postgres
 // requires for replication slots.
 bool may_create_slots(Oid role);

@@ -204,6 +204,28 @@ bool may_create_slots(Oid role) {
     return allowed;
 }
 
+void check_access(AccessCheck *checks, int count) {
+    in_transaction([&] {
+        for (int i = 0; i < count; i++) {
+            AccessCheck &c = checks[i];
+            c.verdict = !auth::can_log_in(c.role)                 ? Access::CannotLogIn
+                        : !auth::may_use_slot(c.role, c.slot_name) ? Access::SlotForbidden
+                                                                   : Access::Allowed;
+        }
+    });
+}
+
+void role_name(Oid role, char *out) {
+    const char *name = nullptr;
+    in_transaction([&] {
+        name = GetUserNameFromId(role, true);
+        if (name)
+            strlcpy(out, name, NAMEDATALEN);
+    });
+    if (!name)
+        snprintf(out, NAMEDATALEN, "%u", role);
+}
+
 Oid trust_role() {
     if (!config::trust_role || config::trust_role[0] == '\0')
         return BOOTSTRAP_SUPERUSERID;

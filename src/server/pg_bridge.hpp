@@ -27,6 +27,18 @@ Oid served_database();
 Oid login_role(const char *name, const char **why);
 bool may_use_slot(Oid role, const char *slot_name);
 bool may_create_slots(Oid role);
+// Token mode, running streams: whether each stream's role still may log in
+// and use its slot, all in one short transaction (the server's periodic
+// recheck and its check of held acks).
+enum class Access { Allowed, CannotLogIn, SlotForbidden };
+struct AccessCheck {
+    Oid role;
+    const char *slot_name;
+    Access verdict;
+};
+void check_access(AccessCheck *checks, int count);
+// The role's name into out[NAMEDATALEN] (its OID as text when it has none).
+void role_name(Oid role, char *out);
 // pgcdcws.trust_role's OID (the bootstrap superuser when unset; InvalidOid when
 // it names no role).
 Oid trust_role();

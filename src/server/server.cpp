@@ -23,6 +23,7 @@
 #include "server/server_log.hpp"
 #include "server/snapshot_scheduler.hpp"
 #include "server/stream_registry.hpp"
+#include "protocol/slot_name.hpp"
 #include "shmem/state.hpp"
 #include "slots/temporary_reaper.hpp"
 
@@ -57,6 +58,7 @@ public:
 private:
     bool setup();
     GateDecision admit(struct lws *wsi, bool websocket_upgrade);
+    Oid trust_mode_cap_role(struct lws *wsi, protocol::Route route);
     bool over_role_cap(struct lws *wsi, Oid role) const;
     void housekeeping();
     void shutdown();
@@ -69,8 +71,13 @@ private:
     StreamRegistry streams_;
     SnapshotScheduler snapshots_;
     InitRequests inits_;
-    // Who each admitted connection authenticated as (per-role caps, authorization).
-    std::unordered_map<struct lws *, Identity> identities_;
+    // Who each admitted connection authenticated as (authorization), and the
+    // role it counts for in pgcdcws.max_connections_per_role.
+    struct Admitted {
+        Identity identity;
+        Oid counted_as = InvalidOid;
+    };
+    std::unordered_map<struct lws *, Admitted> admitted_;
 };
 
 int lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, std::size_t len) {
@@ -178,7 +185,7 @@ bool Server::setup() {
 GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
     const char *method = method_of(wsi);
     const std::string path = path_of(wsi, method);
-    identities_.erase(wsi);  // a keep-alive connection's previous request
+    admitted_.erase(wsi);  // a keep-alive connection's previous request
     const std::size_t head_bytes = request_head_bytes(wsi);
     if (head_bytes > kMaxRequestHeaderBytes) {
         GateDecision refused;
@@ -209,19 +216,54 @@ GateDecision Server::admit(struct lws *wsi, bool websocket_upgrade) {
         refused.answered = true;
         return refused;
     }
-    if (decision.status == 0 && !authn.identity.trust && over_role_cap(wsi, authn.identity.role)) {
-        shmem::state()->connections_refused.fetch_add(1, std::memory_order_relaxed);
-        decision.status = 503;
-        decision.message = "too many connections for role \"" + authn.identity.role_name +
-                           "\" (pgcdcws.max_connections_per_role = " +
-                           std::to_string(config::max_connections_per_role) + "); try again later";
+    // The cap counts the role a request runs as, superusers included; in trust
+    // mode see trust_mode_cap_role.
+    Oid counted_as = authn.identity.role;
+    bool refused_by_cap = false;
+    if (decision.status == 0 && config::max_connections_per_role > 0) {
+        if (authn.identity.trust)
+            counted_as = trust_mode_cap_role(wsi, decision.route);
+        if (over_role_cap(wsi, counted_as)) {
+            shmem::state()->connections_refused.fetch_add(1, std::memory_order_relaxed);
+            std::string name = authn.identity.role_name;
+            if (authn.identity.trust) {
+                char buf[NAMEDATALEN];
+                pg::guarded([&] { bridge::role_name(counted_as, buf); });
+                name = buf;
+            }
+            refused_by_cap = true;
+            decision.status = 503;
+            decision.message = "too many connections for role \"" + name +
+                               "\" (pgcdcws.max_connections_per_role = " +
+                               std::to_string(config::max_connections_per_role) + "); try again later";
+        }
     }
     if (decision.status == 0)
-        identities_[wsi] = authn.identity;
+        admitted_[wsi] = Admitted{authn.identity, counted_as};
     // After authentication, refusals of an upgrade from an allowed origin's page
-    // close in-band (4000 + status): a page cannot read an HTTP status.
-    decision.refuse_in_band = websocket_upgrade && !browser.allowed_origin.empty();
+    // close in-band (4000 + status): a page cannot read an HTTP status. Those of
+    // the stream itself are decided in StreamRegistry::open; here, the cap's.
+    decision.refuse_in_band =
+        websocket_upgrade && !browser.allowed_origin.empty() && (decision.status == 0 || refused_by_cap);
     return decision;
+}
+
+// Trust mode has no token to name a role: a stream upgrade counts for the
+// slot's owner (the role it runs as; slotName is in the query), any other
+// request for pgcdcws.trust_role (a snapshot read names its slot in the body,
+// read only after admission).
+Oid Server::trust_mode_cap_role(struct lws *wsi, protocol::Route route) {
+    Oid role = InvalidOid;
+    if (route == protocol::Route::Stream) {
+        char slot[NAMEDATALEN + 16];
+        const char *name = lws_get_urlarg_by_name(wsi, "slotName=", slot, static_cast<int>(sizeof slot));
+        if (name && !protocol::slot_name_error(name)) {
+            pg::guarded([&] { role = bridge::slot_role(name); });
+            return role;
+        }
+    }
+    pg::guarded([&] { role = bridge::trust_role(); });
+    return role;
 }
 
 // pgcdcws.max_connections_per_role: the role's admitted connections, superusers
@@ -230,8 +272,8 @@ bool Server::over_role_cap(struct lws *wsi, Oid role) const {
     if (config::max_connections_per_role <= 0)
         return false;
     int open = 0;
-    for (const auto &entry : identities_)
-        if (entry.first != wsi && entry.second.role == role)
+    for (const auto &entry : admitted_)
+        if (entry.first != wsi && entry.second.counted_as == role)
             open++;
     return open >= config::max_connections_per_role;
 }
@@ -249,11 +291,13 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         const GateDecision decision = admit(wsi, true);
         if (decision.status != 0) {
+            if (decision.refuse_in_band)
+                return streams_.refuse_in_band(wsi, decision.status, decision.message);
             if (!decision.answered)
                 send_http_error(wsi, decision.status, decision.message);
             return 1;
         }
-        return streams_.open(wsi, identities_[wsi], decision.refuse_in_band);
+        return streams_.open(wsi, admitted_[wsi].identity, decision.refuse_in_band);
     }
 
     case LWS_CALLBACK_HTTP: {
@@ -263,9 +307,9 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
             return 1;
         }
         if (decision.status == 0 && decision.route == protocol::Route::SnapshotData)
-            return snapshots_.request_start(wsi, identities_[wsi].role);
+            return snapshots_.request_start(wsi, admitted_[wsi].identity.role);
         if (decision.status == 0 && decision.route == protocol::Route::Init) {
-            const Identity &identity = identities_[wsi];
+            const Identity &identity = admitted_[wsi].identity;
             Oid role = identity.role;
             if (identity.trust)
                 pg::guarded([&] { role = bridge::trust_role(); });
@@ -320,7 +364,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         snapshots_.forget(wsi);
         inits_.forget(wsi);
         connections_.on_destroyed(wsi);
-        identities_.erase(wsi);
+        admitted_.erase(wsi);
         return 0;
 
     default:
@@ -354,6 +398,10 @@ void Server::run() {
         int timeout = uv_backend_timeout(&loop_);
         if (timeout < 0 || timeout > kHousekeepingMs)
             timeout = kHousekeepingMs;
+        // Held acks are checked (and released) by housekeeping.
+        const long acks_due = streams_.wait_limit_ms(uv_now(&loop_));
+        if (acks_due >= 0 && acks_due < timeout)
+            timeout = static_cast<int>(acks_due);
         int n = 0;
         pg::guarded([&] { n = WaitEventSetWait(events_, timeout, fired, 3, PG_WAIT_EXTENSION); });
         for (int i = 0; i < n; i++)

@@ -1,4 +1,6 @@
+#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include <sys/socket.h>
@@ -24,6 +26,12 @@ constexpr std::size_t kMaxBytesPerCallback = 512 * 1024;
 std::vector<unsigned char> &send_buffer() {
     static std::vector<unsigned char> *buffer = new std::vector<unsigned char>();
     return *buffer;
+}
+
+std::uint64_t steady_ms() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
 }
 
 std::string lsn_text(std::uint64_t lsn) {
@@ -64,6 +72,19 @@ void StreamClient::request_close(int code, std::string reason, bool immediately)
     close_reason_ = std::move(reason);
 }
 
+void StreamClient::release_held_ack() {
+    const std::uint64_t lsn = held_ack_;
+    held_ack_ = 0;
+    if (lsn != 0 && !access_refused_ && shmem::raise_lsn(ch_->ack_request_lsn, lsn))
+        shmem::wake_decoder(ch_);
+}
+
+void StreamClient::refuse_access(int code, std::string reason) {
+    access_refused_ = true;
+    held_ack_ = 0;
+    request_close(code, std::move(reason), true);
+}
+
 void StreamClient::queue_reply(const std::string &error) {
     if (replies_.size() >= kMaxPendingReplies) {
         request_close(LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many invalid messages", false);
@@ -79,7 +100,20 @@ void StreamClient::handle_message(const char *data, std::size_t length) {
         return;
     }
     if (msg.kind == protocol::ClientMessage::Kind::AccessToken) {
+        const std::uint64_t now = steady_ms();
+        if (last_token_ms_ != 0 && now - last_token_ms_ < kTokenRefreshIntervalMs) {
+            queue_reply("at most one access_token message per second is accepted; this one was ignored");
+            return;
+        }
+        last_token_ms_ = now;
         new_token_ = msg.token;  // verified by the registry (it needs Postgres)
+        return;
+    }
+    if (access_refused_)
+        return;  // closing because the client may no longer use the slot
+    // An expired token acknowledges nothing, even before housekeeping closes the stream.
+    if (expires_at_ != 0 && static_cast<std::int64_t>(std::time(nullptr)) >= expires_at_) {
+        refuse_access(kTokenCloseCode, "token expired");
         return;
     }
     // At or below the slot's confirmed position: nothing to do, and not an error.
@@ -88,6 +122,10 @@ void StreamClient::handle_message(const char *data, std::size_t length) {
     if (msg.lsn > sent_end_) {
         queue_reply("lsn " + lsn_text(msg.lsn) + " is beyond the last transaction sent (" +
                     (sent_end_ ? lsn_text(sent_end_) : std::string("none sent yet")) + ")");
+        return;
+    }
+    if (hold_acks_) {
+        held_ack_ = msg.lsn > held_ack_ ? msg.lsn : held_ack_;
         return;
     }
     if (shmem::raise_lsn(ch_->ack_request_lsn, msg.lsn))

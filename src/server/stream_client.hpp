@@ -20,6 +20,14 @@ namespace pgcdcws::server {
 // understands: bigger ones could only be refused after buffering them.
 constexpr std::size_t kMaxInboundMessageSize = protocol::kMaxClientMessageSize;
 
+// Token mode: the close code when the client's credentials no longer hold
+// (token expired or refused, role changed, dropped or NOLOGIN).
+constexpr int kTokenCloseCode = 4001;
+// Token mode: at most one {"access_token": ...} message per this interval is
+// verified (each costs a signature check and a catalog transaction); one sent
+// sooner gets an error reply and is ignored.
+constexpr std::uint64_t kTokenRefreshIntervalMs = 1000;
+
 class StreamClient {
 public:
     StreamClient(struct lws *wsi, int channel);
@@ -54,6 +62,18 @@ public:
     bool has_new_token() const { return !new_token_.empty(); }
     std::string take_new_token() { return std::move(new_token_); }
 
+    // Token mode: acks are held until the registry has checked, in a
+    // transaction begun after they arrived, that the role may still log in
+    // and use the slot (release_held_ack); a client whose access is gone
+    // (refuse_access) gets no ack through any more. Trust mode: acks go to
+    // the decoder at once.
+    void hold_acks() { hold_acks_ = true; }
+    bool has_held_ack() const { return held_ack_ != 0; }
+    void release_held_ack();
+    // Closes at once with `code` and drops every ack, held or still to come.
+    void refuse_access(int code, std::string reason);
+    bool access_refused() const { return access_refused_; }
+
     // Whether a writable callback would have something to do.
     bool wants_write() const;
 
@@ -82,6 +102,10 @@ private:
     std::string close_reason_;
     std::int64_t expires_at_ = 0;
     std::string new_token_;
+    std::uint64_t last_token_ms_ = 0;  // when the last access_token message was taken (steady clock)
+    bool hold_acks_ = false;
+    std::uint64_t held_ack_ = 0;
+    bool access_refused_ = false;
 };
 
 }  // namespace pgcdcws::server

@@ -11,6 +11,7 @@
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
+#include "server/server_log.hpp"
 #include "shmem/state.hpp"
 
 namespace pgcdcws::server {
@@ -23,6 +24,17 @@ constexpr std::uint64_t kTerminateGraceMs = 300;
 
 // A close reason holds at most 123 bytes.
 constexpr std::size_t kMaxCloseReason = 123;
+
+// Token mode: how often every stream's role is checked again (LOGIN, the slot
+// privilege), and how soon at most held acks are checked. Both checks run
+// in one transaction for all the streams due.
+constexpr std::uint64_t kAccessRecheckMs = 2000;
+constexpr std::uint64_t kAckCheckMs = 25;
+// The close of a stream whose role was dropped or set NOLOGIN (4001, as for a
+// token that no longer verifies) or lost the slot privilege (4403, as the
+// upgrade would get now).
+constexpr const char *kRoleCannotLogIn = "the token's role may no longer log in";
+constexpr int kSlotForbiddenCloseCode = 4000 + 403;
 
 }  // namespace
 
@@ -70,7 +82,9 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
         return refuse(wsi, refuse_in_band, refusal.status, refusal.message);
     auto client = std::make_unique<StreamClient>(wsi, channel);
     client->set_expires_at(identity.expires_at);
-    roles_[wsi] = identity.role;
+    if (!identity.trust)
+        client->hold_acks();
+    identities_[wsi] = identity;
     clients_[wsi] = std::move(client);
     channel_has_client_[static_cast<std::size_t>(channel)] = true;
     return 0;
@@ -100,23 +114,104 @@ int StreamRegistry::on_writable(struct lws *wsi) {
     return it->second->on_writable();
 }
 
-// {"access_token": ...} on an open stream: a token for the same role extends
-// the stream; anything else ends it (4001), as an expired token would.
+// {"access_token": ...} on an open stream: a token for the same role, which
+// may still use the slot, extends the stream; anything else ends it (4001, or
+// 4403 for the slot), as an expired token would.
 void StreamRegistry::refresh_token(struct lws *wsi, StreamClient &client) {
     const std::string token = client.take_new_token();
-    if (client.expires_at() == 0)
-        return;  // trust mode: nothing expires
+    if (client.expires_at() == 0 || client.access_refused())
+        return;  // trust mode: nothing expires; or closing already
+    if (static_cast<std::int64_t>(std::time(nullptr)) >= client.expires_at()) {
+        // Too late: an expired stream is not revived (housekeeping would close it shortly).
+        client.refuse_access(kTokenCloseCode, "token expired");
+        return;
+    }
     const Authentication authn = authenticate_token(token);
     if (!authn.ok) {
         note_auth_failure(peer_address(wsi), "a stream's access_token message", authn.reason);
-        client.request_close(kTokenCloseCode, "invalid token", true);
-    } else if (authn.identity.role != roles_[wsi]) {
+        client.refuse_access(kTokenCloseCode, "invalid token");
+    } else if (authn.identity.role != identities_[wsi].role) {
         note_auth_failure(peer_address(wsi), "a stream's access_token message",
                           "the new token names role \"" + authn.identity.role_name + "\", not the stream's role");
-        client.request_close(kTokenCloseCode, "token role changed", true);
-    } else {
+        client.refuse_access(kTokenCloseCode, "token role changed");
+    } else if (check_and_apply({wsi}) && !client.access_refused()) {
         client.set_expires_at(authn.identity.expires_at);
     }
+}
+
+bool StreamRegistry::any_held_ack() const {
+    for (const auto &entry : clients_)
+        if (entry.second->has_held_ack())
+            return true;
+    return false;
+}
+
+long StreamRegistry::wait_limit_ms(std::uint64_t loop_now_ms) const {
+    if (!any_held_ack())
+        return -1;
+    const std::uint64_t due = last_ack_check_ms_ + kAckCheckMs;
+    return due > loop_now_ms ? static_cast<long>(due - loop_now_ms) : 0;
+}
+
+// Token-mode streams `wsis`, in one transaction: releases the held acks of
+// those whose role may still log in and use the slot, and closes the others
+// (dropping their acks). False when the check itself failed: nothing changes
+// (held acks stay held, to be checked again).
+bool StreamRegistry::check_and_apply(const std::vector<struct lws *> &wsis) {
+    std::vector<bridge::AccessCheck> checks;
+    checks.reserve(wsis.size());
+    for (struct lws *wsi : wsis)
+        checks.push_back({identities_.at(wsi).role, shmem::channel(clients_.at(wsi)->channel())->slot_name,
+                          bridge::Access::Allowed});
+    try {
+        pg::guarded([&] { bridge::check_access(checks.data(), static_cast<int>(checks.size())); });
+    } catch (const pg::Error &e) {
+        const std::string line = std::string("could not check the access of token-mode streams: ") + e.what();
+        if (access_check_log_.admit(line, uv_now_ms_).log)
+            log_guarded(LOG, line);
+        return false;
+    }
+    for (std::size_t i = 0; i < wsis.size(); i++) {
+        StreamClient &client = *clients_.at(wsis[i]);
+        const bridge::AccessCheck &check = checks[i];
+        if (check.verdict == bridge::Access::Allowed) {
+            client.release_held_ack();
+            continue;
+        }
+        const bool login = check.verdict == bridge::Access::CannotLogIn;
+        log_guarded(LOG, "closing the stream of replication slot \"" + std::string(check.slot_name) + "\" for role \"" +
+                             identities_.at(wsis[i]).role_name + "\": " +
+                             (login ? "the role no longer exists or may not log in"
+                                    : "the role may no longer use the slot"));
+        if (login)
+            client.refuse_access(kTokenCloseCode, kRoleCannotLogIn);
+        else
+            client.refuse_access(kSlotForbiddenCloseCode, kSlotForbidden);
+    }
+    return true;
+}
+
+// Every kAccessRecheckMs all token-mode streams, and every kAckCheckMs those
+// with held acks (an ack counts only if the role may still use the slot after
+// it arrived).
+void StreamRegistry::recheck_access(std::uint64_t loop_now_ms) {
+    const bool periodic = loop_now_ms - last_recheck_ms_ >= kAccessRecheckMs;
+    if (!periodic && (loop_now_ms - last_ack_check_ms_ < kAckCheckMs || !any_held_ack()))
+        return;
+    std::vector<struct lws *> due;
+    for (const auto &entry : clients_) {
+        const StreamClient &client = *entry.second;
+        if (identities_.at(entry.first).trust || client.access_refused())
+            continue;
+        if (periodic || client.has_held_ack())
+            due.push_back(entry.first);
+    }
+    if (periodic)
+        last_recheck_ms_ = loop_now_ms;
+    last_ack_check_ms_ = loop_now_ms;
+    uv_now_ms_ = loop_now_ms;
+    if (!due.empty())
+        (void)check_and_apply(due);
 }
 
 void StreamRegistry::forget(struct lws *wsi) {
@@ -126,10 +221,18 @@ void StreamRegistry::forget(struct lws *wsi) {
         return;
     const int channel = it->second->channel();
     it->second->read_after_reset();  // before the decoder is told to stop
+    if (it->second->has_held_ack()) {
+        // Its last acks: checked now, the connection is going.
+        try {
+            (void)check_and_apply({wsi});
+        } catch (...) {
+            // Out of memory: the held acks are lost as if never sent.
+        }
+    }
     bridge::close_stream(channel);  // atomics and a latch only: cannot fail
     channel_has_client_[static_cast<std::size_t>(channel)] = false;
     clients_.erase(it);
-    roles_.erase(wsi);
+    identities_.erase(wsi);
 }
 
 // Starts the close handshake of clients whose close is due. Outside any lws
@@ -166,11 +269,12 @@ void StreamRegistry::start_pending_closes() {
 // and reason each ending gets.
 void StreamRegistry::housekeeping(std::uint64_t loop_now_ms) {
     start_pending_closes();
+    recheck_access(loop_now_ms);
     const auto now = static_cast<std::int64_t>(std::time(nullptr));
     for (auto &entry : clients_) {
         StreamClient &client = *entry.second;
         if (client.expires_at() != 0 && now >= client.expires_at() && !client.closing())
-            client.request_close(kTokenCloseCode, "token expired", true);
+            client.refuse_access(kTokenCloseCode, "token expired");
         shmem::Channel *ch = shmem::channel(client.channel());
         const auto status = static_cast<shmem::DecoderStatus>(ch->decoder_status.load());
         if (ch->drop_requested.load()) {

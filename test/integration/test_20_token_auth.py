@@ -23,11 +23,14 @@ import psycopg2.errors
 import pytest
 import websockets
 
-from cdcws import STREAM_PATH, StreamClient, http_request
+from cdcws import STREAM_PATH, StreamClient, apoll, http_request, lsn_int, wait_confirmed
 from conftest import Cluster, _require_extension, tcp_accepts, wait_for
 
 SNAP_PATH = "/v1/snapshot/data"
 UNAUTH_BODY = {"error": "invalid or missing token"}
+SLOT_FORBIDDEN = ("permission denied for this replication slot (only its owner, members of the owner role and "
+                  "superusers may use it)")
+CANNOT_LOG_IN = "the token's role may no longer log in"
 MARK = "tok_mark"
 
 
@@ -167,6 +170,7 @@ async def expect_mark(c, client, n, timeout=30):
     txn = await client.recv_txn(timeout)
     assert [(ch["kind"], ch["table"], ch["columnvalues"]) for ch in txn.changes] == [
         ("insert", MARK, [n])], txn.changes
+    return txn
 
 
 def stats(c):
@@ -479,6 +483,115 @@ async def wait_open(c, slot, token, timeout=30):
             if e.status_code != 409 or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+# ------------------------------------------------------------------ privilege changes on running streams
+def released(c, slot):
+    """The slot exists and no decoder holds it any more."""
+    row = c.slot_row(slot)
+    return row is not None and not row[0]
+
+
+def revoked_while_streaming(c, slot, role, change_sql, expected_close):
+    """`role` (a member of tok_owner) streams tok_owner's slot; its acks move the slot. Then
+    `change_sql` takes its access away and the client at once acknowledges the transaction it
+    has: the stream closes with `expected_close` within the deadline, and that ack does not
+    move the slot (acks of a token-mode stream count only once a check begun after they
+    arrived found the role still entitled)."""
+    init_as(c, "tok_owner", slot)
+    c.sql(f"CREATE ROLE {role} LOGIN IN ROLE tok_owner")
+    try:
+        async def main():
+            client = await open_stream(c.ws_port, slot, token_as(c, role))
+            try:
+                first = await expect_mark(c, client, 10)
+                await client.ack(first.nextlsn)
+                await wait_confirmed(c, slot, first.nextlsn, timeout=15)
+                second = await expect_mark(c, client, 11)
+                c.sql(change_sql)
+                await client.ack(second.nextlsn)
+                code, reason, _ = await client.wait_closed_code(15)
+                assert (code, reason) == expected_close
+            finally:
+                await client.close()
+            await apoll(lambda: released(c, slot), 30, what=f"{slot} released by its decoder")
+            assert lsn_int(c.confirmed_lsn(slot)) < lsn_int(second.nextlsn), (c.confirmed_lsn(slot), second.nextlsn)
+        asyncio.run(main())
+    finally:
+        c.sql("SELECT cdc_drop(%s)", (slot,))
+        c.sql(f"DROP ROLE IF EXISTS {role}")
+        c.sql(f"DELETE FROM {MARK} WHERE id IN (10, 11)")
+
+
+def test_revoked_membership_closes_the_stream_4403(tc):
+    revoked_while_streaming(tc, "tok_slot_rev", "tok_rev_member", "REVOKE tok_owner FROM tok_rev_member",
+                            (4403, SLOT_FORBIDDEN))
+
+
+def test_nologin_closes_the_stream_4001(tc):
+    revoked_while_streaming(tc, "tok_slot_nologin", "tok_nl_member", "ALTER ROLE tok_nl_member NOLOGIN",
+                            (4001, CANNOT_LOG_IN))
+
+
+def test_dropped_role_closes_the_stream_4001(tc):
+    revoked_while_streaming(tc, "tok_slot_dropped", "tok_dr_member", "DROP ROLE tok_dr_member",
+                            (4001, CANNOT_LOG_IN))
+
+
+def test_refresh_after_revoke_is_refused(tc):
+    """A fresh token of a role that lost the slot privilege does not extend its stream: the
+    refresh itself checks the slot privilege (as does the periodic recheck)."""
+    slot, role = "tok_slot_refresh", "tok_rf_member"
+    init_as(tc, "tok_owner", slot)
+    tc.sql(f"CREATE ROLE {role} LOGIN IN ROLE tok_owner")
+    try:
+        async def main():
+            client = await open_stream(tc.ws_port, slot, token_as(tc, role))
+            try:
+                await expect_mark(tc, client, 12)
+                tc.sql(f"REVOKE tok_owner FROM {role}")
+                await client.send(json.dumps({"access_token": token_as(tc, role)}))
+                code, reason, _ = await client.wait_closed_code(15)
+                assert (code, reason) == (4403, SLOT_FORBIDDEN)
+            finally:
+                await client.close()
+            r = upgrade(tc.ws_port, slot, token=token_as(tc, role))
+            assert r.status == 403 and json.loads(r.body) == {"error": SLOT_FORBIDDEN}, r
+        asyncio.run(main())
+    finally:
+        tc.sql("SELECT cdc_drop(%s)", (slot,))
+        tc.sql(f"DROP ROLE IF EXISTS {role}")
+        tc.sql(f"DELETE FROM {MARK} WHERE id = 12")
+
+
+def test_token_refresh_is_rate_limited(tc):
+    """At most one access_token message per second is verified: one sent sooner gets an error
+    reply and is ignored (here a bad token that would otherwise close the stream)."""
+    slot = "tok_slot_flood"
+    init_as(tc, "tok_owner", slot)
+    try:
+        async def main():
+            client = await open_stream(tc.ws_port, slot, token_as(tc, "tok_owner"))
+            try:
+                await client.send(json.dumps({"access_token": token_as(tc, "tok_owner")}))
+                for _ in range(3):
+                    await client.send(json.dumps({"access_token": "not-a-token"}))
+                for _ in range(3):
+                    reply = json.loads(await client.recv_raw(15))
+                    assert reply == {"error": "at most one access_token message per second is accepted; "
+                                              "this one was ignored"}, reply
+                await expect_mark(tc, client, 13)
+                # A second later the next one is verified again.
+                await asyncio.sleep(1.2)
+                await client.send(json.dumps({"access_token": "not-a-token"}))
+                code, reason, _ = await client.wait_closed_code(15)
+                assert (code, reason) == (4001, "invalid token")
+            finally:
+                await client.close()
+        asyncio.run(main())
+    finally:
+        tc.sql("SELECT cdc_drop(%s)", (slot,))
+        tc.sql(f"DELETE FROM {MARK} WHERE id = 13")
 
 
 # ------------------------------------------------------------------ per-role cap

@@ -10,8 +10,9 @@
    without Sec-Fetch-* headers (clients that are no browser) it is served.
 3. CORS preflight: answered with 204 and the CORS headers, without credentials.
 4. In-band refusals: an upgrade from an allowed Origin that is refused after authentication
-   completes and closes at once with 4000 + status (4404, 4409, 4400); without Origin
-   the same refusal is plain HTTP.
+   completes and closes at once with 4000 + status (4404, 4409, 4400, 4503 for the per-role
+   cap); without Origin the same refusal is plain HTTP. The per-role cap applies in trust
+   mode (stream: the slot's owner; other requests: pgcdcws.trust_role).
 5. Headless Chromium: a page from the allowed origin reads a snapshot with fetch and
    streams with WebSocket; a page from another origin is refused, and its <img> pointed
    at GET /v1/init (no Origin, Sec-Fetch-Site: cross-site) creates no slot.
@@ -398,6 +399,51 @@ def test_in_band_reason_is_cut_at_a_character(cluster, origins):
         assert 0 < len(reason.encode()) <= 123, reason
 
     asyncio.run(main())
+
+
+def test_trust_mode_role_cap_and_in_band_503(cluster, origins):
+    """pgcdcws.max_connections_per_role applies in trust mode too: a stream counts for the
+    slot's owner, other requests for pgcdcws.trust_role (the bootstrap superuser here). An
+    upgrade from an allowed Origin refused by the cap closes in-band with 4503."""
+    port = origins
+    slot, other_slot = "browser_cap", "browser_cap_other"
+    full = ('too many connections for role "postgres" (pgcdcws.max_connections_per_role = 1); '
+            'try again later')
+    cluster.sql("DROP ROLE IF EXISTS browser_cap_owner")
+    cluster.sql("CREATE ROLE browser_cap_owner LOGIN REPLICATION")
+    for s in (slot, other_slot):
+        cluster.drop_slot_quietly(s)
+    cluster.sql("SELECT cdc_init(%s, snapshot => false)", (slot,))
+    conn = cluster.connect(user="browser_cap_owner")
+    conn.cursor().execute("SELECT cdc_init(%s, snapshot => false)", (other_slot,))
+    conn.close()
+    cluster.alter_system("pgcdcws.max_connections_per_role", "1", expect_show="1")
+    try:
+        async def main():
+            client = await StreamClient.open_retry(port, slot)
+            try:
+                # The superuser-owned stream uses postgres' one connection: a snapshot read
+                # (trust_role) is refused once the server has the new setting.
+                r = wait_for(lambda: (lambda r: r if r.status == 503 else None)(
+                    post_snapshot(port, {"slotName": slot, "table": "browser_t"})), 30,
+                    what="a 503 beyond pgcdcws.max_connections_per_role")
+                assert r.json() == {"error": full}, r
+                # An upgrade of a page: in-band 4503; without Origin: the plain 503.
+                assert await in_band_close(port, slot, ALLOWED) == (4503, full)
+                r = upgrade(port, slot)
+                assert r.status == 503 and r.json() == {"error": full}, r
+                # Another owner's slot counts for that owner: served.
+                other = await StreamClient.open_retry(port, other_slot)
+                await other.close()
+            finally:
+                await client.ws.close()
+
+        asyncio.run(main())
+    finally:
+        cluster.alter_system("pgcdcws.max_connections_per_role", None, expect_show="100")
+        for s in (slot, other_slot):
+            cluster.drop_slot_quietly(s)
+        cluster.sql("DROP ROLE IF EXISTS browser_cap_owner")
 
 
 # ------------------------------------------------------------------------ 5. Chromium
