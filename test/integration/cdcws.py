@@ -87,19 +87,21 @@ class StreamClient:
         self.last_nextlsn = None  # to check that nextlsn strictly increases
 
     @classmethod
-    async def open(cls, port, slot, timeout=10):
+    async def open(cls, port, slot, timeout=10, max_queue=32):
+        """max_queue: messages the library reads ahead into its queue (websockets' default 32)."""
         ws = await websockets.connect(stream_uri(port, slot), max_size=None, ping_interval=None,
-                                      open_timeout=timeout, close_timeout=2)
+                                      open_timeout=timeout, close_timeout=2, max_queue=max_queue)
         return cls(ws, slot)
 
     @classmethod
-    async def open_retry(cls, port, slot, timeout=30):
+    async def open_retry(cls, port, slot, timeout=30, max_queue=32):
         """Connect, retrying while the server is not up yet or the slot is still held by a
         previous consumer (409) / no worker is free yet (503)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return await cls.open(port, slot, timeout=max(1.0, deadline - time.monotonic()))
+                return await cls.open(port, slot, timeout=max(1.0, deadline - time.monotonic()),
+                                      max_queue=max_queue)
             except websockets.exceptions.InvalidStatusCode as e:
                 if e.status_code not in (409, 503) or time.monotonic() > deadline:
                     raise

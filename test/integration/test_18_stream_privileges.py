@@ -77,9 +77,9 @@ class Marker:
         return txn
 
 
-def _stream(cluster, slot, body):
+def _stream(cluster, slot, body, max_queue=32):
     async def main():
-        client = await StreamClient.open_retry(cluster.ws_port, slot)
+        client = await StreamClient.open_retry(cluster.ws_port, slot, max_queue=max_queue)
         try:
             await body(client, Marker(cluster))
         finally:
@@ -632,7 +632,8 @@ def _rechecked_counts(cluster, slot, log_offset):
 async def _held_up(cluster, client, bulk_table, change, later):
     """Commits `change`, then `later`, while the decoder is held up by a transaction larger
     than every buffer between decoder and client (about 45 MB into `bulk_table`, which the
-    client does not read for 3 s): the decoder decodes `change` after rechecking the tables
+    client does not read for 3 s; the client must be opened with max_queue=1, or websockets
+    reads up to 32 messages of 1000 rows, about 35 MB, ahead on its own): the decoder decodes `change` after rechecking the tables
     it met (every 2 s), which happens after `later` committed. Reads the bulk transaction."""
     rows = 40000
     cluster.sql(f"INSERT INTO {bulk_table} SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
@@ -682,7 +683,7 @@ def test_recheck_covers_the_relations_the_stream_met_not_the_catalog(big_catalog
             counts = _rechecked_counts(c, slot, log_offset)
             assert max(counts) == 3, counts
 
-        _stream(c, slot, body)
+        _stream(c, slot, body, max_queue=1)
 
 
 def test_membership_revoke_applies_to_a_held_up_stream(big_catalog):
@@ -707,7 +708,7 @@ def test_membership_revoke_applies_to_a_held_up_stream(big_catalog):
                                "REVOKE priv_readers10 FROM priv_r10")
                 await marker.expect_next(client)
 
-            _stream(c, slot, body)
+            _stream(c, slot, body, max_queue=1)
         finally:
             c.sql("DROP OWNED BY priv_readers10")
             c.sql("DROP ROLE priv_readers10")
@@ -746,4 +747,4 @@ def test_policy_change_applies_to_a_held_up_stream(big_catalog):
             assert [_change(x) for x in txn.changes] == [("insert", "priv_pol_met", {"id": 3}, None),
                                                          ("insert", "priv_pol_new", {"id": 3}, None)]
 
-        _stream(c, slot, body)
+        _stream(c, slot, body, max_queue=1)
