@@ -35,10 +35,11 @@
 //
 // Errors: add() and the match functions allocate (std::bad_alloc may escape:
 // the decoder catches it; after one from add() or remove() the index is only
-// fit for clear() and a rebuild, one from a match leaves it intact). The callbacks must not throw; they may longjmp
-// (a Postgres ERROR from the comparison function): match functions keep no
-// object with a destructor on their frames and leave the index consistent.
-// Not thread-safe; one decoder process owns its index.
+// fit for clear() and a rebuild, one from a match leaves it intact). The
+// callbacks must not throw; they may longjmp (a Postgres ERROR from the
+// comparison function): match functions keep no object with a destructor on
+// their frames and leave the index consistent. Not thread-safe; one decoder
+// process owns its index.
 #pragma once
 
 #include <cstddef>
