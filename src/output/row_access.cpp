@@ -41,6 +41,55 @@ ExprContext *expr_context = nullptr;  // per evaluation; reset after each
 TimestampTz last_error_log = 0;
 constexpr long kErrorLogIntervalMs = 10000;
 
+// Runs body(arg) as the stream's role in a security-restricted operation,
+// inside a subtransaction, so that an ERROR it raises (a division by zero in a
+// policy's constants or for a row, a revoked EXECUTE, a failed cast) releases
+// what it held and is only logged (rate limited): a policy must never stop the
+// stream. Returns false when body raised an error. Allocations body makes stay
+// in the caller's memory context. No C++ objects live in this frame.
+bool run_as_role_guarded(void (*body)(void *), void *arg, const char *table, const char *what) {
+    MemoryContext caller_context = CurrentMemoryContext;
+    ResourceOwner caller_owner = CurrentResourceOwner;
+    Oid saved_user;
+    int saved_sec;
+    GetUserIdAndSecContext(&saved_user, &saved_sec);
+    volatile bool ok = true;
+    BeginInternalSubTransaction(nullptr);
+    MemoryContextSwitchTo(caller_context);
+    PG_TRY();
+    {
+        // current_user in a policy is the client's role; nothing it runs may
+        // change the session (SECURITY_RESTRICTED_OPERATION).
+        SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
+        body(arg);
+        SetUserIdAndSecContext(saved_user, saved_sec);
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller_context);
+        ErrorData *edata = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+        SetUserIdAndSecContext(saved_user, saved_sec);
+        const TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
+            last_error_log = now;
+            const char *role_name = GetUserNameFromId(role, true);
+            ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its row security policies failed for role %s: %s",
+                                 what, table, role_name ? role_name : "(dropped)", edata->message)));
+        }
+        FreeErrorData(edata);
+        ok = false;
+    }
+    PG_END_TRY();
+    return ok;
+}
+
 // Only what pgcdcws can run safely, and the same way Postgres would, against
 // one decoded row, in a process that has no active snapshot and decodes under
 // a historic catalog snapshot. An allow-list of node kinds, shaped like
@@ -518,6 +567,32 @@ XLogRecPtr denied_before(Oid relid) {
     return entry->row_security_differs ? entry->checked_at : InvalidXLogRecPtr;
 }
 
+namespace {
+
+struct InitFilter {
+    RowFilter *filter;
+    Expr *qual;
+};
+
+void init_filter_expr(void *arg) {
+    auto *init = static_cast<InitFilter *>(arg);
+    init->filter->expr = ExecInitExpr(expression_planner(init->qual), nullptr);
+}
+
+struct Evaluation {
+    ExprState *expr;
+    bool visible;
+};
+
+void evaluate_filter(void *arg) {
+    auto *e = static_cast<Evaluation *>(arg);
+    bool isnull = false;
+    const Datum result = ExecEvalExprSwitchContext(e->expr, expr_context, &isnull);
+    e->visible = !isnull && DatumGetBool(result);
+}
+
+}  // namespace
+
 Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
     *filter = nullptr;
     if (role == InvalidOid)
@@ -557,22 +632,15 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
     // resource owner would have to release.
     TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(relation));
     f->slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
-    // Constant folding evaluates the policy's immutable calls: as the
-    // client's role in a security-restricted operation, like evaluation.
-    Oid saved_user;
-    int saved_sec;
-    GetUserIdAndSecContext(&saved_user, &saved_sec);
-    SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
-    PG_TRY();
-    {
-        f->expr = ExecInitExpr(expression_planner(qual), nullptr);
-    }
-    PG_FINALLY();
-    {
-        SetUserIdAndSecContext(saved_user, saved_sec);
-    }
-    PG_END_TRY();
+    // Constant folding evaluates the policy's immutable calls, and
+    // ExecInitExpr checks EXECUTE on its functions: both can fail (1/0 in a
+    // policy, a revoked EXECUTE), so like evaluation they run as the client's
+    // role, guarded. A policy that cannot be prepared leaves the table out.
+    InitFilter init{f, qual};
+    const bool prepared = run_as_role_guarded(init_filter_expr, &init, RelationGetRelationName(relation), "every change");
     MemoryContextSwitchTo(old);
+    if (!prepared)
+        return Access::None;
     *filter = f;
     return Access::Filtered;
 }
@@ -601,49 +669,9 @@ bool row_visible(RowFilter *filter, const char *table, const Datum *values, cons
     }
     expr_context->ecxt_scantuple = slot;
 
-    // In a subtransaction, so that an ERROR (a failed cast, a division by
-    // zero) releases what it held and the change is just left out.
-    MemoryContext caller_context = CurrentMemoryContext;
-    ResourceOwner caller_owner = CurrentResourceOwner;
-    Oid saved_user;
-    int saved_sec;
-    GetUserIdAndSecContext(&saved_user, &saved_sec);
-    volatile bool visible = false;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller_context);
-    PG_TRY();
-    {
-        // current_user in a policy is the client's role; nothing it runs may
-        // change the session (SECURITY_RESTRICTED_OPERATION).
-        SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
-        bool isnull = false;
-        const Datum result = ExecEvalExprSwitchContext(filter->expr, expr_context, &isnull);
-        visible = !isnull && DatumGetBool(result);
-        SetUserIdAndSecContext(saved_user, saved_sec);
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller_context);
-        ErrorData *edata = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-        SetUserIdAndSecContext(saved_user, saved_sec);
-        const TimestampTz now = GetCurrentTimestamp();
-        if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
-            last_error_log = now;
-            const char *role_name = GetUserNameFromId(role, true);
-            ereport(LOG, (errmsg("pgcdcws: a change of table \"%s\" was left out: its row security policies failed for role %s: %s",
-                                 table, role_name ? role_name : "(dropped)", edata->message)));
-        }
-        FreeErrorData(edata);
-        visible = false;
-    }
-    PG_END_TRY();
+    // An ERROR (a failed cast, a division by zero) leaves just this change out.
+    Evaluation evaluation{filter->expr, false};
+    const bool visible = run_as_role_guarded(evaluate_filter, &evaluation, table, "a change") && evaluation.visible;
     ResetExprContext(expr_context);
     ExecClearTuple(slot);
     return visible;

@@ -517,6 +517,45 @@ def test_policies_run_only_immutable_internal_builtins(cluster):
         assert "terminated by signal" not in log, log
 
 
+def test_policy_that_fails_to_prepare_leaves_only_its_table_out(cluster):
+    """A policy whose constants raise an error when folded (1/0), owned by an unprivileged
+    table owner, used to stop the whole stream for good (the ERROR escaped the change
+    callback, and every reconnect replayed it). Now its table is left out for the role, with
+    a LOG line, and the same decoder goes on with the other tables."""
+    slot = "priv_prepare"
+    tables = {"priv_bad14": "(id int PRIMARY KEY)", "priv_good14": "(id int PRIMARY KEY)"}
+    with _setup(cluster, {"priv_r14": "", "priv_owner14": ""}, tables):
+        for table in tables:
+            cluster.sql(f"ALTER TABLE {table} OWNER TO priv_owner14")
+        owner = cluster.connect(user="priv_owner14")
+        owner.autocommit = True
+        try:
+            with owner.cursor() as cur:
+                cur.execute("ALTER TABLE priv_bad14 ENABLE ROW LEVEL SECURITY")
+                cur.execute("CREATE POLICY p ON priv_bad14 FOR SELECT USING (id > 1/0)")
+                cur.execute("GRANT SELECT ON priv_bad14, priv_good14 TO PUBLIC")
+        finally:
+            owner.close()
+        _init_as(cluster, "priv_r14", slot)
+
+        async def body(client, marker):
+            pid = _active_pid(cluster, slot)
+            cluster.sql("INSERT INTO priv_bad14 VALUES (1)")
+            cluster.sql("INSERT INTO priv_good14 VALUES (2)")
+            txn = await client.recv_txn(30)
+            assert [_change(c) for c in txn.changes] == [("insert", "priv_good14", {"id": 2}, None)]
+            mark = await marker.expect_next(client)
+            await client.ack(mark.nextlsn)
+            await wait_confirmed(cluster, slot, mark.nextlsn, timeout=20)
+            assert _active_pid(cluster, slot) == pid
+
+        log_offset = cluster.log_size()
+        _stream(cluster, slot, body)
+        log = cluster.log_since(log_offset)
+        assert ('every change of table "priv_bad14" was left out: its row security policies failed '
+                'for role priv_r14: division by zero') in log, log
+
+
 def test_policy_changes_apply_to_changes_written_before_them(cluster):
     """A stream that decodes changes written before a policy was tightened (DROP POLICY, a new
     RESTRICTIVE policy, ENABLE and FORCE ROW LEVEL SECURITY) does not send them, as it does not
