@@ -6,6 +6,7 @@
 #include "output/plugin.hpp"
 #include "output/row_access.hpp"
 #include "shmem/channel.hpp"
+#include "shmem/ring_io.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
 
@@ -32,8 +33,7 @@ struct DecoderState {
     std::uint32_t generation;
     std::uint32_t server_generation;
     shmem::Channel *channel;
-    shmem::Ring *ring;
-    std::size_t max_record;
+    shmem::RingWriter writer;  // into the channel's ring
     XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
     TimestampTz last_ack_apply;
     TimestampTz last_idle_confirm;
@@ -168,47 +168,22 @@ void confirm_idle(LogicalDecodingContext *ctx) {
     confirm(target);
 }
 
-// Puts one record in the ring, sleeping while it is full. The server wakes us
-// when it frees space; the timeout covers a lost wakeup and lets us notice stops.
-void push_record(std::uint32_t flags, std::uint64_t lsn, const char *data, std::uint32_t length) {
-    for (;;) {
-        if (self.ring->try_push(flags, lsn, data, length)) {
-            shmem::wake_server();
-            return;
-        }
-        self.channel->producer_waiting.store(true);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (self.ring->try_push(flags, lsn, data, length)) {
-            self.channel->producer_waiting.store(false);
-            shmem::wake_server();
-            return;
-        }
-        shmem::wake_server();
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        self.channel->producer_waiting.store(false);
-        CHECK_FOR_INTERRUPTS();
-        if (stop_wanted())
-            finish();
-        apply_acks(true);
-    }
+// Called when the ring writer wakes up from waiting for room: a stop ends the
+// decoder there, and acks the client sent meanwhile are applied.
+bool on_ring_wakeup(void *) {
+    if (stop_wanted())
+        finish();
+    apply_acks(true);
+    return false;
 }
 
 void prepare_ring_write(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) { resetStringInfo(ctx->out); }
 
-// Splits what the plugin wrote into ring records; the last record of a message
-// carries kRecordMessageEnd and, if it ends a transaction, its nextlsn.
+// What the plugin wrote goes to the ring; the last record of a message carries
+// kRecordMessageEnd and, if it ends a transaction, its nextlsn.
 void write_to_ring(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool last_write) {
     const XLogRecPtr txn_end = last_write ? output::finished_transaction_lsn(ctx) : InvalidXLogRecPtr;
-    const char *data = ctx->out->data;
-    std::size_t remaining = static_cast<std::size_t>(ctx->out->len);
-    do {
-        const std::size_t n = remaining < self.max_record ? remaining : self.max_record;
-        const bool last = last_write && n == remaining;
-        push_record(last ? shmem::kRecordMessageEnd : 0, last ? txn_end : 0, data, static_cast<std::uint32_t>(n));
-        data += n;
-        remaining -= n;
-    } while (remaining > 0);
+    (void)self.writer.write(ctx->out->data, static_cast<std::size_t>(ctx->out->len), last_write, txn_end);
     if (txn_end != InvalidXLogRecPtr)
         self.last_emitted_end = txn_end;
 }
@@ -357,10 +332,9 @@ extern "C" PGDLLEXPORT void pgcdcws_decoder_main(Datum main_arg) {
     if (!shmem::publish_decoder(ch, self.generation))
         proc_exit(0);
     self.channel = ch;
-    self.ring = shmem::ring(self.index);
-    self.max_record = self.ring->max_payload() < static_cast<std::size_t>(output::kFragmentBytes)
-                          ? self.ring->max_payload()
-                          : static_cast<std::size_t>(output::kFragmentBytes);
+    self.writer = shmem::make_ring_writer(shmem::ring(self.index), ch->producer_waiting,
+                                          static_cast<std::size_t>(output::kFragmentBytes), decoder::on_ring_wakeup,
+                                          nullptr);
 
     char slot_name[NAMEDATALEN];
     strlcpy(slot_name, ch->slot_name, NAMEDATALEN);

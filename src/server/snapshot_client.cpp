@@ -3,6 +3,7 @@
 
 #include "server/snapshot_client.hpp"
 
+#include "shmem/ring_io.hpp"
 #include "shmem/state.hpp"
 
 namespace pgcdcws::server {
@@ -46,11 +47,8 @@ int SnapshotClient::on_writable() {
     static std::vector<unsigned char> *buffer = new std::vector<unsigned char>();
     buffer->resize(LWS_PRE + header.length);
     ring->copy_payload(header, reinterpret_cast<char *>(buffer->data() + LWS_PRE));
-    ring->pop(header);
     shmem::SnapshotEntry *entry = shmem::snapshot_entry(entry_);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (entry->request.producer_waiting.load())
-        shmem::wake_snapshot_worker(entry);
+    shmem::pop_record(ring, header, entry->request.producer_waiting, entry->worker_latch);
     std::size_t length = header.length;
     if (!replied_ && length > 0 && !extra_headers_.empty()) {
         // The reply's first record starts with the worker's status line: the

@@ -11,6 +11,7 @@
 #include "protocol/http_response.hpp"
 #include "protocol/lsn.hpp"
 #include "protocol/ws_frame.hpp"
+#include "shmem/ring_io.hpp"
 
 namespace pgcdcws::server {
 
@@ -233,10 +234,7 @@ int StreamClient::on_writable() {
                 mode |= LWS_WRITE_NO_FIN;
             const int written =
                 lws_write(wsi_, buf.data() + LWS_PRE, header.length, static_cast<enum lws_write_protocol>(mode));
-            ring_->pop(header);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (ch_->producer_waiting.load())
-                shmem::wake_decoder(ch_);
+            shmem::pop_record(ring_, header, ch_->producer_waiting, ch_->decoder_latch);
             if (written < static_cast<int>(header.length))
                 return -1;
             bytes += header.length;

@@ -43,6 +43,18 @@ bool Ring::try_push(std::uint32_t flags, std::uint64_t lsn, const char *payload,
     return true;
 }
 
+bool Ring::push_or_announce_wait(std::uint32_t flags, std::uint64_t lsn, const char *payload, std::uint32_t length,
+                                 std::atomic<bool> &producer_waiting) {
+    if (try_push(flags, lsn, payload, length))
+        return true;
+    producer_waiting.store(true);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!try_push(flags, lsn, payload, length))
+        return false;
+    producer_waiting.store(false);
+    return true;
+}
+
 bool Ring::peek(RecordHeader &header) const {
     const std::uint64_t read = read_pos_.load(std::memory_order_relaxed);
     const std::uint64_t write = write_pos_.load(std::memory_order_acquire);
@@ -61,6 +73,12 @@ void Ring::copy_payload(const RecordHeader &header, char *out) const {
 void Ring::pop(const RecordHeader &header) {
     const std::uint64_t read = read_pos_.load(std::memory_order_relaxed);
     read_pos_.store(read + record_size(header.length), std::memory_order_release);
+}
+
+bool Ring::pop_waking(const RecordHeader &header, const std::atomic<bool> &producer_waiting) {
+    pop(header);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return producer_waiting.load();
 }
 
 }  // namespace pgcdcws::shmem

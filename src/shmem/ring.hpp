@@ -6,7 +6,11 @@
 // block the other. This ring is plain memory with two monotonically growing
 // positions, so either process can restart and the other sees a consistent state.
 // Lock-free std::atomic<uint64_t> is address-free, so it works across processes.
-// Wakeups (latches) are the caller's business; this file has no Postgres headers.
+// Latches are the caller's business (shmem/ring_io.hpp); this file has no Postgres
+// headers. The flag protocol that makes a wakeup never lost is here:
+// a producer that finds the ring full announces it will sleep
+// (push_or_announce_wait), a consumer that frees space sees the announcement
+// (pop_waking), both with a full fence between their store and their load.
 #pragma once
 
 #include <atomic>
@@ -41,12 +45,21 @@ public:
     // Producer side. Returns false (and writes nothing) when the ring lacks space.
     bool try_push(std::uint32_t flags, std::uint64_t lsn, const char *payload, std::uint32_t length);
 
+    // Producer side, before sleeping: like try_push, but a failure leaves
+    // `producer_waiting` set (after a fence and a second try), so a consumer
+    // that frees space afterwards sees it and wakes the producer. The producer
+    // clears the flag once woken.
+    bool push_or_announce_wait(std::uint32_t flags, std::uint64_t lsn, const char *payload, std::uint32_t length,
+                               std::atomic<bool> &producer_waiting);
+
     // Consumer side: the oldest record, if any.
     bool peek(RecordHeader &header) const;
     // Copies the payload of the record peek() returned.
     void copy_payload(const RecordHeader &header, char *out) const;
     // Releases the record peek() returned.
     void pop(const RecordHeader &header);
+    // pop(), then whether the producer announced it sleeps for room (it must be woken).
+    bool pop_waking(const RecordHeader &header, const std::atomic<bool> &producer_waiting);
 
     // Drops everything (consumer side; used when a stream is reset).
     void clear() { read_pos_.store(write_pos_.load(std::memory_order_acquire), std::memory_order_release); }

@@ -109,24 +109,19 @@ SnapshotEntry *snapshot_entry(int index) {
 }
 
 void wake_server() {
-    if (!shared)
-        return;
-    Latch *latch = shared->server_latch.load(std::memory_order_acquire);
-    if (latch)
-        SetLatch(latch);
+    if (shared)
+        wake(shared->server_latch);
 }
 
-void wake_decoder(Channel *ch) {
-    Latch *latch = ch->decoder_latch.load(std::memory_order_acquire);
-    if (latch)
-        SetLatch(latch);
+void wake(const std::atomic<Latch *> &latch) {
+    Latch *set = latch.load(std::memory_order_acquire);
+    if (set)
+        SetLatch(set);
 }
 
-void wake_snapshot_worker(SnapshotEntry *entry) {
-    Latch *latch = entry->worker_latch.load(std::memory_order_acquire);
-    if (latch)
-        SetLatch(latch);
-}
+void wake_decoder(Channel *ch) { wake(ch->decoder_latch); }
+
+void wake_snapshot_worker(SnapshotEntry *entry) { wake(entry->worker_latch); }
 
 bool raise_lsn(std::atomic<std::uint64_t> &target, std::uint64_t lsn) {
     std::uint64_t current = target.load(std::memory_order_relaxed);

@@ -138,8 +138,10 @@ SnapshotEntry *snapshot_entry(int index);
 // Response bytes of the entry's current snapshot data request (worker -> server).
 Ring *snapshot_ring(int index);
 
-// Wakes the server / a decoder (no-op when absent).
+// Wakes the server / a decoder / the process whose latch is published in
+// `latch` (no-op when absent).
 void wake_server();
+void wake(const std::atomic<Latch *> &latch);
 void wake_decoder(Channel *ch);
 void wake_snapshot_worker(SnapshotEntry *entry);
 

@@ -5,6 +5,7 @@
 #include "config.hpp"
 #include "output/json_writer.hpp"
 #include "output/value_writer.hpp"
+#include "shmem/ring_io.hpp"
 
 namespace pgcdcws::snapshot {
 
@@ -17,10 +18,9 @@ constexpr int kFlushBytes = 64 * 1024;
 
 struct Response {
     shmem::SnapshotEntry *entry;
-    shmem::Ring *ring;
+    shmem::RingWriter writer;  // into the entry's ring; wrote_any: the status can no longer change
     StringInfoData buf;
     bool head_sent;  // a status line is in buf or gone
-    bool flushed;    // bytes went to the ring: the status can no longer change
     bool abandoned;  // the client left, or the snapshot ends: produce nothing more
     bool complete;   // the whole reply is in buf: sent after the request's subtransaction ends
     std::uint32_t server_generation;
@@ -51,44 +51,19 @@ void touch(shmem::SnapshotEntry *entry) {
 output::StringInfoStream row_stream;
 output::JsonWriter *row_writer = nullptr;
 
+// A wait for room in the ring ends the read when give_up says so.
+bool on_ring_wakeup(void *response) { return give_up(static_cast<Response *>(response)); }
+
 // Puts buf into the ring (in records the ring can hold), waiting for room.
 // Returns false when the client has left.
 bool flush(Response *r, bool last) {
-    const std::size_t max_record = r->ring->max_payload() < static_cast<std::size_t>(kFlushBytes)
-                                       ? r->ring->max_payload()
-                                       : static_cast<std::size_t>(kFlushBytes);
-    const char *data = r->buf.data;
-    std::size_t remaining = static_cast<std::size_t>(r->buf.len);
-    do {
-        const std::size_t n = remaining < max_record ? remaining : max_record;
-        const bool end = last && n == remaining;
-        for (;;) {
-            // A client that stops reading is cancelled by the server (see
-            // SnapshotClient::stalled), which give_up sees.
-            if (give_up(r)) {
-                r->abandoned = true;
-                resetStringInfo(&r->buf);
-                return false;
-            }
-            if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n)))
-                break;
-            r->entry->request.producer_waiting.store(true);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (r->ring->try_push(end ? shmem::kRecordMessageEnd : 0, 0, data, static_cast<std::uint32_t>(n))) {
-                r->entry->request.producer_waiting.store(false);
-                break;
-            }
-            shmem::wake_server();
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
-            ResetLatch(MyLatch);
-            r->entry->request.producer_waiting.store(false);
-            CHECK_FOR_INTERRUPTS();
-        }
-        shmem::wake_server();
-        r->flushed = true;
-        data += n;
-        remaining -= n;
-    } while (remaining > 0);
+    // A client that stops reading is cancelled by the server (see
+    // SnapshotClient::stalled), which give_up sees.
+    if (give_up(r) || !r->writer.write(r->buf.data, static_cast<std::size_t>(r->buf.len), last, 0)) {
+        r->abandoned = true;
+        resetStringInfo(&r->buf);
+        return false;
+    }
     resetStringInfo(&r->buf);
     return true;
 }
@@ -490,9 +465,9 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
 
     Response r;
     r.entry = entry;
-    r.ring = shmem::snapshot_ring(index);
+    r.writer = shmem::make_ring_writer(shmem::snapshot_ring(index), entry->request.producer_waiting, kFlushBytes,
+                                       on_ring_wakeup, &r);
     r.head_sent = false;
-    r.flushed = false;
     r.abandoned = false;
     r.complete = false;
     r.server_generation = shmem::state()->server_generation.load();
@@ -540,7 +515,7 @@ void serve_request(shmem::SnapshotEntry *entry, int index) {
         RollbackAndReleaseCurrentSubTransaction();
         MemoryContextSwitchTo(caller_context);
         CurrentResourceOwner = caller_owner;
-        if (!r.flushed) {
+        if (!r.writer.wrote_any) {
             char message[1400];
             int status = phase == Phase::Query ? 500 : 400;
             if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE) {

@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -340,6 +342,49 @@ TEST(Ring, ClearDropsEverything) {
     expect_record(*ring, kRecordMessageEnd, 3, "three");
 }
 
+// ---- the wait flag: a producer that sleeps for room is woken by the consumer ----
+
+TEST(Ring, PushOrAnnounceWaitSetsTheFlagOnlyWhenFull) {
+    RingMemory ring(256);
+    std::atomic<bool> waiting{false};
+    const std::string p48(48, 'w');  // 64-byte records: 4 fill the ring
+    for (int i = 0; i < 4; ++i) {
+        ASSERT_TRUE(ring->push_or_announce_wait(0, i, p48.data(), 48, waiting)) << i;
+        EXPECT_FALSE(waiting.load()) << "a push with room announced a wait";
+    }
+    const std::string before = ring.bytes();
+    EXPECT_FALSE(ring->push_or_announce_wait(kRecordMessageEnd, 9, p48.data(), 48, waiting));
+    EXPECT_TRUE(waiting.load());
+    EXPECT_EQ(ring.bytes(), before) << "a refused push modified the ring";
+
+    // The consumer frees a record and learns the producer must be woken.
+    RecordHeader h{};
+    ASSERT_TRUE(ring->peek(h));
+    EXPECT_EQ(h.lsn, 0u);
+    EXPECT_TRUE(ring->pop_waking(h, waiting));
+    EXPECT_EQ(ring->used(), 192u);
+
+    // Woken, the producer clears the flag and its record fits.
+    waiting.store(false);
+    ASSERT_TRUE(ring->push_or_announce_wait(kRecordMessageEnd, 9, p48.data(), 48, waiting));
+    EXPECT_FALSE(waiting.load());
+    ASSERT_TRUE(ring->peek(h));
+    EXPECT_FALSE(ring->pop_waking(h, waiting)) << "nobody waits: no wakeup";
+    for (int i = 2; i < 4; ++i)
+        expect_record(*ring, 0, i, p48);
+    expect_record(*ring, kRecordMessageEnd, 9, p48);
+    EXPECT_TRUE(ring->empty());
+}
+
+TEST(Ring, PushOrAnnounceWaitNeverTakesAnOversizedRecord) {
+    RingMemory ring(256);
+    std::atomic<bool> waiting{false};
+    const std::string big(ring->max_payload() + 1, 'x');
+    EXPECT_FALSE(ring->push_or_announce_wait(0, 0, big.data(), static_cast<std::uint32_t>(big.size()), waiting));
+    EXPECT_TRUE(waiting.load());
+    EXPECT_TRUE(ring->empty());
+}
+
 // ---- shared memory: two mappings, two processes ----------------------------------------
 
 // The ring stores no pointers: a second mapping of the same memory at another
@@ -523,6 +568,101 @@ TEST(RingStress, TwoProcessesThroughSharedMemory) {
     ASSERT_TRUE(error.empty()) << error;
     EXPECT_EQ(received, kRecords);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+}
+
+// A latch as Postgres has one: set wakes a waiter; a set before the wait is kept
+// until reset.
+class TestLatch {
+public:
+    void set() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            set_ = true;
+        }
+        cv_.notify_one();
+    }
+    // True when set, false on timeout.
+    bool wait(std::chrono::milliseconds timeout) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return cv_.wait_for(lock, timeout, [this] { return set_; });
+    }
+    void reset() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        set_ = false;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool set_ = false;
+};
+
+// The producer loop of shmem::RingWriter against the consumer of
+// shmem::pop_record, with a small ring so that the producer sleeps often: a
+// sleep that ends by timeout while the ring had room for the record is a lost
+// wakeup. The timeout is long (a descheduled consumer is not a lost wakeup).
+TEST(RingStress, ProducerSleepingForRoomIsAlwaysWoken) {
+    constexpr std::uint64_t kRecords = 20000;
+    constexpr auto kLostAfter = std::chrono::milliseconds(5000);
+    RingMemory mem(1024);  // stress_length: up to 200 bytes or max_payload (496)
+    Ring &ring = *mem;
+    const std::size_t max = ring.max_payload();
+    std::atomic<bool> waiting{false};
+    TestLatch producer_latch;
+    std::atomic<bool> failed{false};
+    std::uint64_t sleeps = 0, lost_wakeups = 0;
+    const auto deadline = std::chrono::steady_clock::now() + kStressDeadline;
+
+    std::thread producer([&] {
+        for (std::uint64_t seq = 0; seq < kRecords && !failed; ++seq) {
+            const std::string p = payload_for(seq, stress_length(seq, max));
+            const auto length = static_cast<std::uint32_t>(p.size());
+            while (!ring.push_or_announce_wait(0, seq + 1, p.data(), length, waiting)) {
+                ++sleeps;
+                const bool woken = producer_latch.wait(kLostAfter);
+                producer_latch.reset();
+                waiting.store(false);
+                if (!woken && ring.capacity() - ring.used() >= record_size(length))
+                    ++lost_wakeups;
+                if (std::chrono::steady_clock::now() > deadline) {
+                    failed = true;
+                    return;
+                }
+            }
+        }
+    });
+
+    std::uint64_t received = 0;
+    std::vector<char> buf(max);
+    while (received < kRecords && !failed) {
+        RecordHeader h{};
+        if (!ring.peek(h)) {
+            if (std::chrono::steady_clock::now() > deadline)
+                failed = true;
+            std::this_thread::yield();
+            continue;
+        }
+        ring.copy_payload(h, buf.data());
+        const std::string expected = payload_for(received, stress_length(received, max));
+        if (h.lsn != received + 1 || h.length != expected.size() ||
+            std::memcmp(buf.data(), expected.data(), expected.size()) != 0) {
+            failed = true;
+            break;
+        }
+        if (ring.pop_waking(h, waiting))
+            producer_latch.set();
+        ++received;
+        // A consumer slower than the producer now and then: the ring fills.
+        if (received % 64 == 0)
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    producer.join();
+
+    ASSERT_FALSE(failed) << "after " << received << " records";
+    EXPECT_EQ(received, kRecords);
+    EXPECT_EQ(lost_wakeups, 0u);
+    EXPECT_GT(sleeps, 0u) << "the producer never waited for room: the test tested nothing";
+    RecordProperty("sleeps", std::to_string(sleeps));
 }
 
 }  // namespace
