@@ -10,7 +10,6 @@
 // SnapshotScheduler), as the role admitted here (identity_of, init_role).
 #pragma once
 
-#include <cstddef>
 #include <unordered_map>
 
 #include <libwebsockets.h>
@@ -21,10 +20,6 @@
 #include "server/gate.hpp"
 
 namespace pgcdcws::server {
-
-// Request line and headers (request_head_bytes): room for an 8 kB token in
-// Authorization or the query string besides ordinary headers. Beyond it: 431.
-constexpr std::size_t kMaxRequestHeaderBytes = 16 * 1024;
 
 class Admission {
 public:

@@ -13,8 +13,8 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "protocol/host_header.hpp"
-#include "server/admission.hpp"
 #include "server/connection_guard.hpp"
+#include "server/http_io.hpp"
 #include "server/server_log.hpp"
 #include "server/tls.hpp"
 
