@@ -1,6 +1,6 @@
 // Which endpoint a request path names. Every request passes through the server's
-// request gate (server/gate.cpp), which uses this to pick a handler; auth and
-// limits will sit there too. Pure function, unit-tested.
+// request gate (server/gate.cpp, called by server/admission.cpp), which uses
+// this to pick a handler. Pure function, unit-tested.
 #pragma once
 
 #include <string_view>

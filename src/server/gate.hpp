@@ -1,7 +1,7 @@
-// The request gate: every HTTP request and WebSocket upgrade passes here first.
-// It picks the endpoint and decides whether the request may proceed. Auth
-// (pgcdcws.auth) and connection limits belong here, so that no endpoint can
-// forget them.
+// The request gate: which endpoint a request names, and whether its method and
+// upgrade fit that endpoint (405, 426, 400; 404 for no endpoint). No Postgres,
+// no lws. Admission::admit (admission.hpp) calls it for every request and adds
+// the browser, authentication and per-role checks to its decision.
 #pragma once
 
 #include <string>

@@ -19,6 +19,9 @@ std::string path_of(struct lws *wsi, const char *method);
 // separators). Headers it does not know (X-...) are stored but not visible:
 // they count only toward lws's own buffer (max_http_header_data).
 std::size_t request_head_bytes(struct lws *wsi);
+// Their limit: room for an 8 kB token in Authorization or the query string
+// besides ordinary headers. Beyond it: 431 (Admission::admit).
+constexpr std::size_t kMaxRequestHeaderBytes = 16 * 1024;
 
 // Writes a whole HTTP/1.1 error response with a JSON body (and the CORS headers
 // when the request comes from an allowed origin); extra_headers: more header

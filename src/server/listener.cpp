@@ -14,6 +14,7 @@
 #include "pg/guard.hpp"
 #include "protocol/host_header.hpp"
 #include "server/connection_guard.hpp"
+#include "server/http_io.hpp"
 #include "server/server_log.hpp"
 #include "server/tls.hpp"
 
@@ -136,6 +137,18 @@ bool loopback_only = false;
 
 bool listening_on_loopback_only() { return loopback_only; }
 
+namespace {
+
+// lws's header buffer, allocated per connection while its request is read:
+// twice our limit, so that a request over the limit still parses and gets its
+// 431. lws 4.1 closes a request beyond this without an answer (its parser has
+// no hook to answer from).
+constexpr unsigned short kHeaderBufferBytes = 2 * kMaxRequestHeaderBytes;
+
+// Creates a vhost serving `protocols` for every listen address; returns how
+// many listen (0: none could, or pgcdcws.auth = trust with a non-loopback
+// address, which is logged; -1: pgcdcws.ssl is on and the certificate or key
+// cannot be used, which is logged). With pgcdcws.ssl every vhost is TLS only.
 int create_listeners(struct lws_context *context, const struct lws_protocols *protocols,
                      const lws_retry_bo_t *retry_policy) {
     TlsFiles files;
@@ -204,6 +217,54 @@ int create_listeners(struct lws_context *context, const struct lws_protocols *pr
         }
     }
     return listening;
+}
+
+}  // namespace
+
+struct lws_context *create_lws_context(uv_loop_t *loop, void *user, const struct lws_protocols *protocols,
+                                       std::size_t connection_cap) {
+    // lws keeps pointers to it in the context and every vhost.
+    static lws_retry_bo_t retry_policy;
+    std::memset(&retry_policy, 0, sizeof retry_policy);
+    retry_policy.secs_since_valid_ping = static_cast<uint16_t>(config::ping_interval_s);
+    retry_policy.secs_since_valid_hangup = static_cast<uint16_t>(2 * config::ping_interval_s);
+
+    void *foreign_loops[1] = {loop};
+    struct lws_context_creation_info info;
+    std::memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (config::ssl)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.foreign_loops = foreign_loops;
+    info.user = user;
+    info.uid = -1;
+    info.gid = -1;
+    info.retry_and_idle_policy = &retry_policy;
+    // lws closes a connection whose request body pauses longer than this,
+    // silently (default 5 s): our request deadline (a 408) must decide first.
+    info.timeout_secs = 2 * kRequestDeadlineMs / 1000;
+    // One header buffer per connection we keep (lws's default: one per possible fd).
+    info.max_http_header_pool2 = static_cast<unsigned int>(connection_cap);
+    info.max_http_header_data = kHeaderBufferBytes;
+    struct lws_context *context = lws_create_context(&info);
+    if (!context) {
+        log_guarded(LOG, "could not create the libwebsockets context");
+        return nullptr;
+    }
+
+    const int listening = create_listeners(context, protocols, &retry_policy);
+    if (listening < 0)
+        return nullptr;  // the TLS files cannot be used; create_listeners said why
+    if (listening == 0) {
+        log_guarded(LOG, "no listen address usable (pgcdcws.listen_addresses = '" +
+                             std::string(config::listen_addresses ? config::listen_addresses : "") +
+                             "', pgcdcws.port = " + std::to_string(config::port) + "); retrying later");
+        return nullptr;
+    }
+    log_guarded(LOG, "listening on port " + std::to_string(config::port) + (config::ssl ? " (TLS only, " : " (") +
+                         std::to_string(listening) + " address" + (listening > 1 ? "es" : "") + "), at most " +
+                         std::to_string(connection_cap) + " connections");
+    return context;
 }
 
 }  // namespace pgcdcws::server

@@ -1,7 +1,9 @@
 // The pgcdcws server ("pgcdcws server"): a static background worker that owns
 // the listening port. libwebsockets runs on a libuv loop that this process
-// drives from a Postgres WaitEventSet (libuv's epoll fd + our latch +
-// postmaster death), all on one thread. It routes clients and never decodes.
+// drives from a Postgres WaitEventSet (event_loop.hpp), all on one thread. It
+// routes clients and never decodes. server.cpp dispatches lws events to the
+// part that serves each connection, every request through Admission
+// (admission.hpp) first.
 #pragma once
 
 #include "pg/pg.hpp"
