@@ -18,6 +18,8 @@ struct Seen {
     char name[NAMEDATALEN];
     TimestampTz marked;
     TimestampTz last_used;
+    XLogRecPtr confirmed_flush;  // a consumer between passes (pg_logical_slot_get_changes,
+    XLogRecPtr restart_lsn;      // cdc_ack) moves these: that is use too
 };
 Seen *seen = nullptr;
 int seen_count = 0;
@@ -93,12 +95,19 @@ void drop_unused_temporary() {
         const TimestampTz marked = temporary_since(name);
         if (marked == 0)
             continue;
+        SlotInfo info;
+        if (!find(name, &info))
+            continue;  // dropped meanwhile
         TimestampTz since = marked;
+        bool moved = false;
         for (int j = 0; j < seen_count; j++)
-            if (seen[j].marked == marked && std::strcmp(seen[j].name, name) == 0 && seen[j].last_used > since)
-                since = seen[j].last_used;
-        TimestampTz ended_at;
-        const bool used = slots[i].active_pid != 0 || used_by_pgcdcws(name, &ended_at);
+            if (seen[j].marked == marked && std::strcmp(seen[j].name, name) == 0) {
+                if (seen[j].last_used > since)
+                    since = seen[j].last_used;
+                moved = seen[j].confirmed_flush != info.confirmed_flush || seen[j].restart_lsn != info.restart_lsn;
+            }
+        TimestampTz ended_at = 0;
+        const bool used = moved || info.active_pid != 0 || slots[i].active_pid != 0 || used_by_pgcdcws(name, &ended_at);
         if (used)
             since = now;
         else if (ended_at > since)
@@ -113,6 +122,8 @@ void drop_unused_temporary() {
         strlcpy(s->name, name, NAMEDATALEN);
         s->marked = marked;
         s->last_used = since;
+        s->confirmed_flush = info.confirmed_flush;
+        s->restart_lsn = info.restart_lsn;
     }
     std::memcpy(seen, next, sizeof(Seen) * next_count);
     seen_count = next_count;

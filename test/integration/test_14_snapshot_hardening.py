@@ -427,6 +427,33 @@ def test_unused_temporary_slots_are_dropped(cluster, slot_as):
         cluster.sql("DROP TABLE hard_tmp_t")
 
 
+def test_temporary_slot_moved_by_a_consumer_is_in_use(cluster, slot_as):
+    """A temporary slot that a consumer moves between the server's looks (here
+    pg_replication_slot_advance, as pg_logical_slot_get_changes or cdc_ack would) is in use:
+    it outlives the grace period while it moves, and goes about 60 s after it stops moving."""
+    grace = UNUSED_TEMPORARY_GRACE_S
+    slot = "hard_tmp_moved"
+    cluster.sql("CREATE TABLE hard_tmp_moved_t (id int PRIMARY KEY)")
+    try:
+        slot_as(REPL_ROLE, slot, snapshot=False, temporary=True)
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < grace + 15:
+            n += 1
+            cluster.sql("INSERT INTO hard_tmp_moved_t VALUES (%s)", (n,))
+            cluster.sql("SELECT pg_replication_slot_advance(%s, pg_current_wal_lsn())", (slot,))
+            last_move = time.monotonic()
+            time.sleep(4)  # pacing the consumer, not an assertion
+        assert cluster.slot_exists(slot)
+
+        async def main():
+            await apoll(lambda: not cluster.slot_exists(slot), grace * 3, interval=0.5, what=f"{slot} dropped")
+        asyncio.run(main())
+        assert time.monotonic() - last_move >= grace - 2
+    finally:
+        cluster.sql("DROP TABLE hard_tmp_moved_t")
+
+
 # ------------------------------------------------------ 5. one client cannot starve others
 @pytest.mark.parametrize("rows", [1000, 2500, 20000])
 def test_stalled_reader_does_not_hold_up_others(cluster, slot_as, rows):
