@@ -477,9 +477,17 @@ def test_stalled_reader_does_not_hold_up_others(cluster, slot_as, rows):
         body = ('{"slotName": "%s", "table": "hard_big", "limit": %d}' % (slot, rows)).encode()
         stalled.sendall(b"POST /v1/snapshot/data HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        wait_for(lambda: cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
-                                     "AND query LIKE 'reading hard_big%'"), 30, interval=0.05,
-                 what="the snapshot worker to serve client A")
+        def serving_a():
+            # Either the worker is still reading for A, or it already was: a small reply can
+            # be produced whole between two polls, but its first bytes then wait in A's socket.
+            if cluster.sql("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgcdcws snapshot' "
+                           "AND query LIKE 'reading hard_big%'"):
+                return True
+            try:
+                return len(stalled.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == 1
+            except BlockingIOError:
+                return False
+        wait_for(serving_a, 30, interval=0.05, what="the snapshot worker to serve client A")
         if rows == 20000:
             # Alone, A may pause as long as it likes: nobody waits for it. (Something that does
             # not happen can only be shown over time: 7 s, past the 5 s limit.)
