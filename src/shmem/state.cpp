@@ -4,6 +4,7 @@
 #include "shmem/state.hpp"
 
 #include "config.hpp"
+#include "shmem/broadcast_area.hpp"
 
 namespace pgcdcws::shmem {
 
@@ -14,6 +15,7 @@ char *channels_base = nullptr;
 char *rings_base = nullptr;
 char *snapshots_base = nullptr;
 char *snapshot_rings_base = nullptr;
+char *broadcast_base = nullptr;
 std::size_t ring_stride = 0;
 
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
@@ -28,6 +30,7 @@ std::size_t total_size() {
     size = add_size(size, mul_size(MAXALIGN(Ring::size_for(ring_capacity_bytes())), config::max_streams));
     size = add_size(size, mul_size(MAXALIGN(sizeof(SnapshotEntry)), snapshot_count()));
     size = add_size(size, mul_size(MAXALIGN(Ring::size_for(ring_capacity_bytes())), snapshot_count()));
+    size = add_size(size, broadcast_shmem_size());
     return size;
 }
 
@@ -42,6 +45,8 @@ void layout(char *base) {
     snapshots_base = p;
     p += MAXALIGN(sizeof(SnapshotEntry)) * snapshot_count();
     snapshot_rings_base = p;
+    p += ring_stride * snapshot_count();
+    broadcast_base = p;
 }
 
 void request_shmem() {
@@ -88,6 +93,7 @@ void startup_shmem() {
             Ring::create(snapshot_rings_base + ring_stride * i, shared->ring_capacity);
         }
     }
+    broadcast_shmem_init(broadcast_base, found);
     LWLockRelease(AddinShmemInitLock);
 }
 
