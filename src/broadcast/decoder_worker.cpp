@@ -17,9 +17,12 @@ namespace {
 // How often an idle decoder looks for WAL without being woken (commits wake it,
 // see module.cpp; this matters for asynchronous commits).
 constexpr long kIdlePollMs = 100;
-// The slot is confirmed up to what was decoded at most this often while
-// decoding flat out (and whenever idle).
-constexpr long kConfirmIntervalMs = 100;
+// The slot is confirmed up to what was decoded at most this often (a
+// confirmation that moves restart_lsn writes the slot's state file).
+constexpr long kConfirmIntervalMs = 500;
+// Subscriptions are checked against the current catalogs this often
+// (engine_recheck: dropped tables, revoked SELECT).
+constexpr long kRecheckMs = 2000;
 // Whether this decoder is still the wanted generation is read (under the
 // shared lock) at most this often; a stop request is seen at once.
 constexpr long kGenerationCheckMs = 200;
@@ -34,6 +37,7 @@ struct WorkerState {
     shmem::RingWriter writer;
     TimestampTz last_confirm;
     TimestampTz last_generation_check;
+    TimestampTz last_recheck;
 };
 
 WorkerState self;
@@ -182,6 +186,11 @@ void run() {
         // before `start` is ever decoded.
         const XLogRecPtr position = ctx->reader->EndRecPtr > start ? ctx->reader->EndRecPtr : start;
         engine_poll_control(position);
+        const TimestampTz now = GetCurrentTimestamp();
+        if (TimestampDifferenceExceeds(self.last_recheck, now, kRecheckMs)) {
+            self.last_recheck = now;
+            engine_recheck();
+        }
 
         char *errm = nullptr;
         XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
@@ -197,7 +206,7 @@ void run() {
         }
 
         // Caught up with flushed WAL.
-        confirm(ctx, true);
+        confirm(ctx, false);
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kIdlePollMs, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }

@@ -222,14 +222,18 @@ void send_change(XLogRecPtr lsn, TransactionId xid, const std::vector<wire::Reci
     (void)output_writer->write(body, static_cast<std::size_t>(body_len), true, lsn);
 }
 
+void forget_access(Oid relid);
+
 // Unlists the subscription and frees it; with a reason, tells the server.
 void end_subscription(Sub *s, const char *reason) {
     const SubscriptionHandle h = s->handle;
     (void)cxx([&] { index->remove(h); });
     subs_by_slot[h.slot] = nullptr;
     auto it = rels.find(s->relid);
-    if (it != rels.end() && --it->second.subs <= 0)
+    if (it != rels.end() && --it->second.subs <= 0) {
         rels.erase(it);
+        forget_access(s->relid);
+    }
     MemoryContextDelete(s->context);
     if (reason)
         send_ended(h, reason);
@@ -247,6 +251,20 @@ struct AccessEntry {
 std::unordered_map<std::uint64_t, AccessEntry> access_cache;
 
 std::uint64_t access_key(Oid role, Oid relid) { return (std::uint64_t{role} << 32) | relid; }
+
+// The relation has no subscription left: its access decisions go (bounded by
+// what subscriptions exist, not by what ever existed).
+void forget_access(Oid relid) {
+    for (auto it = access_cache.begin(); it != access_cache.end();) {
+        if (static_cast<Oid>(it->first & 0xFFFFFFFFu) == relid) {
+            if (it->second.context)
+                MemoryContextDelete(it->second.context);
+            it = access_cache.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
 
 // Replica identity key columns by attnum - 1 (nullptr without a key identity), in the current context.
 bool *key_attrs(const RelationInfo *info, int natts) {
@@ -568,10 +586,13 @@ void remember(const BroadcastChange &ch) {
 // ---------------------------------------------------------------------------
 // The sink: every decoded change.
 
-bool wanted(Oid relid) { return window_cap() > 0 || rels.count(relid) > 0; }
+// Asked once per decoded change (and per truncated relation).
+bool wanted(Oid relid) {
+    area->changes_decoded.fetch_add(1, std::memory_order_relaxed);
+    return window_cap() > 0 || rels.count(relid) > 0;
+}
 
 void on_change(const BroadcastChange &ch) {
-    area->changes_decoded.fetch_add(1, std::memory_order_relaxed);
     const Oid relid = RelationGetRelid(ch.relation);
     TupleDesc desc = RelationGetDescr(ch.relation);
     recipients.clear();
@@ -656,6 +677,17 @@ void on_relcache(Datum, Oid relid) {
 void on_roles(Datum, int, uint32) {
     for (auto &entry : access_cache)
         entry.second.valid = false;
+}
+
+// The catalog caches may hold entries read with decoding's historic
+// snapshots, older than the catalogs: checks with the current catalogs
+// forget the entries they read (roles, memberships, tables' ACLs) before and
+// after, as the stream's rechecks do (output/row_access.cpp). The callbacks
+// expire the access decisions, so decoding decides again.
+void forget_privilege_cache_entries() {
+    CatalogCacheFlushCatalog(AuthIdRelationId);
+    CatalogCacheFlushCatalog(AuthMemRelationId);
+    CatalogCacheFlushCatalog(RelationRelationId);
 }
 
 // ---------------------------------------------------------------------------
@@ -886,7 +918,9 @@ void install(XLogRecPtr position) {
 
     StartTransactionCommand();
     PushActiveSnapshot(GetTransactionSnapshot());
+    forget_privilege_cache_entries();
     const bool ok = run_in_subtransaction(prepare_body, nullptr, install_error, sizeof install_error);
+    forget_privilege_cache_entries();
     PopActiveSnapshot();
     CommitTransactionCommand();
     installing = nullptr;
@@ -1007,6 +1041,42 @@ void engine_poll_control(XLogRecPtr position) {
     // The server may wait for room on the control ring.
     if (popped)
         shmem::wake_server();
+}
+
+void engine_recheck() {
+    if (rels.empty())
+        return;
+    StartTransactionCommand();
+    forget_privilege_cache_entries();
+    long checked = 0;
+    for (Sub *s : subs_by_slot) {
+        if (!s)
+            continue;
+        checked++;
+        bool missing = false;
+        const bool may_select = pg_class_aclcheck_ext(s->relid, s->role, ACL_SELECT, &missing) == ACLCHECK_OK;
+        if (missing) {
+            if (!cxx([&] { to_end.push_back(s); }))
+                out_of_memory("recheck");
+            continue;
+        }
+        if (!may_select && !cxx([&] { to_end.push_back(s); }))
+            out_of_memory("recheck");
+    }
+    forget_privilege_cache_entries();
+    for (Sub *s : to_end) {
+        if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(s->relid))) {
+            end_subscription(s, "the subscription's table was dropped");
+            continue;
+        }
+        const char *name = GetUserNameFromId(s->role, true);
+        char *reason = psprintf("role %s may no longer SELECT table %s.%s", name ? name : "(dropped)",
+                                get_namespace_name(get_rel_namespace(s->relid)), get_rel_name(s->relid));
+        end_subscription(s, reason);
+    }
+    to_end.clear();
+    CommitTransactionCommand();
+    ereport(DEBUG1, (errmsg_internal("pgcdcws broadcast: rechecked %ld subscriptions with the current catalogs", checked)));
 }
 
 void engine_apply_settings() {

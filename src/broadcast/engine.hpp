@@ -36,6 +36,11 @@ const output::BroadcastSink *engine_sink();
 // every transaction that committed up to it has gone through the sink.
 void engine_poll_control(XLogRecPtr position);
 
+// Between WAL records, every few seconds: ends the subscriptions whose table
+// was dropped or whose role may no longer SELECT it, with the current catalogs
+// (decoding also ends them at their table's next change, as of its commit).
+void engine_recheck();
+
 // After a configuration reload: applies pgcdcws.broadcast_replay_size.
 void engine_apply_settings();
 

@@ -206,3 +206,17 @@ def test_refusals_and_row_security(cluster):
     cluster.sql("DROP TABLE bd_r")
     cluster.sql("DROP ROLE bd_reader")
     cluster.sql("DROP ROLE bd_nobody")
+
+
+def test_dropped_table_ends_its_subscriptions(cluster):
+    cluster.sql("DROP TABLE IF EXISTS bd_d")
+    cluster.sql("CREATE TABLE bd_d (id int PRIMARY KEY)")
+    d = Decoder(cluster)
+    try:
+        d.subscribe(9, "bd_d", INSERT | DELETE, "id", "lt", ["10"])
+        assert d.take(1, "subscribed")[0].startswith(f"subscribed 9/{d.generation} ")
+        cluster.sql("DROP TABLE bd_d")
+        line = d.take(1, "ended: dropped")[0]
+        assert line == f"ended 9/{d.generation} the subscription's table was dropped", line
+    finally:
+        d.stop()
