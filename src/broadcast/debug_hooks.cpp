@@ -95,6 +95,20 @@ PG_FUNCTION_INFO_V1(pgcdcws_debug_broadcast_status);
 PG_FUNCTION_INFO_V1(pgcdcws_debug_broadcast_subscribe);
 PG_FUNCTION_INFO_V1(pgcdcws_debug_broadcast_unsubscribe);
 PG_FUNCTION_INFO_V1(pgcdcws_debug_broadcast_read);
+PG_FUNCTION_INFO_V1(pgcdcws_debug_broadcast_stats);
+
+// () -> text: the decoder's published counters.
+Datum pgcdcws_debug_broadcast_stats(PG_FUNCTION_ARGS) {
+    require_shmem();
+    shmem::BroadcastArea *a = shmem::broadcast_area();
+    char buf[512];
+    snprintf(buf, sizeof buf, "pid=%d decoded_lsn=%X/%X decoded=%llu matched=%llu window_bytes=%llu window_oldest=%X/%X",
+             a->decoder_pid.load(), LSN_FORMAT_ARGS(a->decoded_lsn.load()),
+             static_cast<unsigned long long>(a->changes_decoded.load()),
+             static_cast<unsigned long long>(a->changes_matched.load()),
+             static_cast<unsigned long long>(a->window_bytes.load()), LSN_FORMAT_ARGS(a->window_oldest.load()));
+    PG_RETURN_TEXT_P(cstring_to_text(buf));
+}
 
 // () -> int: launches a decoder generation.
 Datum pgcdcws_debug_broadcast_start(PG_FUNCTION_ARGS) {

@@ -829,7 +829,7 @@ SubscriptionIndex *replay_index = nullptr;
 // Replays the window entries after `since` that match `s` (its role reads
 // the table without row security), in commit order, to `s` alone.
 void replay(Sub *s, XLogRecPtr since) {
-    std::size_t first = window.first_after(since);
+    std::size_t first = window.first_after(since > window.oldest() ? since : window.oldest());
     if (first >= window.size())
         return;
     const char *error = nullptr;

@@ -11,7 +11,10 @@ void ReplayWindow::push(std::uint64_t lsn, std::size_t bytes, void *payload) {
 
 std::size_t ReplayWindow::trim(std::size_t cap, Release release, void *context) {
     std::size_t evicted = 0;
-    while (!entries_.empty() && bytes_ > cap) {
+    // Entries of the newest evicted transaction that were pushed after its
+    // eviction began (a transaction bigger than the cap) go too: the window
+    // never holds part of a transaction.
+    while (!entries_.empty() && (bytes_ > cap || entries_.front().lsn <= oldest_)) {
         const std::uint64_t lsn = entries_.front().lsn;
         // The whole transaction of the oldest entry.
         while (!entries_.empty() && entries_.front().lsn == lsn) {

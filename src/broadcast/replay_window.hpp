@@ -7,7 +7,8 @@
 //
 // Whole transactions leave together: trimming evicts the oldest entries until
 // the window fits, then the rest of the last evicted entry's transaction (the
-// entries with its LSN), so the window never starts in the middle of one.
+// entries with its LSN, also those pushed later: a transaction bigger than the
+// cap never stays in part), so the window never starts in the middle of one.
 // oldest() is the end LSN of the newest evicted transaction, or the position
 // decoding started from while nothing was evicted: the window holds every
 // change that committed after it.

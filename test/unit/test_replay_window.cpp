@@ -84,3 +84,23 @@ TEST(ReplayWindow, ResetReleasesEverything) {
     EXPECT_EQ(w.bytes(), 0u);
     EXPECT_EQ(w.oldest(), 0x500u);
 }
+
+TEST(ReplayWindow, ATransactionBiggerThanTheCapNeverStaysInPart) {
+    ReplayWindow w(0);
+    std::vector<int> released;
+    w.push(0x100, 4, tag(1));
+    w.push(0x200, 4, tag(2));
+    w.push(0x200, 4, tag(3));
+    EXPECT_EQ(w.trim(6, collect, &released), 3u);  // 0x100 first, then all of 0x200
+    EXPECT_EQ(w.oldest(), 0x200u);
+    // More of the evicted transaction arrives: it is evicted at once, though it would fit.
+    w.push(0x200, 4, tag(4));
+    EXPECT_EQ(w.trim(6, collect, &released), 1u);
+    EXPECT_EQ(released, (std::vector<int>{1, 2, 3, 4}));
+    EXPECT_EQ(w.size(), 0u);
+    // The next transaction stays.
+    w.push(0x300, 4, tag(5));
+    EXPECT_EQ(w.trim(6, collect, &released), 0u);
+    EXPECT_EQ(w.size(), 1u);
+    EXPECT_EQ(w.oldest(), 0x200u);
+}
