@@ -726,6 +726,8 @@ void prepare_body(void *) {
     int next = 0;
     for (std::size_t i = 0; i < m.filters.size(); i++) {
         const wire::ResolvedFilter &f = m.filters[i];
+        if (f.attnum < 1)
+            ereport(ERROR, (errmsg("filter on a system column")));
         HeapTuple tuple = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(f.attnum));
         if (!HeapTupleIsValid(tuple))
             ereport(ERROR, (errmsg("column %d of table %s.%s no longer exists", f.attnum, schema, table)));

@@ -304,9 +304,10 @@ void finish_body(JsonWriter &w, PluginState *state, BroadcastChange &out) {
     out.body_len = body_stream.buf->len;
 }
 
-void broadcast_change(PluginState *state, RelationInfo *info, Relation relation, ReorderBufferChange *change) {
+void broadcast_change(PluginState *state, Relation relation, ReorderBufferChange *change) {
     if (!broadcast_sink->wanted(RelationGetRelid(relation)))
         return;
+    RelationInfo *info = relation_info(relation);
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     TupleDesc desc = RelationGetDescr(relation);
     ensure_scratch(state, desc->natts);
@@ -347,9 +348,10 @@ void broadcast_change(PluginState *state, RelationInfo *info, Relation relation,
     MemoryContextReset(state->change_context);
 }
 
-void broadcast_truncate(PluginState *state, RelationInfo *info, Relation relation) {
+void broadcast_truncate(PluginState *state, Relation relation) {
     if (!broadcast_sink->wanted(RelationGetRelid(relation)))
         return;
+    RelationInfo *info = relation_info(relation);
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     BroadcastChange out;
     std::memset(&out, 0, sizeof out);
@@ -376,7 +378,7 @@ void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation rel
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     if (state->broadcast) {
         // Access is per subscribing role, decided by the engine.
-        return broadcast_change(state, relation_info(relation), relation, change);
+        return broadcast_change(state, relation, change);
     }
     RelationInfo *info = relation_info(relation);
     // The common case costs these tests of one cached entry; a change left
@@ -395,7 +397,7 @@ void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelat
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     if (state->broadcast) {
         for (int i = 0; i < nrelations; i++)
-            broadcast_truncate(state, relation_info(relations[i]), relations[i]);
+            broadcast_truncate(state, relations[i]);
         return;
     }
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
