@@ -247,7 +247,12 @@ struct AccessEntry {
     Access access = Access::None;
     output::RowFilter *filter = nullptr;
     MemoryContext context = nullptr;
+    // With Access::Filtered: whether the change numbered verdict_change passes
+    // the role's row security (computed once per change and role).
+    std::uint64_t verdict_change = 0;
+    bool verdict_visible = false;
 };
+std::uint64_t change_number = 0;
 std::unordered_map<std::uint64_t, AccessEntry> access_cache;
 
 std::uint64_t access_key(Oid role, Oid relid) { return (std::uint64_t{role} << 32) | relid; }
@@ -436,13 +441,6 @@ bool rows_visible(output::RowFilter *filter, const BroadcastChange &ch, TupleDes
     }
 }
 
-// Per change: row security verdicts already computed, by role.
-struct RoleVerdict {
-    Oid role;
-    bool visible;
-};
-std::vector<RoleVerdict> verdicts;
-
 char *role_table_reason(const char *format, Oid role, const RelationInfo *info) {
     const char *name = GetUserNameFromId(role, true);
     return psprintf(format, name ? name : "(dropped)", info->schema, info->table);
@@ -603,7 +601,7 @@ void on_change(const BroadcastChange &ch) {
         const bool *key = key_attrs(ch.info, desc->natts);
         match_rows(*index, relid, ch.action, desc, ch.info->identity, key, ch.new_values, ch.new_nulls,
                    ch.old_values, ch.old_nulls);
-        verdicts.clear();
+        change_number++;
         for (const wire::Recipient &c : candidates) {
             Sub *s = sub_of(c.handle);
             if (!s || ch.end_lsn <= s->deliver_after)
@@ -617,19 +615,11 @@ void on_change(const BroadcastChange &ch) {
                 continue;
             }
             if (access->access == Access::Filtered) {
-                int found = -1;
-                for (std::size_t i = 0; i < verdicts.size(); i++)
-                    if (verdicts[i].role == s->role)
-                        found = static_cast<int>(i);
-                bool visible;
-                if (found >= 0) {
-                    visible = verdicts[found].visible;
-                } else {
-                    visible = rows_visible(access->filter, ch, desc);
-                    if (!cxx([&] { verdicts.push_back(RoleVerdict{s->role, visible}); }))
-                        out_of_memory("matching");
+                if (access->verdict_change != change_number) {
+                    access->verdict_visible = rows_visible(access->filter, ch, desc);
+                    access->verdict_change = change_number;
                 }
-                if (!visible)
+                if (!access->verdict_visible)
                     continue;
             }
             if (!cxx([&] { recipients.push_back(c); }))
@@ -673,8 +663,13 @@ void on_relcache(Datum, Oid relid) {
         d->second->stale = true;
 }
 
+// Set while the engine flushes catalog cache entries itself (no catalog changed).
+bool flushing_caches = false;
+
 // Role attributes and memberships decide access too.
 void on_roles(Datum, int, uint32) {
+    if (flushing_caches)
+        return;
     for (auto &entry : access_cache)
         entry.second.valid = false;
 }
@@ -682,12 +677,15 @@ void on_roles(Datum, int, uint32) {
 // The catalog caches may hold entries read with decoding's historic
 // snapshots, older than the catalogs: checks with the current catalogs
 // forget the entries they read (roles, memberships, tables' ACLs) before and
-// after, as the stream's rechecks do (output/row_access.cpp). The callbacks
-// expire the access decisions, so decoding decides again.
+// after, as the stream's rechecks do (output/row_access.cpp).
+// The access decisions stay: they follow decoding's catalogs, whose changes
+// arrive as invalidations at their commit.
 void forget_privilege_cache_entries() {
+    flushing_caches = true;
     CatalogCacheFlushCatalog(AuthIdRelationId);
     CatalogCacheFlushCatalog(AuthMemRelationId);
     CatalogCacheFlushCatalog(RelationRelationId);
+    flushing_caches = false;
 }
 
 // ---------------------------------------------------------------------------
