@@ -176,15 +176,18 @@ void run() {
 
     for (;;) {
         CHECK_FOR_INTERRUPTS();
+        bool reload_pending_for_engine = false;
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
-            engine_apply_settings();
+            reload_pending_for_engine = true;
         }
         check_stop(false);
         // Before the first record the reader stands at restart_lsn; nothing
         // before `start` is ever decoded.
         const XLogRecPtr position = ctx->reader->EndRecPtr > start ? ctx->reader->EndRecPtr : start;
+        if (reload_pending_for_engine)
+            engine_apply_settings(position);
         engine_poll_control(position);
         const TimestampTz now = GetCurrentTimestamp();
         if (TimestampDifferenceExceeds(self.last_recheck, now, kRecheckMs)) {

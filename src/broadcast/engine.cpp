@@ -498,6 +498,8 @@ MemoryContext window_context = nullptr;
 std::unordered_map<Oid, DescRef *> current_desc;
 
 std::size_t window_cap() { return static_cast<std::size_t>(config::broadcast_replay_size_kb) * 1024; }
+// The cap the window was last trimmed to (engine_apply_settings).
+std::size_t applied_window_cap = 0;
 
 void release_desc(DescRef *d) {
     if (--d->refs > 0)
@@ -961,8 +963,10 @@ void install(XLogRecPtr position) {
             send_gap(h, m.since, position);
         return;
     }
-    if (m.since < window.oldest())
-        send_gap(h, m.since, window.oldest());
+    // Without a window (size 0) nothing before the current position is held.
+    const XLogRecPtr oldest = window_cap() > 0 ? window.oldest() : position;
+    if (m.since < oldest)
+        send_gap(h, m.since, oldest);
     replay(s, m.since);
 }
 
@@ -1011,6 +1015,7 @@ void engine_start(shmem::RingWriter *output, XLogRecPtr start) {
         }))
         out_of_memory("start");
     window.reset(start, nullptr, nullptr);
+    applied_window_cap = window_cap();
     publish_window();
     CacheRegisterRelcacheCallback(on_relcache, 0);
     CacheRegisterSyscacheCallback(AUTHOID, on_roles, 0);
@@ -1079,10 +1084,15 @@ void engine_recheck() {
     ereport(DEBUG1, (errmsg_internal("pgcdcws broadcast: rechecked %ld subscriptions with the current catalogs", checked)));
 }
 
-void engine_apply_settings() {
+void engine_apply_settings(XLogRecPtr position) {
     if (!area)
         return;
-    (void)window.trim(window_cap(), release_entry, nullptr);
+    const std::size_t cap = window_cap();
+    // A window switched on (or off) holds nothing decoded before now.
+    if ((cap == 0) != (applied_window_cap == 0))
+        window.reset(position, release_entry, nullptr);
+    applied_window_cap = cap;
+    (void)window.trim(cap, release_entry, nullptr);
     publish_window();
 }
 

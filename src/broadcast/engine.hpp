@@ -41,7 +41,8 @@ void engine_poll_control(XLogRecPtr position);
 // (decoding also ends them at their table's next change, as of its commit).
 void engine_recheck();
 
-// After a configuration reload: applies pgcdcws.broadcast_replay_size.
-void engine_apply_settings();
+// After a configuration reload, between WAL records (`position` as for
+// engine_poll_control): applies pgcdcws.broadcast_replay_size.
+void engine_apply_settings(XLogRecPtr position);
 
 }  // namespace pgcdcws::broadcast

@@ -15,6 +15,7 @@ HOOKS = [
     ("pgcdcws_debug_broadcast_subscribe(int, int, oid, oid, int, pg_lsn, text, text, text[])", "pg_lsn"),
     ("pgcdcws_debug_broadcast_unsubscribe(int, int)", "void"),
     ("pgcdcws_debug_broadcast_read()", "text[]"),
+    ("pgcdcws_debug_broadcast_stats()", "text"),
 ]
 
 INSERT, UPDATE, DELETE, TRUNCATE = 1, 2, 4, 8
@@ -220,3 +221,32 @@ def test_dropped_table_ends_its_subscriptions(cluster):
         assert line == f"ended 9/{d.generation} the subscription's table was dropped", line
     finally:
         d.stop()
+
+
+def test_without_a_window_since_gets_a_gap_to_the_current_position(cluster):
+    cluster.sql("DROP TABLE IF EXISTS bd_z")
+    cluster.sql("CREATE TABLE bd_z (id int PRIMARY KEY)")
+    cluster.sql("ALTER SYSTEM SET pgcdcws.broadcast_replay_size = 0")
+    cluster.sql("SELECT pg_reload_conf()")
+    d = Decoder(cluster)
+    try:
+        cluster.exec_txn("INSERT INTO bd_z VALUES (1)")
+        after_insert = cluster.sql1("SELECT pg_current_wal_flush_lsn()")
+        # Once the insert is decoded, a since before it must get a gap, not silence.
+        d.subscribe(10, "bd_z", INSERT)
+        assert d.take(1, "subscribed")[0].startswith(f"subscribed 10/{d.generation} ")
+        wait_for(lambda: cluster.sql1(
+            "SELECT split_part(split_part(pgcdcws_debug_broadcast_stats(), 'decoded_lsn=', 2), ' ', 1)::pg_lsn >= %s",
+            (after_insert,)), 30, what="insert decoded")
+        d.subscribe(11, "bd_z", INSERT, since="0/0")
+        lines = d.take(2, "subscribed and gap")
+        assert lines[0].startswith(f"subscribed 11/{d.generation} ")
+        tag, handle, since, oldest = lines[1].split(" ")
+        assert (tag, handle, since) == ("gap", f"11/{d.generation}", "0/0")
+        assert cluster.sql1("SELECT %s::pg_lsn >= %s::pg_lsn", (oldest, after_insert))
+        assert d.read() == []
+    finally:
+        d.stop()
+        cluster.sql("ALTER SYSTEM RESET pgcdcws.broadcast_replay_size")
+        cluster.sql("SELECT pg_reload_conf()")
+    cluster.sql("DROP TABLE bd_z")
