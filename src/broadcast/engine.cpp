@@ -589,50 +589,112 @@ void remember(const BroadcastChange &ch) {
 // Asked once per decoded change (and per truncated relation).
 bool wanted(Oid relid) {
     area->changes_decoded.fetch_add(1, std::memory_order_relaxed);
-    return window_cap() > 0 || rels.count(relid) > 0;
+    // A partition's changes may reach subscriptions on its ancestors.
+    return window_cap() > 0 || rels.count(relid) > 0 || (!rels.empty() && get_rel_relispartition(relid));
+}
+
+// Matches `ch` (rows in the layout of `desc`, the descriptor of `relid`)
+// against the subscriptions on `relid` and appends the recipients its roles
+// may see.
+void collect_recipients(const BroadcastChange &ch, Oid relid, TupleDesc desc) {
+    auto rel = rels.find(relid);
+    if (rel == rels.end() || rel->second.subs <= 0)
+        return;
+    if (!rel->second.verified)
+        verify_relation(relid, desc);
+    const bool *key = key_attrs(ch.info, desc->natts);
+    match_rows(*index, relid, ch.action, desc, ch.info->identity, key, ch.new_values, ch.new_nulls, ch.old_values,
+               ch.old_nulls);
+    change_number++;
+    for (const wire::Recipient &c : candidates) {
+        Sub *s = sub_of(c.handle);
+        if (!s || ch.end_lsn <= s->deliver_after)
+            continue;
+        AccessEntry *access = access_for(s->role, ch.relation, ch.info);
+        if (access->access == Access::None) {
+            // Decoding's catalogs as of this transaction: before the
+            // request (a since= replay), the server's check stands.
+            if (ch.end_lsn > s->requested_at && !cxx([&] { to_end.push_back(s); }))
+                out_of_memory("matching");
+            continue;
+        }
+        if (access->access == Access::Filtered) {
+            if (access->verdict_change != change_number) {
+                access->verdict_visible = rows_visible(access->filter, ch, desc);
+                access->verdict_change = change_number;
+            }
+            if (!access->verdict_visible)
+                continue;
+        }
+        if (!cxx([&] { recipients.push_back(c); }))
+            out_of_memory("matching");
+    }
+    for (Sub *s : to_end) {
+        char *reason = role_table_reason("role %s may no longer SELECT table %s.%s", s->role, ch.info);
+        end_subscription(s, reason);
+    }
+    to_end.clear();
+}
+
+// One row of a partition in the layout of an ancestor (map from
+// build_attrmap_by_name_if_req(partition, ancestor); nullptr: same layout).
+void convert_row(const AttrMap *map, int natts, const Datum *in_values, const bool *in_nulls, Datum **out_values,
+                 bool **out_nulls) {
+    if (in_values == nullptr || map == nullptr) {
+        *out_values = const_cast<Datum *>(in_values);
+        *out_nulls = const_cast<bool *>(in_nulls);
+        return;
+    }
+    *out_values = static_cast<Datum *>(palloc0(sizeof(Datum) * natts));
+    *out_nulls = static_cast<bool *>(palloc(sizeof(bool) * natts));
+    for (int i = 0; i < natts; i++) {
+        const int from = i < map->maplen ? map->attnums[i] : 0;
+        (*out_nulls)[i] = from == 0 || in_nulls[from - 1];
+        (*out_values)[i] = from == 0 ? 0 : in_values[from - 1];
+    }
+}
+
+// A partition's change also reaches the subscriptions on its ancestors
+// (their rows live in their partitions), matched and judged in the
+// ancestor's layout, with the ancestor's privileges and row security, as a
+// query on the ancestor would see it.
+void collect_for_ancestors(const BroadcastChange &ch, TupleDesc desc) {
+    if (!ch.relation->rd_rel->relispartition)
+        return;
+    List *ancestors = get_partition_ancestors(RelationGetRelid(ch.relation));
+    ListCell *cell;
+    foreach (cell, ancestors) {
+        const Oid ancestor = lfirst_oid(cell);
+        if (rels.count(ancestor) == 0)
+            continue;
+        Relation parent = RelationIdGetRelation(ancestor);
+        if (!RelationIsValid(parent))
+            continue;
+        TupleDesc parent_desc = RelationGetDescr(parent);
+        AttrMap *map = build_attrmap_by_name_if_req(desc, parent_desc);
+        BroadcastChange pc = ch;
+        pc.relation = parent;
+        pc.info = output::relation_info(parent);
+        Datum *values;
+        bool *nulls;
+        convert_row(map, parent_desc->natts, ch.new_values, ch.new_nulls, &values, &nulls);
+        pc.new_values = values;
+        pc.new_nulls = nulls;
+        convert_row(map, parent_desc->natts, ch.old_values, ch.old_nulls, &values, &nulls);
+        pc.old_values = values;
+        pc.old_nulls = nulls;
+        collect_recipients(pc, ancestor, parent_desc);
+        RelationClose(parent);
+    }
 }
 
 void on_change(const BroadcastChange &ch) {
     const Oid relid = RelationGetRelid(ch.relation);
     TupleDesc desc = RelationGetDescr(ch.relation);
     recipients.clear();
-    auto rel = rels.find(relid);
-    if (rel != rels.end() && rel->second.subs > 0) {
-        if (!rel->second.verified)
-            verify_relation(relid, desc);
-        const bool *key = key_attrs(ch.info, desc->natts);
-        match_rows(*index, relid, ch.action, desc, ch.info->identity, key, ch.new_values, ch.new_nulls,
-                   ch.old_values, ch.old_nulls);
-        change_number++;
-        for (const wire::Recipient &c : candidates) {
-            Sub *s = sub_of(c.handle);
-            if (!s || ch.end_lsn <= s->deliver_after)
-                continue;
-            AccessEntry *access = access_for(s->role, ch.relation, ch.info);
-            if (access->access == Access::None) {
-                // Decoding's catalogs as of this transaction: before the
-                // request (a since= replay), the server's check stands.
-                if (ch.end_lsn > s->requested_at && !cxx([&] { to_end.push_back(s); }))
-                    out_of_memory("matching");
-                continue;
-            }
-            if (access->access == Access::Filtered) {
-                if (access->verdict_change != change_number) {
-                    access->verdict_visible = rows_visible(access->filter, ch, desc);
-                    access->verdict_change = change_number;
-                }
-                if (!access->verdict_visible)
-                    continue;
-            }
-            if (!cxx([&] { recipients.push_back(c); }))
-                out_of_memory("matching");
-        }
-        for (Sub *s : to_end) {
-            char *reason = role_table_reason("role %s may no longer SELECT table %s.%s", s->role, ch.info);
-            end_subscription(s, reason);
-        }
-        to_end.clear();
-    }
+    collect_recipients(ch, relid, desc);
+    if (!rels.empty())
+        collect_for_ancestors(ch, desc);
     if (!recipients.empty()) {
         send_change(ch.end_lsn, ch.xid, recipients, ch.body, ch.body_len);
         area->changes_matched.fetch_add(1, std::memory_order_relaxed);
@@ -696,6 +758,7 @@ void forget_privilege_cache_entries() {
 const wire::Subscribe *installing = nullptr;
 Sub *prepared = nullptr;
 bool prepared_row_security = false;
+bool prepared_partitioned = false;
 
 // Checks the subscription against the current catalogs and parses its values
 // (input functions as the role, in a security-restricted operation). ERRORs
@@ -713,6 +776,7 @@ void prepare_body(void *) {
         ereport(ERROR, (errmsg("role %s may no longer SELECT table %s.%s", name ? name : "(dropped)", schema, table)));
     }
     prepared_row_security = check_enable_rls(relid, m.role, true) == RLS_ENABLED;
+    prepared_partitioned = get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE;
     if (m.filters.size() > protocol::kMaxSubscriptionFilters)
         ereport(ERROR, (errmsg("too many filters")));
     int nvalues = 0;
@@ -917,6 +981,7 @@ void install(XLogRecPtr position) {
     installing = &m;
     prepared = s;
     prepared_row_security = false;
+    prepared_partitioned = false;
 
     StartTransactionCommand();
     PushActiveSnapshot(GetTransactionSnapshot());
@@ -957,8 +1022,9 @@ void install(XLogRecPtr position) {
     send_subscribed(h, m.requested_at > position ? m.requested_at : position);
     if (!m.has_since)
         return;
-    if (prepared_row_security) {
-        // The window is not judged against row security: say what may be missing.
+    if (prepared_row_security || prepared_partitioned) {
+        // The window is not judged against row security, nor mapped from
+        // partitions to their ancestors: say what may be missing.
         if (m.since < position)
             send_gap(h, m.since, position);
         return;

@@ -13,6 +13,7 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/attmap.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/heapam_xlog.h"
@@ -25,6 +26,7 @@ extern "C" {
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
