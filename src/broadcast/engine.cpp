@@ -137,6 +137,7 @@ struct Sub {
     FilterValue *values;
     Datum *datums;
     int nvalues;
+    const char *table;  // schema.table when installed (for reasons once it is gone)
 };
 
 SubscriptionIndex *index = nullptr;
@@ -463,7 +464,8 @@ void verify_relation(Oid relid, TupleDesc desc) {
         }
     }
     for (Sub *s : to_end)
-        end_subscription(s, "a filtered column of the table was dropped or changed type");
+        end_subscription(s, psprintf("a filtered column of table %s was dropped or changed type",
+                                     s->table ? s->table : "(unknown)"));
     to_end.clear();
     auto it = rels.find(relid);
     if (it != rels.end())
@@ -771,6 +773,7 @@ void prepare_body(void *) {
         ereport(ERROR, (errmsg("the subscription's table no longer exists")));
     const char *schema = get_namespace_name(get_rel_namespace(relid));
     const char *table = get_rel_name(relid);
+    s->table = MemoryContextStrdup(s->context, psprintf("%s.%s", schema, table));
     if (pg_class_aclcheck(relid, m.role, ACL_SELECT) != ACLCHECK_OK) {
         const char *name = GetUserNameFromId(m.role, true);
         ereport(ERROR, (errmsg("role %s may no longer SELECT table %s.%s", name ? name : "(dropped)", schema, table)));
@@ -1137,7 +1140,7 @@ void engine_recheck() {
     forget_privilege_cache_entries();
     for (Sub *s : to_end) {
         if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(s->relid))) {
-            end_subscription(s, "the subscription's table was dropped");
+            end_subscription(s, psprintf("table %s was dropped", s->table ? s->table : "(unknown)"));
             continue;
         }
         const char *name = GetUserNameFromId(s->role, true);
