@@ -217,6 +217,13 @@ void check_access(AccessCheck *checks, int count) {
     });
 }
 
+void check_logins(const Oid *roles, bool *may_log_in, int count) {
+    in_transaction([&] {
+        for (int i = 0; i < count; i++)
+            may_log_in[i] = auth::can_log_in(roles[i]);
+    });
+}
+
 void role_name(Oid role, char *out) {
     const char *name = nullptr;
     in_transaction([&] {

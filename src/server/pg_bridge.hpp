@@ -39,6 +39,9 @@ struct AccessCheck {
     Access verdict;
 };
 void check_access(AccessCheck *checks, int count);
+// Token mode, /ws sockets: whether each role still exists and may log in, in
+// one short transaction.
+void check_logins(const Oid *roles, bool *may_log_in, int count);
 // The role's name into out[NAMEDATALEN] (its OID as text when it has none).
 void role_name(Oid role, char *out);
 // pgcdcws.trust_role's OID (the bootstrap superuser when unset; InvalidOid when
