@@ -69,6 +69,7 @@ def test_bad_query_and_since_parameters(cluster):
 
 def test_subscription_checks_before_the_upgrade(cluster):
     setup_tables(cluster)
+    log_start = cluster.log_size()
     try:
         assert refusal(cluster, "insert:bs.nosuch", 400) == 'unknown table "bs.nosuch"'
         assert refusal(cluster, "insert:nosuch.orders", 400) == 'unknown table "nosuch.orders"'
@@ -110,6 +111,11 @@ def test_subscription_checks_before_the_upgrade(cluster):
                    "insert:bs.nokey", 'insert:bs."Mixed Case":id.in.1,2', "truncate:bs.orders"):
             resp = http_request(cluster.ws_port, ws_target(ok))
             assert resp.status == 101, (ok, resp)
+        # The checks leave nothing behind (relcache references, snapshots, locks).
+        log = cluster.log_since(log_start)
+        assert "WARNING" not in log and "leak" not in log, log
+        assert cluster.sql1("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                            "WHERE a.backend_type = 'pgcdcws server'") == 0
     finally:
         cluster.sql("DROP SCHEMA bs CASCADE")
 
