@@ -35,10 +35,15 @@ constexpr std::uint64_t kIdleStopMs = 60 * 1000;
 // retried this often.
 constexpr long kDrainIntervalMs = 100;
 constexpr long kControlRetryMs = 10;
-// Output messages handled per drain before the loop serves sockets again.
-constexpr int kMaxMessagesPerDrain = 4096;
+// Output handled per drain before the loop serves sockets again: a burst
+// reaches the queues in slices, between which sockets that keep up are written.
+constexpr int kMaxMessagesPerDrain = 1024;
+constexpr std::size_t kMaxBytesPerDrain = 256 * 1024;
 // A close started this long ago whose TCP connection lws still holds is cut.
 constexpr std::uint64_t kCloseDeadlineMs = 10 * 1000;
+// While a close is in progress, housekeeping runs at least this often (below
+// the shortest pgcdcws.ping_interval, 1 s).
+constexpr long kClosingCheckMs = 250;
 // Token mode: how often every socket's role is checked again.
 constexpr std::uint64_t kRoleRecheckMs = 2000;
 constexpr std::uint64_t kTokenRefreshIntervalMs = 1000;
@@ -535,9 +540,10 @@ void BroadcastHub::drain_output() {
     shmem::BroadcastArea *area = shmem::broadcast_area();
     output_pending_ = false;
     int messages = 0;
+    std::size_t bytes = 0;
     shmem::RecordHeader header;
     while (ring->peek(header)) {
-        if (messages >= kMaxMessagesPerDrain) {
+        if (messages >= kMaxMessagesPerDrain || bytes >= kMaxBytesPerDrain) {
             output_pending_ = true;  // the sockets get a turn; back right after
             SetLatch(MyLatch);
             return;
@@ -546,6 +552,7 @@ void BroadcastHub::drain_output() {
         assembling_.resize(at + header.length);
         ring->copy_payload(header, &assembling_[at]);
         shmem::pop_record(ring, header, area->output_producer_waiting, area->decoder_latch);
+        bytes += header.length;
         if ((header.flags & shmem::kRecordMessageEnd) == 0)
             continue;
         handle_output(assembling_);
@@ -690,6 +697,9 @@ void BroadcastHub::housekeeping(std::uint64_t now_ms) {
 long BroadcastHub::wait_limit_ms() const {
     if (output_pending_)
         return 0;
+    for (const auto &entry : clients_)
+        if (entry.second->close_started())
+            return kClosingCheckMs;  // start_pending_closes keeps lws from pinging it
     if (decoder_ == DecoderPhase::Running && !control_.empty())
         return kControlRetryMs;
     if (decoder_ != DecoderPhase::None || subscriptions() != 0)
@@ -701,8 +711,13 @@ void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
     std::vector<struct lws *> due, overdue;
     for (auto &entry : clients_) {
         BroadcastClient &client = *entry.second;
-        // An in-band close waits for the upgrade to complete.
-        if (client.ready_to_close() && client.established)
+        // lws 4.1 builds a keepalive PING in the buffer that holds the pending
+        // close frame (ops-ws.c, rops_issue_keepalive_ws): no ping while closing.
+        if (client.close_started())
+            lws_validity_confirmed(entry.first);
+        // A close waits for the upgrade to complete (lws_close_reason needs a
+        // WebSocket), except at shutdown: then an unfinished upgrade is cut.
+        if (client.ready_to_close() && (client.established || shutting_down_))
             due.push_back(entry.first);
         else if (client.close_started() && now_ms - client.close_started_ms() >= kCloseDeadlineMs)
             overdue.push_back(entry.first);
@@ -711,7 +726,10 @@ void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
         auto it = clients_.find(wsi);
         if (it == clients_.end())
             continue;
-        it->second->start_close(now_ms);
+        if (it->second->established) {
+            it->second->start_close(now_ms);
+            lws_validity_confirmed(wsi);  // before the kill below, which may free wsi
+        }
         // Outside any lws callback: lws queues the close frame behind what the
         // socket holds and closes the TCP connection after the peer's reply or
         // its own timeout (5 s to send, 5 s for the reply). May forget(wsi) at once.
@@ -725,8 +743,8 @@ void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
 void BroadcastHub::close_all_for_shutdown() {
     for (auto &entry : clients_) {
         entry.second->request_close(LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
-        entry.second->established = true;  // an upgrade in progress closes too
     }
+    shutting_down_ = true;
     if (decoder_ != DecoderPhase::None)
         shmem::request_broadcast_stop();
 }

@@ -131,7 +131,8 @@ private:
     std::uint64_t idle_since_ms_ = 0;  // no subscription since (0: some exist)
     std::uint64_t now_ms_ = 0;
     std::uint64_t last_role_check_ms_ = 0;
-    bool output_pending_ = false;  // the last drain stopped before the ring was empty
+    bool output_pending_ = false;
+    bool shutting_down_ = false;  // the last drain stopped before the ring was empty
     LogRateLimiter slow_log_{10 * 1000, 4};
     LogRateLimiter decoder_log_{10 * 1000, 8};
 };
