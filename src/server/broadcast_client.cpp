@@ -67,10 +67,11 @@ void BroadcastClient::request_close(int code, std::string reason) {
     ready_to_close_ = true;
 }
 
-void BroadcastClient::start_close(std::uint64_t now_ms) {
+void BroadcastClient::start_close(std::uint64_t now_ms, bool with_reason) {
     close_started_ = true;
     close_started_ms_ = now_ms;
-    set_close_reason(wsi_, close_code_, close_reason_);
+    if (with_reason)
+        set_close_reason(wsi_, close_code_, close_reason_);
 }
 
 int BroadcastClient::on_writable() {

@@ -56,7 +56,8 @@ public:
     bool closing() const { return close_code_ != 0; }
     int close_code() const { return close_code_; }
     bool ready_to_close() const { return ready_to_close_ && !close_started_; }
-    void start_close(std::uint64_t now_ms);
+    // with_reason: the socket is a WebSocket already (lws_close_reason needs one).
+    void start_close(std::uint64_t now_ms, bool with_reason);
     bool close_started() const { return close_started_; }
     std::uint64_t close_started_ms() const { return close_started_ms_; }
 

@@ -44,6 +44,9 @@ constexpr std::uint64_t kCloseDeadlineMs = 10 * 1000;
 // While a close is in progress, housekeeping runs at least this often (below
 // the shortest pgcdcws.ping_interval, 1 s).
 constexpr long kClosingCheckMs = 250;
+// How long a decoder that stopped without an error may be the first sign of a
+// shutdown before its subscribers are closed with 1011.
+constexpr std::uint64_t kStoppedGraceMs = 300;
 // Token mode: how often every socket's role is checked again.
 constexpr std::uint64_t kRoleRecheckMs = 2000;
 constexpr std::uint64_t kTokenRefreshIntervalMs = 1000;
@@ -480,6 +483,18 @@ void BroadcastHub::run_decoder_lifecycle(std::uint64_t now_ms) {
     case DecoderPhase::Running:
         pg::guarded([&] { exited = bridge::broadcast_decoder_exited(); });
         if (status != shmem::BroadcastStatus::Running || exited) {
+            // A shutdown signals every process at once: a decoder that stopped
+            // without an error is taken for the shutdown (whose 1001 follows)
+            // unless no SIGTERM reaches the server shortly.
+            if (ShutdownRequestPending)
+                return;
+            if (status != shmem::BroadcastStatus::Failed) {
+                if (stopped_since_ms_ == 0)
+                    stopped_since_ms_ = now_ms ? now_ms : 1;
+                if (now_ms - stopped_since_ms_ < kStoppedGraceMs)
+                    return;
+            }
+            stopped_since_ms_ = 0;
             drain_output();  // what it wrote before it went
             decoder_ = DecoderPhase::None;
             decoder_gone(status == shmem::BroadcastStatus::Failed
@@ -700,7 +715,7 @@ long BroadcastHub::wait_limit_ms() const {
     for (const auto &entry : clients_)
         if (entry.second->close_started())
             return kClosingCheckMs;  // start_pending_closes keeps lws from pinging it
-    if (decoder_ == DecoderPhase::Running && !control_.empty())
+    if (decoder_ == DecoderPhase::Running && (!control_.empty() || stopped_since_ms_ != 0))
         return kControlRetryMs;
     if (decoder_ != DecoderPhase::None || subscriptions() != 0)
         return kDrainIntervalMs;
@@ -726,10 +741,10 @@ void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
         auto it = clients_.find(wsi);
         if (it == clients_.end())
             continue;
-        if (it->second->established) {
-            it->second->start_close(now_ms);
+        const bool websocket = it->second->established;
+        it->second->start_close(now_ms, websocket);
+        if (websocket)
             lws_validity_confirmed(wsi);  // before the kill below, which may free wsi
-        }
         // Outside any lws callback: lws queues the close frame behind what the
         // socket holds and closes the TCP connection after the peer's reply or
         // its own timeout (5 s to send, 5 s for the reply). May forget(wsi) at once.

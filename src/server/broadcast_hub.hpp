@@ -129,6 +129,7 @@ private:
     std::string assembling_;           // the output message whose records are arriving
     DecoderPhase decoder_ = DecoderPhase::None;
     std::uint64_t idle_since_ms_ = 0;  // no subscription since (0: some exist)
+    std::uint64_t stopped_since_ms_ = 0;  // a Running decoder was first seen stopped (0: not)
     std::uint64_t now_ms_ = 0;
     std::uint64_t last_role_check_ms_ = 0;
     bool output_pending_ = false;
