@@ -203,3 +203,58 @@ def test_binary_message_closes_1003(cluster):
             assert ws.close_code == 1003, ws.close_code
 
     asyncio.run(run())
+
+
+def _token_as(cluster, role, ttl="1 hour"):
+    conn = cluster.connect(user=role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT cdc_token(%s::interval)", (ttl,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_token_mode(cluster):
+    """The token's role subscribes; 401 without a token; a role set NOLOGIN or a token that
+    expires closes the socket with 4001."""
+    setup_tables(cluster)
+    cluster.sql("DROP ROLE IF EXISTS bs_tok")
+    cluster.sql("CREATE ROLE bs_tok LOGIN")
+    cluster.sql("GRANT USAGE ON SCHEMA bs TO bs_tok")
+    cluster.sql("GRANT SELECT ON bs.full_identity TO bs_tok")
+    try:
+        cluster.alter_system("pgcdcws.auth", "token")
+        wait_for(lambda: http_request(cluster.ws_port, "/ws").status == 401, 10, what="token mode in the server")
+        token = _token_as(cluster, "bs_tok")
+        tq = "access_token=" + urllib.parse.quote(token, safe="")
+        resp = http_request(cluster.ws_port, f"/ws?{tq}&query=" + urllib.parse.quote("insert:bs.orders", safe=""))
+        assert check_refusal(resp, 403) == "permission denied for table bs.orders"
+        assert http_request(cluster.ws_port,
+                            f"/ws?{tq}&query=" + urllib.parse.quote("insert:bs.full_identity", safe="")).status == 101
+
+        async def closed_with(ws, timeout):
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), timeout)
+            except websockets.ConnectionClosed as e:
+                return e.code, e.reason
+
+        async def run():
+            async with websockets.connect(f"ws://localhost:{cluster.ws_port}/ws?{tq}") as ws:
+                await ws.send(json.dumps({"subscribe": "insert:bs.orders", "id": "o"}))
+                assert await _recv_json(ws) == {"type": "error", "id": "o",
+                                                "error": "permission denied for table bs.orders"}
+                cluster.sql("ALTER ROLE bs_tok NOLOGIN")
+                assert await closed_with(ws, 20) == (4001, "the token's role may no longer log in")
+            cluster.sql("ALTER ROLE bs_tok LOGIN")
+            short = _token_as(cluster, "bs_tok", "2 seconds")
+            sq = "access_token=" + urllib.parse.quote(short, safe="")
+            async with websockets.connect(f"ws://localhost:{cluster.ws_port}/ws?{sq}") as ws:
+                assert await closed_with(ws, 20) == (4001, "token expired")
+
+        asyncio.run(run())
+    finally:
+        cluster.alter_system("pgcdcws.auth", "trust")
+        cluster.sql("DROP SCHEMA bs CASCADE")
+        cluster.sql("DROP ROLE bs_tok")
