@@ -518,7 +518,12 @@ void BroadcastHub::run_decoder_lifecycle(std::uint64_t now_ms) {
 }
 
 void BroadcastHub::flush_control() {
-    if (decoder_ != DecoderPhase::Running)
+    if (decoder_ != DecoderPhase::Running || stopped_since_ms_ != 0)
+        return;
+    // Not to a decoder that has stopped but is not yet seen to (housekeeping
+    // closes what was sent to it; what waits here goes to the next one).
+    if (static_cast<shmem::BroadcastStatus>(shmem::broadcast_area()->status.load(std::memory_order_acquire)) !=
+        shmem::BroadcastStatus::Running)
         return;
     shmem::Ring *ring = shmem::broadcast_control_ring();
     bool wrote = false;
