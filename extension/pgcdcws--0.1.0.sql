@@ -52,9 +52,10 @@ COMMENT ON FUNCTION cdc_token(interval) IS
   'A signed token (JWT, HS256) for current_user that pgcdcws accepts until ttl has passed (at most 30 days)';
 
 CREATE FUNCTION cdc_server_stats(OUT auth_failures bigint, OUT connections_refused bigint,
-                                 OUT request_timeouts bigint)
+                                 OUT request_timeouts bigint, OUT broadcast_messages_delivered bigint,
+                                 OUT broadcast_slow_clients_closed bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_server_stats'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_server_stats() IS
-  'Counters of the pgcdcws server since the cluster started: requests refused 401, connections refused by a cap, request timeouts';
+  'Counters of the pgcdcws server since the cluster started: requests refused 401, connections refused by a cap, request timeouts, /ws change frames queued to clients, /ws clients closed with 1013';

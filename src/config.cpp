@@ -30,6 +30,7 @@ char *jwt_audience = nullptr;
 char *trust_role = nullptr;
 char *allowed_origins = nullptr;
 int max_connections_per_role = 100;
+int client_queue_kb = 1024;
 bool ssl = false;
 char *ssl_cert_file = nullptr;
 char *ssl_key_file = nullptr;
@@ -228,6 +229,12 @@ void define_settings() {
                             "Largest number of open WebSocket/HTTP connections of one role, superusers included.",
                             "0: no per-role limit (pgcdcws.max_connections still applies).",
                             &max_connections_per_role, 100, 0, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.client_queue_size",
+                            "Send queue of one /ws (broadcast) client.",
+                            "A client whose unsent frames would exceed it is closed with 1013. Applies to "
+                            "sockets opened after a change.",
+                            &client_queue_kb, 1024, 16, 1024 * 1024, PGC_SIGHUP, GUC_UNIT_KB, nullptr, nullptr,
+                            nullptr);
     DefineCustomIntVariable("pgcdcws.max_changes_per_message",
                             "Largest number of changes in one stream message; bigger transactions are split.",
                             nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,

@@ -23,6 +23,7 @@ extern char *jwt_audience;           // pgcdcws.jwt_audience (sighup), "" = aud 
 extern char *trust_role;             // pgcdcws.trust_role (sighup), "" = bootstrap superuser
 extern char *allowed_origins;        // pgcdcws.allowed_origins (sighup), protocol::parse_origin_list
 extern int max_connections_per_role; // pgcdcws.max_connections_per_role (sighup), 0 = no per-role cap
+extern int client_queue_kb;          // pgcdcws.client_queue_size (sighup), kB per /ws client, new sockets
 extern bool ssl;                     // pgcdcws.ssl (postmaster)
 extern char *ssl_cert_file;          // pgcdcws.ssl_cert_file (postmaster), "" = Postgres' ssl_cert_file
 extern int broadcast_replay_size_kb; // pgcdcws.broadcast_replay_size (sighup), kB, 0 = no replay window

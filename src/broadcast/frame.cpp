@@ -25,6 +25,18 @@ using StringWriter = rapidjson::Writer<StringOutput, rapidjson::UTF8<>, rapidjso
                                        rapidjson::kWriteNoFlags>;
 
 constexpr std::string_view kSubscriptionsKey = ",\"subscriptions\":";
+constexpr std::string_view kMatchedKey = ",\"matched\":[";
+
+const char *side_name(std::uint8_t side) {
+    switch (side) {
+    case FrameBuilder::kNew:
+        return "\"new\"";
+    case FrameBuilder::kOld:
+        return "\"old\"";
+    default:
+        return "\"both\"";
+    }
+}
 
 }  // namespace
 
@@ -70,30 +82,43 @@ void FrameBuilder::begin(std::string_view body) {
     frames_built_ = 0;
 }
 
-void FrameBuilder::add(const void *socket, std::string_view subscription_id) {
-    recipients_.emplace_back(socket, subscription_id);
+void FrameBuilder::add(const void *socket, std::string_view subscription_id, std::uint8_t side) {
+    recipients_.push_back(Recipient{socket, subscription_id, side});
 }
 
 void FrameBuilder::finish(std::vector<Assignment> &out) {
     out.clear();
-    std::sort(recipients_.begin(), recipients_.end(), [](const auto &a, const auto &b) {
-        if (a.first != b.first)
-            return std::less<const void *>()(a.first, b.first);
-        return a.second < b.second;
+    std::sort(recipients_.begin(), recipients_.end(), [](const Recipient &a, const Recipient &b) {
+        if (a.socket != b.socket)
+            return std::less<const void *>()(a.socket, b.socket);
+        return a.id < b.id;
     });
-    recipients_.erase(std::unique(recipients_.begin(), recipients_.end()), recipients_.end());
+    // One entry per (socket, id); a repeated pair's sides are combined.
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < recipients_.size(); ++i) {
+        if (kept > 0 && recipients_[kept - 1].socket == recipients_[i].socket &&
+            recipients_[kept - 1].id == recipients_[i].id) {
+            recipients_[kept - 1].side |= recipients_[i].side;
+            continue;
+        }
+        recipients_[kept++] = recipients_[i];
+    }
+    recipients_.resize(kept);
 
     StringOutput tail_output{&tail_};
     StringWriter writer(tail_output);
     for (std::size_t i = 0; i < recipients_.size();) {
-        const void *socket = recipients_[i].first;
+        const void *socket = recipients_[i].socket;
         std::size_t end = i;
+        bool with_sides = false;
         key_.clear();
-        for (; end < recipients_.size() && recipients_[end].first == socket; ++end) {
-            const std::string_view id = recipients_[end].second;
+        for (; end < recipients_.size() && recipients_[end].socket == socket; ++end) {
+            const std::string_view id = recipients_[end].id;
             key_ += std::to_string(id.size());
             key_ += ':';
             key_ += id;
+            key_ += static_cast<char>('0' + recipients_[end].side);
+            with_sides = with_sides || recipients_[end].side != kNoSide;
         }
         FrameRef &frame = by_id_list_[key_];
         if (!frame) {
@@ -102,10 +127,20 @@ void FrameBuilder::finish(std::vector<Assignment> &out) {
                 if (j > i)
                     tail_ += ',';
                 writer.Reset(tail_output);
-                const std::string_view id = recipients_[j].second;
+                const std::string_view id = recipients_[j].id;
                 writer.String(id.data(), static_cast<rapidjson::SizeType>(id.size()));
             }
-            tail_ += "]}";
+            tail_ += ']';
+            if (with_sides) {
+                tail_ += kMatchedKey;
+                for (std::size_t j = i; j < end; ++j) {
+                    if (j > i)
+                        tail_ += ',';
+                    tail_ += side_name(recipients_[j].side);
+                }
+                tail_ += ']';
+            }
+            tail_ += '}';
             frame = store_.make({body_, kSubscriptionsKey, tail_});
             ++frames_built_;
         }

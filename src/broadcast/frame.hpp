@@ -16,7 +16,9 @@
 //   global memory ceiling. It must outlive every frame it made.
 // - FrameBuilder turns one change (its JSON body from the decoder, without the
 //   closing brace) and its recipients (socket, subscription id) into frames:
-//   one per distinct list of ids, ending in `,"subscriptions":[ids...]}`.
+//   one per distinct list of ids, ending in `,"subscriptions":[ids...]}`, and
+//   for an update `,"subscriptions":[ids...],"matched":[sides...]}` (parallel
+//   arrays: which row of the update each subscription matched).
 #pragma once
 
 #include <cstddef>
@@ -125,7 +127,7 @@ private:
 
 // Builds the frames of one change. Reused from change to change (it keeps its
 // buffers' capacity, and no frame reference between changes):
-//   builder.begin(body); builder.add(socket, id)...; builder.finish(out);
+//   builder.begin(body); builder.add(socket, id[, side])...; builder.finish(out);
 class FrameBuilder {
 public:
     explicit FrameBuilder(FrameStore &store) : store_(store) {}
@@ -138,13 +140,19 @@ public:
     // `body`: the change's JSON object without its closing brace. It, and every
     // id passed to add(), must stay valid until finish() returns.
     void begin(std::string_view body);
+    // Which row of an update a subscription matched (wire::Recipient::side).
+    enum Side : std::uint8_t { kNoSide = 0, kNew = 1, kOld = 2, kBoth = 3 };
     // `socket` receives this change for its subscription `subscription_id`
     // (valid UTF-8, as protocol::parse_client_message guarantees; JSON-escaped
-    // here). A repeated (socket, id) pair counts once.
-    void add(const void *socket, std::string_view subscription_id);
+    // here). `side`: for an update, which row matched (kNew, kOld, kBoth);
+    // kNoSide for other kinds. A repeated (socket, id) pair counts once (its
+    // sides combined).
+    void add(const void *socket, std::string_view subscription_id, std::uint8_t side = kNoSide);
     // Replaces `out` with one assignment per socket, in ascending socket order.
     // A socket's ids are listed in ascending byte order; sockets with the same
-    // id list share one frame.
+    // id list (and sides) share one frame. A socket with any side set gets
+    // "matched" after "subscriptions": "new", "old" or "both" per id ("both"
+    // for an id added without a side beside ones with).
     void finish(std::vector<Assignment> &out);
 
     // Distinct frames the last finish() made.
@@ -153,9 +161,14 @@ public:
 private:
     FrameStore &store_;
     std::string_view body_;
-    std::vector<std::pair<const void *, std::string_view>> recipients_;
+    struct Recipient {
+        const void *socket;
+        std::string_view id;
+        std::uint8_t side;
+    };
+    std::vector<Recipient> recipients_;
     std::unordered_map<std::string, FrameRef> by_id_list_;  // id list (netstrings) -> its frame
-    std::string key_;       // scratch: one socket's id list as netstrings
+    std::string key_;       // scratch: one socket's id list as netstrings, each followed by its side
     std::string tail_;      // scratch: `[ids...]}`, one id list as a JSON array and the closing brace
     std::size_t frames_built_ = 0;
 };

@@ -32,6 +32,8 @@ std::uint64_t monotonic_ms() {
                                           .count());
 }
 
+}  // namespace
+
 // The request's query string as the client sent it, for
 // protocol::access_token_from_query. lws has already %-decoded the arguments and
 // split them at unescaped '&' and ';' (one fragment each), so each fragment is
@@ -68,6 +70,8 @@ std::string query_of(struct lws *wsi) {
     }
     return query;
 }
+
+namespace {
 
 protocol::Credential credential_of(struct lws *wsi) {
     protocol::Credential from_header;

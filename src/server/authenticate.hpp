@@ -41,6 +41,10 @@ struct Authentication {
     std::string reason;  // why not ok: for the server log only
 };
 
+// The request's query string as the client sent it (lws's %-decoded fragments
+// re-escaped and joined with '&'), for the query-string parsers.
+std::string query_of(struct lws *wsi);
+
 // Authenticates the request whose headers lws holds.
 Authentication authenticate(struct lws *wsi);
 

@@ -34,13 +34,17 @@ GateDecision gate(const GateRequest &request) {
         }
         break;
     case protocol::Route::Broadcast:
-        // Parsed already (protocol/subscription_query.hpp); the endpoint itself is being built.
-        d.status = 404;
-        d.message = "GET /ws (filtered broadcast) is not available yet";
+        if (request.method != "GET") {
+            d.status = 405;
+            d.message = "the /ws endpoint accepts only GET with a WebSocket upgrade";
+        } else if (!request.websocket_upgrade) {
+            d.status = 400;
+            d.message = "GET /ws needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)";
+        }
         break;
     case protocol::Route::NotFound:
         d.status = 404;
-        d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, POST /v1/snapshot/data, GET or POST /v1/init)";
+        d.message = "no such endpoint: " + std::string(request.path) + " (endpoints: GET /v1/lr/stream?slotName=S, GET /ws, POST /v1/snapshot/data, GET or POST /v1/init)";
         break;
     }
     // pgcdcws.auth = trust: nothing more to check yet.

@@ -5,6 +5,8 @@
 #include "config.hpp"
 #include "auth/authorize.hpp"
 #include "decoder/worker.hpp"
+#include "server/broadcast_launch.hpp"
+#include "shmem/broadcast_area.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
 #include "slots/slots.hpp"
@@ -212,6 +214,13 @@ void check_access(AccessCheck *checks, int count) {
                         : !auth::may_use_slot(c.role, c.slot_name) ? Access::SlotForbidden
                                                                    : Access::Allowed;
         }
+    });
+}
+
+void check_logins(const Oid *roles, bool *may_log_in, int count) {
+    in_transaction([&] {
+        for (int i = 0; i < count; i++)
+            may_log_in[i] = auth::can_log_in(roles[i]);
     });
 }
 
@@ -436,6 +445,308 @@ bool start_init(Oid role, const char *slot_name, bool temporary, bool export_sna
         return false;
     }
     return true;
+}
+
+
+namespace {
+
+// The search_path a subscription's unqualified table name is resolved with,
+// whatever the server's own session has: as for a default session of the
+// subscribing role ("$user" is the role), pg_temp last (as snapshot reads do).
+constexpr const char *kSubscribeSearchPath = "pg_catalog, \"$user\", public, pg_temp";
+
+// `column.op.values` of a filter as the client wrote it, for messages: printable
+// ASCII kept, other bytes %-encoded, cut after 64 bytes (as the grammar's own
+// errors show client text). No allocation: called between Postgres calls.
+void show_filter(const protocol::SubscriptionFilter &filter, char *out, std::size_t size) {
+    constexpr std::size_t kMaxShown = 64;
+    static const char hex[] = "0123456789ABCDEF";
+    std::size_t n = 0, shown = 0;
+    bool cut = false;
+    auto put_text = [&](const char *text, std::size_t length) {
+        for (std::size_t i = 0; i < length && !cut; i++, shown++) {
+            if (shown == kMaxShown) {
+                cut = true;
+                break;
+            }
+            const auto c = static_cast<unsigned char>(text[i]);
+            if (n + 4 >= size) {
+                cut = true;
+                break;
+            }
+            if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+                out[n++] = static_cast<char>(c);
+            } else {
+                out[n++] = '%';
+                out[n++] = hex[c >> 4];
+                out[n++] = hex[c & 15];
+            }
+        }
+    };
+    out[n++] = '"';
+    put_text(filter.column.data(), filter.column.size());
+    const char *op = protocol::filter_op_name(filter.op);
+    put_text(".", 1);
+    put_text(op, std::strlen(op));
+    put_text(".", 1);
+    for (std::size_t i = 0; i < filter.values.size(); i++) {
+        if (i > 0)
+            put_text(",", 1);
+        put_text(filter.values[i].data(), filter.values[i].size());
+    }
+    if (cut && n + 4 < size) {
+        out[n++] = '.';
+        out[n++] = '.';
+        out[n++] = '.';
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
+
+enum class ResolveStep { Table, Filter };
+
+// The checks of resolve_subscription, as the role in a security-restricted
+// operation (the caller's subtransaction). A refusal found here fills
+// `refusal` and returns; an ERROR (a value the type rejects, a schema without
+// USAGE) is mapped by the caller, which reads *step and *filter_index.
+void resolve_checks(Oid role, const protocol::SubscriptionQuery &q, broadcast::wire::Subscribe *out,
+                    Refusal *refusal, volatile ResolveStep *step, volatile int *filter_index, char *shown,
+                    std::size_t shown_size) {
+    *step = ResolveStep::Table;
+    char *schema = q.schema ? pstrdup(q.schema->c_str()) : nullptr;
+    RangeVar *rv = makeRangeVar(schema, pstrdup(q.table.c_str()), -1);
+    // NoLock: the privilege check comes first, and no lock outlives the
+    // request (the decoder ends the subscription if the table goes).
+    const Oid relid = RangeVarGetRelidExtended(rv, NoLock, RVR_MISSING_OK, nullptr, nullptr);
+    if (!OidIsValid(relid)) {
+        refusal->status = 400;
+        if (schema)
+            snprintf(refusal->message, sizeof refusal->message, "unknown table \"%s.%s\"", schema, rv->relname);
+        else
+            snprintf(refusal->message, sizeof refusal->message,
+                     "unknown table \"%s\" (looked up in the schemas pg_catalog, \"$user\", public)", rv->relname);
+        return;
+    }
+    const char *relname = get_rel_name(relid);
+    const Oid nsp = get_rel_namespace(relid);
+    const char *nspname = get_namespace_name(nsp);
+    if (!relname || !nspname) {
+        refusal->status = 400;
+        snprintf(refusal->message, sizeof refusal->message, "unknown table \"%s\"", rv->relname);
+        return;
+    }
+    const char *qualified = quote_qualified_identifier(nspname, relname);
+    if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK) {
+        refusal->status = 403;
+        snprintf(refusal->message, sizeof refusal->message, "permission denied for table %s", qualified);
+        return;
+    }
+    const char relkind = get_rel_relkind(relid);
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) {
+        refusal->status = 400;
+        snprintf(refusal->message, sizeof refusal->message,
+                 "%s is not a table (only ordinary and partitioned tables have changes to subscribe to)",
+                 qualified);
+        return;
+    }
+    if (isAnyTempNamespace(nsp)) {
+        refusal->status = 400;
+        snprintf(refusal->message, sizeof refusal->message,
+                 "%s is a temporary table: its changes are not decoded", qualified);
+        return;
+    }
+
+    // Delete filters may use only what a deleted row's old image carries.
+    bool identity_full = false;
+    Bitmapset *identity_key = nullptr;
+    const bool check_identity = (q.kinds & protocol::kKindDelete) && !q.filters.empty();
+    if (check_identity) {
+        Relation rel = RelationIdGetRelation(relid);
+        if (!RelationIsValid(rel)) {
+            refusal->status = 400;
+            snprintf(refusal->message, sizeof refusal->message, "unknown table \"%s\"", qualified);
+            return;
+        }
+        identity_full = rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
+        if (!identity_full)
+            identity_key = RelationGetIdentityKeyBitmap(rel);
+        RelationClose(rel);
+    }
+
+    *step = ResolveStep::Filter;
+    for (std::size_t i = 0; i < q.filters.size(); i++) {
+        const protocol::SubscriptionFilter &filter = q.filters[i];
+        broadcast::wire::ResolvedFilter &resolved = out->filters[i];
+        *filter_index = static_cast<int>(i);
+        show_filter(filter, shown, shown_size);
+        const AttrNumber attnum = get_attnum(relid, filter.column.c_str());
+        if (attnum == InvalidAttrNumber || attnum <= 0) {
+            refusal->status = 400;
+            snprintf(refusal->message, sizeof refusal->message, "filter %s: unknown column \"%s\" of table %s",
+                     shown, filter.column.c_str(), qualified);
+            return;
+        }
+        Oid type = InvalidOid, collation = InvalidOid;
+        int32 typmod = -1;
+        get_atttypetypmodcoll(relid, attnum, &type, &typmod, &collation);
+        const Oid base = getBaseType(type);
+        const char typtype = get_typtype(base);
+        const char *kind_refused = type_is_array(base)              ? "array"
+                                   : typtype == TYPTYPE_COMPOSITE   ? "composite"
+                                   : typtype == TYPTYPE_RANGE       ? "range"
+                                   : typtype == TYPTYPE_MULTIRANGE  ? "multirange"
+                                   : typtype == TYPTYPE_PSEUDO      ? "pseudo-type"
+                                   : (typtype != TYPTYPE_BASE && typtype != TYPTYPE_ENUM) ? "this kind of"
+                                                                                            : nullptr;
+        if (kind_refused) {
+            refusal->status = 400;
+            snprintf(refusal->message, sizeof refusal->message,
+                     "filter %s: column \"%s\" has type %s: filters on %s columns are not supported", shown,
+                     filter.column.c_str(), format_type_be(type), kind_refused);
+            return;
+        }
+        TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_CMP_PROC);
+        if (!OidIsValid(tc->cmp_proc)) {
+            refusal->status = 400;
+            snprintf(refusal->message, sizeof refusal->message,
+                     "filter %s: type %s has no default btree operator class: it cannot be compared", shown,
+                     format_type_be(type));
+            return;
+        }
+        // Only Postgres' own comparison functions: the decoder runs them for
+        // every change, in its own process.
+        if (tc->cmp_proc >= FirstGenbkiObjectId) {
+            refusal->status = 400;
+            snprintf(refusal->message, sizeof refusal->message,
+                     "filter %s: the comparison function of type %s is not built into PostgreSQL: filters on it "
+                     "are not supported",
+                     shown, format_type_be(type));
+            return;
+        }
+        Oid input = InvalidOid, ioparam = InvalidOid;
+        getTypeInputInfo(type, &input, &ioparam);
+        for (const std::string &value : filter.values)
+            (void)OidInputFunctionCall(input, pstrdup(value.c_str()), ioparam, -1);
+        if (check_identity && !identity_full &&
+            !bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, identity_key)) {
+            StringInfoData keys;
+            initStringInfo(&keys);
+            int member = -1;
+            while ((member = bms_next_member(identity_key, member)) >= 0) {
+                const char *name = get_attname(relid, member + FirstLowInvalidHeapAttributeNumber, true);
+                appendStringInfo(&keys, "%s%s", keys.len ? ", " : "", name ? quote_identifier(name) : "?");
+            }
+            refusal->status = 400;
+            if (keys.len > 0)
+                snprintf(refusal->message, sizeof refusal->message,
+                         "filter %s: a DELETE carries only the replica identity key (%s) of table %s; filter delete "
+                         "on those columns, or ALTER TABLE %s REPLICA IDENTITY FULL",
+                         shown, keys.data, qualified, qualified);
+            else
+                snprintf(refusal->message, sizeof refusal->message,
+                         "filter %s: a DELETE of table %s carries no replica identity key (no primary key or "
+                         "REPLICA IDENTITY NOTHING); ALTER TABLE %s REPLICA IDENTITY FULL to filter deletes",
+                         shown, qualified, qualified);
+            return;
+        }
+        resolved.attnum = attnum;
+        resolved.op = filter.op;
+        resolved.type_oid = type;
+        resolved.collation = collation;
+    }
+    out->role = role;
+    out->relid = relid;
+    out->kinds = q.kinds;
+}
+
+}  // namespace
+
+void prepare_subscribe(const protocol::SubscriptionQuery &query, broadcast::wire::Subscribe *out) {
+    out->filters.clear();
+    out->filters.resize(query.filters.size());
+    for (std::size_t i = 0; i < query.filters.size(); i++)
+        out->filters[i].values = query.filters[i].values;
+}
+
+bool resolve_subscription(Oid role, const protocol::SubscriptionQuery &q, broadcast::wire::Subscribe *out,
+                          Refusal *refusal) {
+    refusal->status = 0;
+    refusal->message[0] = '\0';
+    if (out->filters.size() != q.filters.size())
+        elog(ERROR, "pgcdcws: resolve_subscription called without prepare_subscribe");
+    in_transaction([&] {
+        MemoryContext caller_context = CurrentMemoryContext;
+        ResourceOwner caller_owner = CurrentResourceOwner;
+        Oid saved_user;
+        int saved_sec;
+        GetUserIdAndSecContext(&saved_user, &saved_sec);
+        volatile ResolveStep step = ResolveStep::Table;
+        volatile int filter_index = -1;
+        char shown[96] = "\"\"";
+        BeginInternalSubTransaction(nullptr);
+        MemoryContextSwitchTo(caller_context);
+        PG_TRY();
+        {
+            (void)NewGUCNestLevel();
+            // The client chooses the table and the values, and so which code
+            // runs (a domain's CHECK at input): as the role, restricted.
+            SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
+            (void)set_config_option("search_path", kSubscribeSearchPath, PGC_USERSET, PGC_S_SESSION,
+                                    GUC_ACTION_SAVE, true, 0, false);
+            PushActiveSnapshot(GetTransactionSnapshot());
+            resolve_checks(role, q, out, refusal, &step, &filter_index, shown, sizeof shown);
+            // Nothing to keep: the rollback restores the user, the settings and the snapshot.
+            RollbackAndReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(caller_context);
+            CurrentResourceOwner = caller_owner;
+        }
+        PG_CATCH();
+        {
+            MemoryContextSwitchTo(caller_context);
+            ErrorData *edata = CopyErrorData();
+            FlushErrorState();
+            RollbackAndReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(caller_context);
+            CurrentResourceOwner = caller_owner;
+            SetUserIdAndSecContext(saved_user, saved_sec);
+            refusal->status = edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? 403 : 400;
+            if (step == ResolveStep::Filter && filter_index >= 0)
+                snprintf(refusal->message, sizeof refusal->message, "filter %s: %s", shown, edata->message);
+            else
+                snprintf(refusal->message, sizeof refusal->message, "%s", edata->message);
+            FreeErrorData(edata);
+        }
+        PG_END_TRY();
+    });
+    if (refusal->status != 0)
+        return false;
+    out->requested_at = GetFlushRecPtr(nullptr);
+    return true;
+}
+
+namespace {
+// The last broadcast decoder launched; process-local.
+BackgroundWorkerHandle *broadcast_handle = nullptr;
+}  // namespace
+
+bool launch_broadcast_decoder() {
+    if (broadcast_handle) {
+        pfree(broadcast_handle);
+        broadcast_handle = nullptr;
+    }
+    const std::uint32_t generation = shmem::begin_broadcast_decoder();
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    broadcast_handle = broadcast::launch_decoder(generation);
+    MemoryContextSwitchTo(old);
+    return broadcast_handle != nullptr;
+}
+
+bool broadcast_decoder_exited() {
+    if (!broadcast_handle)
+        return true;
+    pid_t pid;
+    const BgwHandleStatus status = GetBackgroundWorkerPid(broadcast_handle, &pid);
+    return status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED;
 }
 
 void log_message(int level, const char *message) { ereport(level, (errmsg("pgcdcws: %s", message))); }

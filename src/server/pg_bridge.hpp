@@ -5,7 +5,9 @@
 
 #include <cstdint>
 
+#include "broadcast/wire.hpp"
 #include "pg/pg.hpp"
+#include "protocol/subscription_query.hpp"
 
 namespace pgcdcws::server::bridge {
 
@@ -37,6 +39,9 @@ struct AccessCheck {
     Access verdict;
 };
 void check_access(AccessCheck *checks, int count);
+// Token mode, /ws sockets: whether each role still exists and may log in, in
+// one short transaction.
+void check_logins(const Oid *roles, bool *may_log_in, int count);
 // The role's name into out[NAMEDATALEN] (its OID as text when it has none).
 void role_name(Oid role, char *out);
 // pgcdcws.trust_role's OID (the bootstrap superuser when unset; InvalidOid when
@@ -94,6 +99,30 @@ struct InitStarted {
 };
 bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
                 Refusal *refusal);
+
+// GET /ws and {"subscribe": ...} (docs/PROTOCOL.md "Subscribing: what the server
+// checks"): resolves `query` as `role` in one short transaction, inside a
+// subtransaction as that role in a security-restricted operation: the table
+// (through the role's search_path when unqualified; SELECT checked before
+// anything else, and no lock is taken: 403), each filter's column, its type
+// (base, enum or a domain over one; a default btree operator class whose
+// comparison function is built in), each value through the type's input
+// function (its message goes into the 400), and for delete the replica
+// identity. Fills out->role, relid, kinds, each filter's attnum, op, type and
+// collation, and requested_at (the WAL flush position now); true on success,
+// else `refusal` (400 or 403). out->filters must already hold one entry per
+// filter with its values (prepare_subscribe: C++ allocations stay out of
+// Postgres' frames). May ERROR only for failures outside the checks.
+void prepare_subscribe(const protocol::SubscriptionQuery &query, broadcast::wire::Subscribe *out);
+bool resolve_subscription(Oid role, const protocol::SubscriptionQuery &query, broadcast::wire::Subscribe *out,
+                          Refusal *refusal);
+
+// The broadcast decoder (one per server): launches a new generation
+// (shmem::begin_broadcast_decoder, then the dynamic worker); false when the
+// postmaster has no worker slot for it. broadcast_decoder_exited: the last
+// launched decoder process has exited (or none was launched).
+bool launch_broadcast_decoder();
+bool broadcast_decoder_exited();
 
 void log_message(int level, const char *message);
 void reload_config();

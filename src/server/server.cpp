@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "pg/guard.hpp"
 #include "server/admission.hpp"
+#include "server/broadcast_hub.hpp"
 #include "server/browser_gate.hpp"
 #include "server/connection_guard.hpp"
 #include "server/event_loop.hpp"
@@ -51,12 +52,14 @@ private:
     bool setup();
     void housekeeping();
     void close_streams_before_exit();
+    int open_broadcast(struct lws *wsi, bool refuse_in_band);
 
     EventLoop loop_;
     struct lws_context *context_ = nullptr;
     ConnectionGuard connections_;
     Admission admission_;
     StreamRegistry streams_;
+    BroadcastHub broadcasts_;
     SnapshotScheduler snapshots_;
     InitRequests inits_;
 };
@@ -121,6 +124,8 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
                 send_http_error(wsi, decision.status, decision.message);
             return 1;
         }
+        if (decision.route == protocol::Route::Broadcast)
+            return open_broadcast(wsi, decision.refuse_in_band);
         return streams_.open(wsi, admission_.identity_of(wsi), decision.refuse_in_band);
     }
 
@@ -162,6 +167,11 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
 
     case LWS_CALLBACK_ESTABLISHED:
+        if (broadcasts_.contains(wsi)) {
+            connections_.request_complete(wsi);
+            broadcasts_.established(wsi);
+            return 0;
+        }
         if (!streams_.contains(wsi))
             return -1;
         connections_.request_complete(wsi);
@@ -169,16 +179,22 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
 
     case LWS_CALLBACK_RECEIVE:
+        if (broadcasts_.contains(wsi))
+            return broadcasts_.on_receive(wsi, static_cast<const char *>(in), len);
         return streams_.on_receive(wsi, static_cast<const char *>(in), len);
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (broadcasts_.contains(wsi))
+            return broadcasts_.on_writable(wsi);
         return streams_.on_writable(wsi);
 
     case LWS_CALLBACK_CLOSED:
+        broadcasts_.forget(wsi);
         streams_.forget(wsi);
         return 0;
 
     case LWS_CALLBACK_WSI_DESTROY:
+        broadcasts_.forget(wsi);
         streams_.forget(wsi);
         snapshots_.forget(wsi);
         inits_.forget(wsi);
@@ -191,7 +207,28 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
     }
 }
 
+// An admitted upgrade to GET /ws, as the token's role (trust mode:
+// pgcdcws.trust_role, as other requests that name no slot).
+int Server::open_broadcast(struct lws *wsi, bool refuse_in_band) {
+    const Identity &identity = admission_.identity_of(wsi);
+    const Oid role = identity.trust ? admission_.init_role(wsi) : identity.role;
+    BroadcastHub::Refusal refusal;
+    if (role == InvalidOid) {
+        refusal.status = 503;
+        refusal.message = "pgcdcws.trust_role names no role";
+    } else {
+        refusal = broadcasts_.open(wsi, identity, role);
+    }
+    if (refusal.status == 0)
+        return 0;
+    if (refuse_in_band)
+        return streams_.refuse_in_band(wsi, refusal.status, refusal.message);
+    send_http_error(wsi, refusal.status, refusal.message);
+    return 1;
+}
+
 void Server::housekeeping() {
+    broadcasts_.housekeeping(loop_.now_ms());
     streams_.housekeeping(loop_.now_ms());
     snapshots_.housekeeping();
     inits_.housekeeping();
@@ -211,13 +248,17 @@ void Server::run() {
         lws_log::flush();
         connections_.enforce_request_deadlines(
             [this](struct lws *wsi) {
-            return streams_.contains(wsi) || snapshots_.has_whole_request(wsi) || inits_.has_whole_request(wsi);
+            return streams_.contains(wsi) || broadcasts_.contains(wsi) || snapshots_.has_whole_request(wsi) ||
+                   inits_.has_whole_request(wsi);
         });
         // Held acks are checked (and released) by housekeeping.
         long timeout = kHousekeepingMs;
         const long acks_due = streams_.wait_limit_ms(loop_.now_ms());
         if (acks_due >= 0 && acks_due < timeout)
             timeout = acks_due;
+        const long broadcast_due = broadcasts_.wait_limit_ms();
+        if (broadcast_due >= 0 && broadcast_due < timeout)
+            timeout = broadcast_due;
         loop_.wait(timeout);
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
@@ -229,14 +270,16 @@ void Server::run() {
     close_streams_before_exit();
 }
 
-// SIGTERM: every stream client gets its 1001 and, for at most kCloseGraceMs,
+// SIGTERM: every stream and /ws client gets its 1001 and, for at most kCloseGraceMs,
 // the chance to answer it.
 void Server::close_streams_before_exit() {
     streams_.close_all_for_shutdown();
+    broadcasts_.close_all_for_shutdown();
     const auto deadline = loop_.now_ms() + kCloseGraceMs;
-    while (!streams_.empty() && loop_.now_ms() < deadline) {
+    while ((!streams_.empty() || !broadcasts_.empty()) && loop_.now_ms() < deadline) {
         loop_.run_ready();
         streams_.start_pending_closes();
+        broadcasts_.start_pending_closes(loop_.now_ms());
         loop_.update_time();
         pg_usleep(10 * 1000L);
     }

@@ -1,6 +1,7 @@
 // cdc_server_stats(): the server's counters in shared memory (docs/SECURITY.md,
 // "Monitoring"). Plain Postgres code: nothing here owns a destructor.
 #include "pg/pg.hpp"
+#include "shmem/broadcast_area.hpp"
 #include "shmem/state.hpp"
 
 extern "C" {
@@ -16,12 +17,15 @@ Datum pgcdcws_cdc_server_stats(PG_FUNCTION_ARGS) {
                         errhint("Add pgcdcws to shared_preload_libraries and restart the server.")));
     desc = BlessTupleDesc(desc);
     pgcdcws::shmem::SharedState *st = pgcdcws::shmem::state();
-    Datum values[3] = {
+    pgcdcws::shmem::BroadcastArea *broadcast = pgcdcws::shmem::broadcast_area();
+    Datum values[5] = {
         Int64GetDatum(static_cast<int64>(st->auth_failures.load())),
         Int64GetDatum(static_cast<int64>(st->connections_refused.load())),
         Int64GetDatum(static_cast<int64>(st->request_timeouts.load())),
+        Int64GetDatum(static_cast<int64>(broadcast->messages_delivered.load())),
+        Int64GetDatum(static_cast<int64>(broadcast->slow_clients_closed.load())),
     };
-    bool nulls[3] = {false, false, false};
+    bool nulls[5] = {false, false, false, false, false};
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 }

@@ -216,6 +216,72 @@ TEST(FrameBuilder, KeepsNoFrameAndIsReusable) {
     EXPECT_EQ(store.frames_created(), 2u);
 }
 
+// The "matched" array of a built frame (empty when absent).
+std::vector<std::string> matched_of(const Frame &frame) {
+    rapidjson::Document doc;
+    EXPECT_TRUE(pgcdcws::test::parse_json(frame.text(), doc)) << frame.text();
+    std::vector<std::string> sides;
+    if (!doc.IsObject() || !doc.HasMember("matched") || !doc["matched"].IsArray())
+        return sides;
+    for (const auto &side : doc["matched"].GetArray())
+        sides.emplace_back(side.GetString(), side.GetStringLength());
+    return sides;
+}
+
+TEST(FrameBuilder, UpdatesListWhichRowMatchedParallelToTheIds) {
+    FrameStore store(kHeadroom);
+    FrameBuilder builder(store);
+    int socket;
+    std::vector<FrameBuilder::Assignment> out;
+    builder.begin(kBody);
+    builder.add(&socket, "paid", FrameBuilder::kOld);
+    builder.add(&socket, "orders", FrameBuilder::kBoth);
+    builder.add(&socket, "new", FrameBuilder::kNew);
+    builder.finish(out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].frame->text(),
+              std::string(kBody) + R"(,"subscriptions":["new","orders","paid"],"matched":["new","both","old"]})");
+    EXPECT_EQ(subscriptions_of(*out[0].frame), (std::vector<std::string>{"new", "orders", "paid"}));
+    EXPECT_EQ(matched_of(*out[0].frame), (std::vector<std::string>{"new", "both", "old"}));
+}
+
+TEST(FrameBuilder, SameIdsWithDifferentSidesGetDifferentFrames) {
+    FrameStore store(kHeadroom);
+    FrameBuilder builder(store);
+    int a, b, c, d;
+    std::vector<FrameBuilder::Assignment> out;
+    builder.begin(kBody);
+    builder.add(&a, "q", FrameBuilder::kNew);
+    builder.add(&b, "q", FrameBuilder::kOld);
+    builder.add(&c, "q", FrameBuilder::kNew);
+    builder.add(&d, "q");  // not an update for d: no "matched"
+    builder.finish(out);
+    ASSERT_EQ(out.size(), 4u);
+    EXPECT_EQ(builder.frames_built(), 3u);
+    std::map<const void *, Frame *> frame_of;
+    for (auto &assignment : out)
+        frame_of[assignment.socket] = assignment.frame.get();
+    EXPECT_EQ(frame_of[&a], frame_of[&c]);
+    EXPECT_NE(frame_of[&a], frame_of[&b]);
+    EXPECT_EQ(matched_of(*frame_of[&a]), std::vector<std::string>{"new"});
+    EXPECT_EQ(matched_of(*frame_of[&b]), std::vector<std::string>{"old"});
+    EXPECT_EQ(frame_of[&d]->text(), std::string(kBody) + R"(,"subscriptions":["q"]})");
+}
+
+TEST(FrameBuilder, ARepeatedPairCombinesItsSides) {
+    FrameStore store(kHeadroom);
+    FrameBuilder builder(store);
+    int socket;
+    std::vector<FrameBuilder::Assignment> out;
+    builder.begin(kBody);
+    builder.add(&socket, "q", FrameBuilder::kNew);
+    builder.add(&socket, "q", FrameBuilder::kOld);
+    builder.finish(out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(subscriptions_of(*out[0].frame), std::vector<std::string>{"q"});
+    EXPECT_EQ(matched_of(*out[0].frame), std::vector<std::string>{"both"});
+}
+
 TEST(FrameBuilder, TenThousandClientsShareOneAllocation) {
     constexpr std::size_t kClients = 10000;
     FrameStore store(kHeadroom);

@@ -1,0 +1,103 @@
+#include <cstring>
+#include <utility>
+
+#include "server/broadcast_client.hpp"
+
+#include "protocol/client_message.hpp"
+#include "protocol/browser_policy.hpp"
+
+namespace pgcdcws::server {
+
+namespace {
+
+// Fairness between sockets: what one writable callback may send at most.
+constexpr int kMaxWritesPerCallback = 64;
+constexpr std::size_t kMaxBytesPerCallback = 512 * 1024;
+// A close frame carries at most 123 bytes of reason.
+constexpr std::size_t kMaxCloseReason = 123;
+
+void set_close_reason(struct lws *wsi, int code, const std::string &reason) {
+    lws_close_reason(wsi, static_cast<lws_close_status>(code),
+                     reinterpret_cast<unsigned char *>(const_cast<char *>(reason.data())), reason.size());
+}
+
+}  // namespace
+
+BroadcastClient::BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes)
+    : wsi_(wsi), identity_(identity), role_(role), queue_(queue_bytes) {}
+
+BroadcastClient::Receive BroadcastClient::on_receive(const char *data, std::size_t length, bool binary,
+                                                     bool final_fragment, std::size_t rest_of_frame) {
+    if (binary) {
+        set_close_reason(wsi_, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         "binary messages are not supported; send subscribe/unsubscribe as text");
+        return Receive::Close;
+    }
+    // As for streams: the frame's announced length counts from its first piece.
+    if (rx_.size() + length + rest_of_frame > protocol::kMaxClientMessageSize) {
+        set_close_reason(wsi_, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         "message too big: at most " + std::to_string(protocol::kMaxClientMessageSize) + " bytes");
+        return Receive::Close;
+    }
+    rx_.append(data, length);
+    return final_fragment ? Receive::Message : Receive::Partial;
+}
+
+bool BroadcastClient::push(broadcast::FrameRef frame, std::uint64_t lsn) {
+    switch (queue_.push(std::move(frame))) {
+    case broadcast::ClientQueue::PushResult::Queued:
+        lsns_.push_back(lsn);
+        return true;
+    case broadcast::ClientQueue::PushResult::Overflow:
+        lsns_.clear();
+        return false;
+    case broadcast::ClientQueue::PushResult::Refused:
+        return true;  // closing already
+    }
+    return true;
+}
+
+void BroadcastClient::request_close(int code, std::string reason) {
+    if (close_code_ != 0)
+        return;
+    close_code_ = code;
+    close_reason_ = protocol::truncate_utf8(reason, kMaxCloseReason);
+    queue_.close();
+    std::deque<std::uint64_t>().swap(lsns_);
+    ready_to_close_ = true;
+}
+
+void BroadcastClient::start_close(std::uint64_t now_ms, bool with_reason) {
+    close_started_ = true;
+    close_started_ms_ = now_ms;
+    if (with_reason)
+        set_close_reason(wsi_, close_code_, close_reason_);
+}
+
+int BroadcastClient::on_writable() {
+    std::size_t bytes = 0;
+    for (int writes = 0; writes < kMaxWritesPerCallback && bytes < kMaxBytesPerCallback; writes++) {
+        if (close_code_ != 0 || queue_.empty())
+            return 0;
+        // Kept alive across lws_write, which copies what the socket does not take.
+        broadcast::FrameRef frame = queue_.pop();
+        const std::uint64_t lsn = lsns_.front();
+        lsns_.pop_front();
+        const std::size_t size = frame->size();
+        if (lws_write(wsi_, frame->payload(), size, LWS_WRITE_TEXT) < static_cast<int>(size))
+            return -1;
+        bytes += size;
+        if (lsn != 0 && lsn != last_written_lsn_) {
+            // Changes come in commit order: the previous LSN's frames are all out.
+            complete_lsn_ = last_written_lsn_;
+            last_written_lsn_ = lsn;
+        }
+        if (lws_send_pipe_choked(wsi_))
+            break;
+    }
+    if (wants_write())
+        lws_callback_on_writable(wsi_);
+    return 0;
+}
+
+}  // namespace pgcdcws::server

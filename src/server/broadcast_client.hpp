@@ -1,0 +1,96 @@
+// One /ws (filtered broadcast) socket: its send queue of shared frames, the
+// text messages it receives, its subscriptions' ids, and how it closes. The
+// BroadcastHub (broadcast_hub.hpp) decides what goes into the queue; this class
+// only moves frames to the socket and keeps the per-socket rules. Side by side
+// with StreamClient (stream_client.hpp): a stream reads its own ring, a /ws
+// socket only its queue, so a stalled socket holds frames, never the decoder.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <unordered_map>
+
+#include <libwebsockets.h>
+
+#include "broadcast/client_queue.hpp"
+#include "broadcast/frame.hpp"
+#include "broadcast/subscription_index.hpp"
+#include "pg/pg.hpp"
+#include "server/authenticate.hpp"
+
+namespace pgcdcws::server {
+
+// At most this many subscriptions per socket (docs/PROTOCOL.md).
+constexpr std::size_t kMaxSubscriptionsPerSocket = 100;
+
+class BroadcastClient {
+public:
+    BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes);
+
+    struct lws *wsi() const { return wsi_; }
+    Oid role() const { return role_; }
+    const Identity &identity() const { return identity_; }
+
+    // A text message arrived in pieces; true once `message()` holds a whole one.
+    // Close: the message is refused (binary: 1003, too big: 1009), the close
+    // reason is set; return -1 from the callback.
+    enum class Receive { Partial, Message, Close };
+    Receive on_receive(const char *data, std::size_t length, bool binary, bool final_fragment,
+                       std::size_t rest_of_frame);
+    const std::string &message() const { return rx_; }
+    void clear_message() { rx_.clear(); }
+
+    // Queues a frame; `lsn`: the change's commit LSN (0 for other frames).
+    // false: the queue overflowed and the client is now closing with 1013.
+    bool push(broadcast::FrameRef frame, std::uint64_t lsn);
+    // Writable callback: hands queued frames to lws while the socket takes them.
+    int on_writable();
+    bool wants_write() const { return close_code_ == 0 && !queue_.empty(); }
+
+    // Closes with `code` and `reason` (the first call decides). What is queued
+    // is dropped: the close frame goes right behind what the socket already
+    // holds, so a stalled socket's close does not wait for its queue. The hub
+    // starts the close from the event loop (start_close), outside lws callbacks.
+    void request_close(int code, std::string reason);
+    bool closing() const { return close_code_ != 0; }
+    int close_code() const { return close_code_; }
+    bool ready_to_close() const { return ready_to_close_ && !close_started_; }
+    // with_reason: the socket is a WebSocket already (lws_close_reason needs one).
+    void start_close(std::uint64_t now_ms, bool with_reason);
+    bool close_started() const { return close_started_; }
+    std::uint64_t close_started_ms() const { return close_started_ms_; }
+
+    // Subscriptions by client id.
+    std::unordered_map<std::string, broadcast::SubscriptionHandle> &subscriptions() { return subscriptions_; }
+
+    // The commit LSN up to which every change frame was handed to the socket
+    // (the last LSN whose transaction's frames all went out; 0: none yet).
+    std::uint64_t complete_lsn() const { return complete_lsn_; }
+
+    // Token mode: expiry of the token (0: never), and a refresh to verify.
+    std::int64_t expires_at() const { return identity_.expires_at; }
+    void set_expires_at(std::int64_t t) { identity_.expires_at = t; }
+    std::uint64_t last_token_ms = 0;
+    // The upgrade is complete: writable callbacks may be requested.
+    bool established = false;
+    bool queue_empty() const { return queue_.empty(); }
+
+private:
+    struct lws *wsi_;
+    Identity identity_;
+    Oid role_;
+    broadcast::ClientQueue queue_;
+    std::deque<std::uint64_t> lsns_;  // parallel to queue_: each frame's change LSN (0: not a change)
+    std::string rx_;
+    std::unordered_map<std::string, broadcast::SubscriptionHandle> subscriptions_;
+    std::uint64_t last_written_lsn_ = 0;
+    std::uint64_t complete_lsn_ = 0;
+    int close_code_ = 0;
+    std::string close_reason_;
+    bool ready_to_close_ = false;
+    bool close_started_ = false;
+    std::uint64_t close_started_ms_ = 0;
+};
+
+}  // namespace pgcdcws::server
