@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "output/relation_cache.hpp"
 #include "output/row_access.hpp"
+#include "pg/subtransaction.hpp"
 #include "shmem/broadcast_area.hpp"
 #include "shmem/state.hpp"
 
@@ -843,39 +844,15 @@ void prepare_body(void *) {
     s->nvalues = next;
 }
 
-// Runs body in a subtransaction; an ERROR is caught, its message copied to
-// `error`. No C++ objects live in this frame.
+// Runs body in a subtransaction (pg/subtransaction.hpp); an ERROR is caught,
+// its message copied to `error`.
 bool run_in_subtransaction(void (*body)(void *), void *arg, char *error, std::size_t error_size) {
-    MemoryContext caller_context = CurrentMemoryContext;
-    ResourceOwner caller_owner = CurrentResourceOwner;
-    Oid saved_user;
-    int saved_sec;
-    GetUserIdAndSecContext(&saved_user, &saved_sec);
-    volatile bool ok = true;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller_context);
-    PG_TRY();
-    {
-        body(arg);
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-    }
-    PG_CATCH();
-    {
-        SetUserIdAndSecContext(saved_user, saved_sec);
-        MemoryContextSwitchTo(caller_context);
-        ErrorData *edata = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-        strlcpy(error, edata->message ? edata->message : "unknown error", error_size);
-        FreeErrorData(edata);
-        ok = false;
-    }
-    PG_END_TRY();
-    return ok;
+    ErrorData *edata = pg::run_in_subtransaction(body, arg, pg::OnSuccess::Commit);
+    if (!edata)
+        return true;
+    strlcpy(error, edata->message ? edata->message : "unknown error", error_size);
+    FreeErrorData(edata);
+    return false;
 }
 
 // Whether the filters' columns have, in `desc`, the type and collation the

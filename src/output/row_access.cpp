@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "output/row_access.hpp"
+#include "pg/subtransaction.hpp"
 
 namespace pgcdcws::output {
 
@@ -48,46 +49,20 @@ constexpr long kErrorLogIntervalMs = 10000;
 // stream. Returns false when body raised an error. Allocations body makes stay
 // in the caller's memory context. No C++ objects live in this frame.
 bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const char *table, const char *what) {
-    MemoryContext caller_context = CurrentMemoryContext;
-    ResourceOwner caller_owner = CurrentResourceOwner;
-    Oid saved_user;
-    int saved_sec;
-    GetUserIdAndSecContext(&saved_user, &saved_sec);
-    volatile bool ok = true;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller_context);
-    PG_TRY();
-    {
-        // current_user in a policy is the client's role; nothing it runs may
-        // change the session (SECURITY_RESTRICTED_OPERATION).
-        SetUserIdAndSecContext(as_role, saved_sec | SECURITY_RESTRICTED_OPERATION);
-        body(arg);
-        SetUserIdAndSecContext(saved_user, saved_sec);
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
+    // current_user in a policy is the client's role; nothing it runs may
+    // change the session (SECURITY_RESTRICTED_OPERATION).
+    ErrorData *edata = pg::run_as_role(as_role, body, arg, pg::OnSuccess::Commit);
+    if (!edata)
+        return true;
+    const TimestampTz now = GetCurrentTimestamp();
+    if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
+        last_error_log = now;
+        const char *role_name = GetUserNameFromId(as_role, true);
+        ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its row security policies failed for role %s: %s",
+                             what, table, role_name ? role_name : "(dropped)", edata->message)));
     }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller_context);
-        ErrorData *edata = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-        SetUserIdAndSecContext(saved_user, saved_sec);
-        const TimestampTz now = GetCurrentTimestamp();
-        if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
-            last_error_log = now;
-            const char *role_name = GetUserNameFromId(as_role, true);
-            ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its row security policies failed for role %s: %s",
-                                 what, table, role_name ? role_name : "(dropped)", edata->message)));
-        }
-        FreeErrorData(edata);
-        ok = false;
-    }
-    PG_END_TRY();
-    return ok;
+    FreeErrorData(edata);
+    return false;
 }
 
 // Only what pgcdcws can run safely, and the same way Postgres would, against

@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "server/pg_bridge.hpp"
+#include "pg/subtransaction.hpp"
 
 #include "config.hpp"
 #include "auth/authorize.hpp"
@@ -659,6 +660,28 @@ void resolve_checks(Oid role, const protocol::SubscriptionQuery &q, broadcast::w
     out->kinds = q.kinds;
 }
 
+// resolve_checks' arguments and what it leaves for the error message, across
+// the subtransaction boundary (plain data: an ERROR crosses this frame).
+struct ResolveRun {
+    Oid role;
+    const protocol::SubscriptionQuery *query;
+    broadcast::wire::Subscribe *out;
+    Refusal *refusal;
+    ResolveStep step;
+    int filter_index;
+    char shown[96];
+};
+
+void resolve_as_role(void *arg) {
+    auto *run = static_cast<ResolveRun *>(arg);
+    (void)NewGUCNestLevel();
+    (void)set_config_option("search_path", kSubscribeSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                            0, false);
+    PushActiveSnapshot(GetTransactionSnapshot());
+    resolve_checks(run->role, *run->query, run->out, run->refusal, &run->step, &run->filter_index, run->shown,
+                   sizeof run->shown);
+}
+
 }  // namespace
 
 void prepare_subscribe(const protocol::SubscriptionQuery &query, broadcast::wire::Subscribe *out) {
@@ -674,49 +697,20 @@ bool resolve_subscription(Oid role, const protocol::SubscriptionQuery &q, broadc
     refusal->message[0] = '\0';
     if (out->filters.size() != q.filters.size())
         elog(ERROR, "pgcdcws: resolve_subscription called without prepare_subscribe");
+    ResolveRun run{role, &q, out, refusal, ResolveStep::Table, -1, "\"\""};
     in_transaction([&] {
-        MemoryContext caller_context = CurrentMemoryContext;
-        ResourceOwner caller_owner = CurrentResourceOwner;
-        Oid saved_user;
-        int saved_sec;
-        GetUserIdAndSecContext(&saved_user, &saved_sec);
-        volatile ResolveStep step = ResolveStep::Table;
-        volatile int filter_index = -1;
-        char shown[96] = "\"\"";
-        BeginInternalSubTransaction(nullptr);
-        MemoryContextSwitchTo(caller_context);
-        PG_TRY();
-        {
-            (void)NewGUCNestLevel();
-            // The client chooses the table and the values, and so which code
-            // runs (a domain's CHECK at input): as the role, restricted.
-            SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
-            (void)set_config_option("search_path", kSubscribeSearchPath, PGC_USERSET, PGC_S_SESSION,
-                                    GUC_ACTION_SAVE, true, 0, false);
-            PushActiveSnapshot(GetTransactionSnapshot());
-            resolve_checks(role, q, out, refusal, &step, &filter_index, shown, sizeof shown);
-            // Nothing to keep: the rollback restores the user, the settings and the snapshot.
-            RollbackAndReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(caller_context);
-            CurrentResourceOwner = caller_owner;
-        }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(caller_context);
-            ErrorData *edata = CopyErrorData();
-            FlushErrorState();
-            RollbackAndReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(caller_context);
-            CurrentResourceOwner = caller_owner;
-            SetUserIdAndSecContext(saved_user, saved_sec);
-            refusal->status = edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? 403 : 400;
-            if (step == ResolveStep::Filter && filter_index >= 0)
-                snprintf(refusal->message, sizeof refusal->message, "filter %s: %s", shown, edata->message);
-            else
-                snprintf(refusal->message, sizeof refusal->message, "%s", edata->message);
-            FreeErrorData(edata);
-        }
-        PG_END_TRY();
+        // The client chooses the table and the values, and so which code runs
+        // (a domain's CHECK at input): as the role, restricted. Nothing is
+        // kept: the rollback restores the settings and the snapshot.
+        ErrorData *edata = pg::run_as_role(role, resolve_as_role, &run, pg::OnSuccess::Rollback);
+        if (!edata)
+            return;
+        refusal->status = edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? 403 : 400;
+        if (run.step == ResolveStep::Filter && run.filter_index >= 0)
+            snprintf(refusal->message, sizeof refusal->message, "filter %s: %s", run.shown, edata->message);
+        else
+            snprintf(refusal->message, sizeof refusal->message, "%s", edata->message);
+        FreeErrorData(edata);
     });
     if (refusal->status != 0)
         return false;
