@@ -197,14 +197,18 @@ let otherFrames = {};  // type -> count (gap, error, unsubscribed, unparsable...
 const errorSamples = [];
 let parsedSlowly = 0;
 
-function recordChange(xid) {
+// Change frames per socket, to check that each socket got exactly the rows its filter selects.
+const perSocket = new Uint32Array(N);
+
+function recordChange(xid, socketIndex) {
+    perSocket[socketIndex]++;
     if (count === recvAt.length) grow();
     recvAt[count] = performance.now();
     xidOf[count] = xid;
     count++;
 }
 
-function onMessage(data, isBinary) {
+function onMessage(data, isBinary, socketIndex) {
     // ws 8 hands text frames over as a Buffer (one, the fragments joined).
     if (!isBinary && data.length > CHANGE_PREFIX.length &&
         data.compare(CHANGE_PREFIX, 0, CHANGE_PREFIX.length, 0, CHANGE_PREFIX.length) === 0) {
@@ -216,7 +220,7 @@ function onMessage(data, isBinary) {
             let c = data[p];
             if (c >= 48 && c <= 57) {
                 while (c >= 48 && c <= 57) { x = x * 10 + (c - 48); c = data[++p]; }
-                recordChange(x >>> 0);
+                recordChange(x >>> 0, socketIndex);
                 return;
             }
         }
@@ -232,7 +236,7 @@ function onMessage(data, isBinary) {
     const t = msg && msg.type;
     if (t === 'change' && Number.isInteger(msg.xid)) {
         parsedSlowly++;
-        recordChange(msg.xid >>> 0);
+        recordChange(msg.xid >>> 0, socketIndex);
     } else if (t === 'subscribed') {
         subscribedCount++;
     } else {
@@ -257,7 +261,7 @@ function connectOne(i) {
         let settled = false;
         const settle = (ok) => { if (!settled) { settled = true; resolve(ok); } };
         ws.on('open', () => { ws._opened = true; openCount++; settle(true); });
-        ws.on('message', onMessage);
+        ws.on('message', (data, isBinary) => onMessage(data, isBinary, i));
         ws.on('unexpected-response', (req, res) => {
             let body = '';
             res.on('data', (d) => { body += d; });
@@ -326,6 +330,7 @@ async function phase(name, writerArgs) {
     const maxId0 = Number(psql(`SELECT coalesce(max(id), 0) FROM ${opt.table}`));
     const first = count;
     const closed0 = closedCount;
+    const perSocket0 = perSocket.slice();
     const serverPids = opt['server-pid'] ? [opt['server-pid']] : findChildren('pgcdcws server');
     const decoderPids = findChildren('pgcdcws broadcast');
     const stats0 = serverStats();
@@ -355,6 +360,21 @@ async function phase(name, writerArgs) {
     const cpu1 = { gen: process.cpuUsage(cpu0.gen), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
     const stats1 = serverStats();
     const frames = count - first;
+    // Socket i must have got every row with k % M == i % M, and nothing else.
+    const perClass = new Array(M).fill(0);
+    for (const line of psql(`SELECT k % ${M}, count(*) FROM ${opt.table} WHERE id > ${maxId0} GROUP BY 1`).split('\n')) {
+        const [cls, n] = line.split(' ');
+        if (n) perClass[Number(cls)] = Number(n);
+    }
+    let wrongSockets = 0;
+    let wrongExample = null;
+    for (let i = 0; i < N; i++) {
+        const got = perSocket[i] - perSocket0[i];
+        if (got !== perClass[i % M]) {
+            wrongSockets++;
+            if (!wrongExample) wrongExample = { socket: i, filter: filterOf(i), got, expected: perClass[i % M] };
+        }
+    }
 
     // Commit timestamps of the phase's transactions (every row written in it).
     const commitMs = new Map();
@@ -413,6 +433,8 @@ async function phase(name, writerArgs) {
         frames,
         missing_frames: expected - frames,
         unknown_xid_frames: unknownXid,
+        sockets_with_wrong_count: wrongSockets,
+        wrong_count_example: wrongExample,
         sockets_closed: closedCount - closed0,
         window_seconds: r3(window),
         changes_per_s: window ? r3(rows / window) : null,
