@@ -37,7 +37,12 @@ for (const c of cells) {
     for (const p of c.phases) {
         const phase = p.phase === 'fixed' ? `fixed ${int(p.target_rate)}/s`
             : p.phase === 'max' ? `max rate, ${int(p.rows)} rows in ${int(p.transactions)} txns` : `1 txn of ${int(p.rows)} rows`;
-        const frames = `${int(p.frames)} / ${int(p.expected_frames)}` + (p.sockets_closed ? `, ${p.sockets_closed} closed` : '');
+        const d = p.server_stats_delta || {};
+        const frames = `${int(p.frames)} / ${int(p.expected_frames)}` +
+            (d.broadcast_messages_delivered != null ? ` (server: ${int(d.broadcast_messages_delivered)})` : '') +
+            (p.sockets_closed ? `, ${p.sockets_closed} closed` : '') +
+            (d.broadcast_slow_clients_closed ? `, ${d.broadcast_slow_clients_closed} closed 1013` : '') +
+            (p.sockets_with_wrong_count ? `, ${p.sockets_with_wrong_count} sockets with a wrong count` : '');
         out.push(`| ${who} | ${match} | ${phase} | ${int(p.write_rate)} | ${int(p.changes_per_s)} | ${int(p.messages_per_s)} | ` +
             `${ms(p.latency_ms.p50)} / ${ms(p.latency_ms.p99)} | ${frames} | ${pct(p.cpu.loadgen_s, p.wall_seconds)} | ` +
             `${pct(p.cpu.server_s, p.wall_seconds)} | ${pct(p.cpu.decoder_s, p.wall_seconds)} | ` +
@@ -47,6 +52,7 @@ for (const c of cells) {
 out.push('');
 out.push('- changes written/s: rows the writer inserted per second of its run (pgbench wall time).');
 out.push('- changes/s end to end, messages/s delivered: rows and frames over the time from the first commit to the last frame received.');
+out.push('- frames: change frames the load generator received / rows × matching subscribers (server: the change of cdc_server_stats().broadcast_messages_delivered); every socket\'s count is checked against the rows its filter selects.');
 out.push('- latency: frame receive time minus its transaction\'s commit timestamp; CPU as % of one core over the phase (writer start to last frame); machine busy: both cores.');
 if (setup.length) {
     out.push('');
