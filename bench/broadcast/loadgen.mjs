@@ -11,16 +11,19 @@
 //   --rate R --duration S    fixed-rate phase: R changes/s for S s (--rate 0: no such phase)
 //   --fixed-batch B          rows per transaction in the fixed-rate phase (1)
 //   --fixed-clients C        pgbench clients in the fixed-rate phase (1)
-//   --burst-rows ROWS        max-rate phase: ROWS rows as fast as the writer can (0: no such phase)
-//   --burst-batch B          rows per INSERT (one transaction each) in the max-rate phase (500)
+//   --burst-rows ROWS        max-rate phase: up to ROWS rows as fast as the writer can (0: no such phase)
+//   --burst-seconds S        ... and no more rows than the fixed phase's delivery rate empties in S s (15)
+//   --burst-batch B          rows per INSERT (one transaction each) in the max-rate phase (up to 500)
 //   --burst-clients C        pgbench clients in the max-rate phase (2)
-//   --txn-rows ROWS          one-transaction phase: ROWS rows in one INSERT; decoding starts at its
-//                            commit, so commit -> last frame is the pipeline's pace without the writer's
+//   --txn 1|0                then the same rows in ONE transaction (1); decoding starts at its commit,
+//                            so commit -> last frame is the pipeline's pace without the writer's
 //   --postmaster-pid PID     to find the "pgcdcws server" and "pgcdcws broadcast" processes
 //   --server-pid PID         take this process as the server (the harness self-test's mock)
 //   --connect-concurrency K  handshakes in flight at once (200)
 //   --subscribe-timeout S    for all N "subscribed" frames (240)
 //   --drain-timeout S        for the last expected frame once the writer is done, without progress (60)
+//   --phase-timeout S        for the last expected frame once the writer is done, in all (90); the
+//                            phase then reports the frames missing
 //   --workdir DIR            where the pgbench scripts go (a new temporary directory)
 //   --pgbin DIR              PostgreSQL binaries (/usr/lib/postgresql/15/bin)
 //
@@ -68,9 +71,9 @@ const opt = {
     host: '127.0.0.1', port: 0, subscribers: 100, match: 100, table: 'bench_t',
     pghost: '', pgport: 5432, pguser: 'postgres', pgdb: 'postgres', pgbin: '/usr/lib/postgresql/15/bin',
     rate: 0, duration: 5, 'fixed-batch': 1, 'fixed-clients': 1,
-    'burst-rows': 0, 'burst-batch': 500, 'burst-clients': 2, 'txn-rows': 0,
+    'burst-rows': 0, 'burst-batch': 500, 'burst-clients': 2, 'burst-seconds': 15, txn: 1,
     'postmaster-pid': 0, 'server-pid': 0, 'connect-concurrency': 200,
-    'subscribe-timeout': 240, 'drain-timeout': 60, workdir: '',
+    'subscribe-timeout': 240, 'drain-timeout': 60, 'phase-timeout': 90, workdir: '',
 };
 {
     const argv = process.argv.slice(2);
@@ -351,11 +354,15 @@ async function phase(name, writerArgs) {
     // Wait for every expected frame; give up after drain-timeout seconds without progress.
     let last = count;
     let lastProgress = performance.now();
+    let timedOut = false;
     while (count - first < expected && closedCount === closed0) {
         await sleep(10);
-        if (count !== last) { last = count; lastProgress = performance.now(); }
-        else if (performance.now() - lastProgress > opt['drain-timeout'] * 1000) break;
+        const now = performance.now();
+        if (count !== last) { last = count; lastProgress = now; }
+        else if (now - lastProgress > opt['drain-timeout'] * 1000) { timedOut = true; break; }
+        if (now - tWriterDone > opt['phase-timeout'] * 1000) { timedOut = true; break; }
     }
+    if (timedOut) note(`${name}: gave up waiting with ${count - first} of ${expected} frames`);
     const tDone = performance.now();
     const cpu1 = { gen: process.cpuUsage(cpu0.gen), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
     const stats1 = serverStats();
@@ -432,6 +439,7 @@ async function phase(name, writerArgs) {
         expected_frames: expected,
         frames,
         missing_frames: expected - frames,
+        timed_out: timedOut,
         unknown_xid_frames: unknownXid,
         sockets_with_wrong_count: wrongSockets,
         wrong_count_example: wrongExample,
@@ -466,7 +474,8 @@ async function phase(name, writerArgs) {
 // ------------------------------------------------------------------ main
 const result = {
     subscribers: N, match_percent: opt.match, recipients_per_change: N / M,
-    filter_example: filterOf(N - 1), ws: `${wsFrom} ${wsVersion}`, node: process.version, phases: [],
+    filter_example: filterOf(N - 1), ws: `${wsFrom} ${wsVersion}`, node: process.version,
+    phase_timeout_s: opt['phase-timeout'], phases: [],
 };
 note(`${N} subscribers, ${opt.match}% match (${N / M} per change), e.g. ${filterOf(N - 1)}`);
 const conn = await connectAll();
@@ -486,18 +495,33 @@ if (opt.rate > 0) {
     result.phases.push(await phase('fixed', ['-c', String(c), '-j', String(c), '-R', String(opt.rate / batch),
         '-T', String(opt.duration), '-f', script]));
 }
-if (opt['burst-rows'] > 0) {
-    const batch = opt['burst-batch'];
+// Rows of the max-rate and one-transaction phases: at most --burst-rows, and no more than the
+// messages the fixed phase saw delivered per second x --burst-seconds, so that a slow engine does
+// not turn a phase into minutes (the phase still measures a burst: the writer outruns delivery).
+// After a phase that gave up waiting, its late frames would be counted in the next phase: stop.
+const gaveUp = () => result.phases.some((p) => p.timed_out);
+let burstRows = gaveUp() ? 0 : opt['burst-rows'];
+const fixedPhase = result.phases.find((p) => p.phase === 'fixed');
+if (burstRows > 0 && fixedPhase && fixedPhase.messages_per_s) {
+    const affordable = Math.floor((Math.max(fixedPhase.messages_per_s, 5000) * opt['burst-seconds']) / (N / M));
+    if (affordable < burstRows) {
+        note(`burst sized to ${affordable} rows (fixed phase delivered ${Math.round(fixedPhase.messages_per_s)} messages/s)`);
+        burstRows = Math.max(affordable, 2);
+    }
+}
+result.burst_rows = burstRows;
+if (burstRows > 0) {
     const c = opt['burst-clients'];
-    const txns = Math.max(1, Math.round(opt['burst-rows'] / (batch * c)));
+    const batch = Math.max(1, Math.min(opt['burst-batch'], Math.floor(burstRows / (20 * c))));
+    const txns = Math.max(1, Math.round(burstRows / (batch * c)));
     const script = path.join(workdir, 'burst.sql');
     fs.writeFileSync(script, `INSERT INTO ${opt.table} (k, payload) SELECT floor(random() * 100)::int, md5(random()::text) FROM generate_series(1, ${batch});\n`);
     result.phases.push(await phase('max', ['-c', String(c), '-j', String(c), '-t', String(txns), '-f', script]));
-}
-if (opt['txn-rows'] > 0) {
-    const script = path.join(workdir, 'txn.sql');
-    fs.writeFileSync(script, `INSERT INTO ${opt.table} (k, payload) SELECT floor(random() * 100)::int, md5(random()::text) FROM generate_series(1, ${opt['txn-rows']});\n`);
-    result.phases.push(await phase('txn', ['-c', '1', '-j', '1', '-t', '1', '-f', script]));
+    if (opt.txn && !gaveUp()) {
+        const tscript = path.join(workdir, 'txn.sql');
+        fs.writeFileSync(tscript, `INSERT INTO ${opt.table} (k, payload) SELECT floor(random() * 100)::int, md5(random()::text) FROM generate_series(1, ${batch * c * txns});\n`);
+        result.phases.push(await phase('txn', ['-c', '1', '-j', '1', '-t', '1', '-f', tscript]));
+    }
 }
 result.other_frames = otherFrames;
 result.error_samples = errorSamples;

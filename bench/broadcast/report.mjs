@@ -15,11 +15,12 @@ const int = (x) => (x == null ? '–' : Math.round(x).toLocaleString('en-US'));
 const ms = (x) => (x == null ? '–' : x < 10 ? x.toFixed(1) : Math.round(x).toString());
 const pct = (cpu, wall) => (cpu == null || !wall ? '–' : `${Math.round((100 * cpu) / wall)}%`);
 
+const opt_phase_timeout = (c) => (c.phase_timeout_s ? `${c.phase_timeout_s} s` : 'waiting');
 const out = [];
 if (meta) {
     out.push(`${meta.date}, pgcdcws \`${meta.pgcdcws}\`, ${meta.postgres}, ${meta.cpu}, ${meta.cores} cores, ` +
         `load average ${meta.loadavg_start} before the run; Node.js ${meta.node}, ws ${meta.ws}; ` +
-        `pgcdcws.client_queue_size ${meta.client_queue_kb} kB.`);
+        `pgcdcws.client_queue_size ${meta.client_queue_kb} kB, pgcdcws.ping_interval ${meta.ping_interval}.`);
     out.push('');
 }
 out.push('| subscribers | match (recipients/change) | phase | changes written/s | changes/s end to end | messages/s delivered | latency p50 / p99 (ms) | frames received / expected | load gen CPU | server CPU | decoder CPU | machine busy |');
@@ -42,7 +43,8 @@ for (const c of cells) {
             (d.broadcast_messages_delivered != null ? ` (server: ${int(d.broadcast_messages_delivered)})` : '') +
             (p.sockets_closed ? `, ${p.sockets_closed} closed` : '') +
             (d.broadcast_slow_clients_closed ? `, ${d.broadcast_slow_clients_closed} closed 1013` : '') +
-            (p.sockets_with_wrong_count ? `, ${p.sockets_with_wrong_count} sockets with a wrong count` : '');
+            (p.sockets_with_wrong_count ? `, ${p.sockets_with_wrong_count} sockets with a wrong count` : '') +
+            (p.timed_out ? `, **incomplete** (gave up ${opt_phase_timeout(c)} after the writer; latency of the frames received only)` : '');
         out.push(`| ${who} | ${match} | ${phase} | ${int(p.write_rate)} | ${int(p.changes_per_s)} | ${int(p.messages_per_s)} | ` +
             `${ms(p.latency_ms.p50)} / ${ms(p.latency_ms.p99)} | ${frames} | ${pct(p.cpu.loadgen_s, p.wall_seconds)} | ` +
             `${pct(p.cpu.server_s, p.wall_seconds)} | ${pct(p.cpu.decoder_s, p.wall_seconds)} | ` +

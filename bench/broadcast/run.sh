@@ -11,11 +11,16 @@
 #   BENCH_SUBSCRIBERS ["100 1000 10000"]  BENCH_MATCH ["1 10 100"] (percent)
 #   BENCH_DURATION [8]                  seconds of the fixed-rate phase
 #   BENCH_RATE [1000]                   fixed-rate phase: changes/s, capped so that ...
-#   BENCH_FIXED_DELIVERIES [100000]     ... changes/s x recipients per change <= this (messages/s)
+#   BENCH_FIXED_DELIVERIES [50000]      ... changes/s x recipients per change <= this (messages/s)
 #   BENCH_BURST_ROWS [200000]           max-rate phase: rows, capped so that ...
 #   BENCH_BURST_DELIVERIES [2000000]    ... rows x recipients per change <= this (messages) and
 #   BENCH_BURST_PER_CLIENT [5000]       ... the frames each socket gets <= this (about 1.5 MB: well
 #                                       inside the send queue, so a client that lags gets no 1013)
+#   BENCH_BURST_SECONDS [15]            ... and rows x recipients <= what the fixed phase delivered in this
+#                                       many seconds (so a slow engine makes no endless phase)
+#   BENCH_PHASE_TIMEOUT [60]            seconds after the writer to wait for the last frame; then the
+#                                       phase is reported incomplete and the cell's later phases skipped
+#   BENCH_PING_INTERVAL [server default] pgcdcws.ping_interval (seconds)
 #   BENCH_TIME_BUDGET [660]             seconds; cells not started by then are reported as skipped
 #   BENCH_CLIENT_QUEUE_KB [4096]        pgcdcws.client_queue_size
 #
@@ -59,7 +64,10 @@ else
 fi
 MATCH=${BENCH_MATCH:-1 10 100}
 RATE=${BENCH_RATE:-1000}
-FIXED_DELIVERIES=${BENCH_FIXED_DELIVERIES:-100000}
+FIXED_DELIVERIES=${BENCH_FIXED_DELIVERIES:-50000}
+BURST_SECONDS=${BENCH_BURST_SECONDS:-15}
+PHASE_TIMEOUT=${BENCH_PHASE_TIMEOUT:-60}
+PING_INTERVAL=${BENCH_PING_INTERVAL:-}
 TIME_BUDGET=${BENCH_TIME_BUDGET:-660}
 CLIENT_QUEUE_KB=${BENCH_CLIENT_QUEUE_KB:-4096}
 BURST_PER_CLIENT=${BENCH_BURST_PER_CLIENT:-5000}
@@ -115,6 +123,7 @@ pgcdcws.auth = trust
 pgcdcws.max_connections = 20000
 pgcdcws.max_connections_per_role = 0
 pgcdcws.client_queue_size = $CLIENT_QUEUE_KB
+${PING_INTERVAL:+pgcdcws.ping_interval = $PING_INTERVAL}
 $(opl_conf_line "pgoutput, pgcdcws")"
 fi
 tc_init "$TMP" "$PG_PORT" <<EOF
@@ -177,20 +186,17 @@ for n in $SUBSCRIBERS; do
         # each socket receives pct% of the rows: keep that within its send queue
         per_client_cap=$((BURST_PER_CLIENT * 100 / pct))
         ((burst > per_client_cap)) && burst=$per_client_cap
-        batch=$((burst / 40))
-        ((batch > 500)) && batch=500
-        ((batch < 1)) && batch=1
-        burst=$(((burst / (2 * batch)) * 2 * batch))
-        ((burst < 2 * batch)) && burst=$((2 * batch))
-        log "cell: $n subscribers, $pct% match ($recipients per change); fixed $rate changes/s for ${DURATION}s; max rate: $burst rows in INSERTs of $batch; then 1 transaction of $burst rows"
+        log "cell: $n subscribers, $pct% match ($recipients per change); fixed $rate changes/s for ${DURATION}s; then up to $burst rows at max rate, and in 1 transaction"
         wait_until 60 "the previous cell's sockets to close" no_ws_connections || true
         extra=()
         ((MOCK)) && extra=(--server-pid "$MOCK_PID")
-        if res=$(timeout 600 node "$HERE/loadgen.mjs" --port "$WS_PORT" --subscribers "$n" --match "$pct" \
+        # --foreground: stay in this process group, so that an interrupt reaches the load generator
+        if res=$(timeout --foreground 900 node "$HERE/loadgen.mjs" --port "$WS_PORT" --subscribers "$n" --match "$pct" \
             --pghost "$TMP" --pgport "$PG_PORT" --pgbin "$PGBIN" --postmaster-pid "$PM_PID" --workdir "$TMP" \
             --rate "$rate" --duration "$DURATION" --fixed-clients "$fixed_clients" \
-            --burst-rows "$burst" --burst-batch "$batch" --burst-clients 2 --txn-rows "$burst" \
+            --burst-rows "$burst" --burst-seconds "$BURST_SECONDS" --phase-timeout "$PHASE_TIMEOUT" \
             "${extra[@]}" 2>"$TMP/loadgen.err"); then
+            sed -n 's/^\[loadgen\] /    /p' "$TMP/loadgen.err"
             echo "$res" >>"$RESULTS"
             node -e '
                 const r = JSON.parse(process.argv[1]);
@@ -229,7 +235,8 @@ node -e '
     pgcdcws "$( ((MOCK)) && echo "mock_server.py (harness check)" || git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)')" \
     node "$(node --version)" \
     ws "$(node -p 'require("/usr/share/nodejs/ws/package.json").version') (Debian node-ws)" \
-    client_queue_kb "$CLIENT_QUEUE_KB"
+    client_queue_kb "$CLIENT_QUEUE_KB" \
+    ping_interval "${PING_INTERVAL:-default}"
 node "$HERE/report.mjs" "$RESULTS" "$META" | tee "$OUT/results.md"
 if grep -q 'WARNING' "$TC_LOG" 2>/dev/null; then
     log "server log warnings (first 5):"
