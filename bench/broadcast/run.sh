@@ -21,6 +21,8 @@
 #   BENCH_PHASE_TIMEOUT [60]            seconds after the writer to wait for the last frame; then the
 #                                       phase is reported incomplete and the cell's later phases skipped
 #   BENCH_PING_INTERVAL [server default] pgcdcws.ping_interval (seconds)
+#   BENCH_PERF [0]                      1: profile the pgcdcws server per cell (perf record; top symbols
+#                                       in out/perf_<subscribers>_<match>.txt)
 #   BENCH_TIME_BUDGET [660]             seconds; cells not started by then are reported as skipped
 #   BENCH_CLIENT_QUEUE_KB [4096]        pgcdcws.client_queue_size
 #
@@ -190,6 +192,14 @@ for n in $SUBSCRIBERS; do
         wait_until 60 "the previous cell's sockets to close" no_ws_connections || true
         extra=()
         ((MOCK)) && extra=(--server-pid "$MOCK_PID")
+        perf_pid=""
+        if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
+            server_pid=$(pgrep -P "$PM_PID" -f 'pgcdcws server' | head -n1 || true)
+            if [[ -n $server_pid ]]; then
+                perf record -q -F 299 -g -p "$server_pid" -o "$OUT/perf_${n}_$pct.data" >/dev/null 2>&1 &
+                perf_pid=$!
+            fi
+        fi
         # --foreground: stay in this process group, so that an interrupt reaches the load generator
         if res=$(timeout --foreground 900 node "$HERE/loadgen.mjs" --port "$WS_PORT" --subscribers "$n" --match "$pct" \
             --pghost "$TMP" --pgport "$PG_PORT" --pgbin "$PGBIN" --postmaster-pid "$PM_PID" --workdir "$TMP" \
@@ -217,6 +227,11 @@ for n in $SUBSCRIBERS; do
             [[ -z $res ]] && printf '{"subscribers": %d, "match_percent": %d, "error": %s}\n' "$n" "$pct" \
                 "$(tail -n 3 "$TMP/loadgen.err" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s.trim())))')" >>"$RESULTS"
             FAILURES=$((FAILURES + 1))
+        fi
+        if [[ -n $perf_pid ]]; then
+            kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true
+            perf report -i "$OUT/perf_${n}_$pct.data" --no-children --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 40 >"$OUT/perf_${n}_$pct.txt" || true
+            log "server profile: $OUT/perf_${n}_$pct.txt"
         fi
     done
 done
