@@ -8,7 +8,8 @@ if (!resultsFile) {
     process.stderr.write('usage: node report.mjs results.jsonl [meta.json]\n');
     process.exit(2);
 }
-const cells = fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const cells = fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    .sort((a, b) => a.subscribers - b.subscribers || a.match_percent - b.match_percent);
 const meta = metaFile && fs.existsSync(metaFile) ? JSON.parse(fs.readFileSync(metaFile, 'utf8')) : null;
 
 const int = (x) => (x == null ? '–' : Math.round(x).toLocaleString('en-US'));
