@@ -268,12 +268,14 @@ function connectOne(i) {
         ws.on('unexpected-response', (req, res) => {
             let body = '';
             res.on('data', (d) => { body += d; });
-            res.on('end', () => {
+            const done = () => {
                 const k = `${res.statusCode} ${body.slice(0, 200)}`;
                 handshakeErrors[k] = (handshakeErrors[k] || 0) + 1;
                 settle(false);
-            });
-            req.destroy();
+                req.destroy();
+            };
+            res.on('end', done);
+            res.on('error', done);
         });
         ws.on('error', (e) => {
             const k = e.message;

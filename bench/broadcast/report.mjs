@@ -31,7 +31,10 @@ for (const c of cells) {
     const who = `${int(c.subscribers)}`;
     const match = `${c.match_percent}%` + (c.recipients_per_change != null ? ` (${int(c.recipients_per_change)})` : '');
     if (c.skipped || c.error || !c.connect || !c.connect.ok) {
-        const why = c.skipped ? `skipped: ${c.skipped}` : `failed: ${c.error ?? c.connect?.error ?? '?'}`;
+        const firstHandshakeError = Object.keys(c.connect?.handshake_errors ?? {})[0];
+        const why = c.skipped ? `skipped: ${c.skipped}` : `failed: ${c.error ?? c.connect?.error ?? '?'}` +
+            (firstHandshakeError ? ` (${firstHandshakeError})` : '') +
+            (c.connect?.closes && Object.keys(c.connect.closes).length ? ` (closed: ${Object.keys(c.connect.closes)[0]})` : '');
         out.push(`| ${who} | ${match} | ${why.replace(/\|/g, '\\|').slice(0, 200)} | | | | | | | | | |`);
         continue;
     }
