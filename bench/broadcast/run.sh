@@ -3,7 +3,7 @@
 # filter, on workloads where 1%, 10% and 100% of them match every change.
 #
 #   bench/broadcast/run.sh            the matrix: 100, 1,000, 10,000 subscribers x 1%, 10%, 100%
-#   BENCH_QUICK=1 bench/broadcast/run.sh   smoke run: 100 subscribers, short phases (about a minute)
+#   BENCH_QUICK=1 bench/broadcast/run.sh   smoke run: 100 subscribers, short phases (about two minutes)
 #   bench/broadcast/run.sh --mock     check the harness against bench/broadcast/mock_server.py
 #                                     (a polling stand-in, no pgcdcws needed; its numbers mean nothing)
 #
