@@ -777,7 +777,7 @@ class StalledWsClient:
         self._thread = threading.Thread(target=self._drain, args=(timeout,), daemon=True)
         self._thread.start()
 
-    def join_drain(self, timeout=90):
+    def join_drain(self, timeout=180):
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the stalled client's reader did not finish"
         assert self.drain_error is None, repr(self.drain_error)

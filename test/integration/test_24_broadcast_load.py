@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cdcws import (LSN_PATTERN, BroadcastClient, RssSampler, StalledWsClient, lsn_int, open_subscribed, row_of,
+from cdcws import (LSN_PATTERN, BroadcastClient, RssSampler, apoll, StalledWsClient, lsn_int, open_subscribed, row_of,
                    ws_target)
 from conftest import logs_reported, started_cluster
 
@@ -281,3 +281,44 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
             assert peak < SERVER_PEAK_LIMIT_KB, report
         elif kind == "pgcdcws broadcast":
             assert peak < DECODER_PEAK_LIMIT_KB, report
+
+
+# ------------------------------------------------------------------ the engine
+def engine_slots(c):
+    """(slot_name, temporary, confirmed_flush_lsn) of the pgcdcws slots: in this cluster only
+    the broadcast engine makes any."""
+    return c.sql("SELECT slot_name, temporary, confirmed_flush_lsn::text FROM pg_replication_slots "
+                 "WHERE plugin = 'pgcdcws'")
+
+
+def test_the_engine_slot_advances_and_goes_with_the_last_subscriber(lc):
+    """One slot for all subscribers, confirmed as the engine decodes (it does not pin WAL behind
+    it), gone with its decoder some time (60 s) after the last subscriber left; the next
+    subscriber starts a new one."""
+    lc.sql("CREATE TABLE b_engine (id int PRIMARY KEY)")
+
+    async def main():
+        c1 = await open_subscribed(lc.ws_port, "insert:public.b_engine")
+        c2 = await open_subscribed(lc.ws_port, "insert:b_engine:id.gt.500")
+        try:
+            lc.sql("DO $$ BEGIN FOR i IN 1..1000 LOOP INSERT INTO b_engine VALUES (i); COMMIT; END LOOP; END $$")
+            last = (await c1.changes(1000, timeout=120))[-1]
+            assert (await c2.changes(500, timeout=120))[-1]["lsn"] == last["lsn"]
+            slots = engine_slots(lc)
+            assert len(slots) == 1, slots
+            await apoll(lambda: lsn_int(engine_slots(lc)[0][2]) >= lsn_int(last["lsn"]), 60,
+                        what=f"the engine's slot to be confirmed up to {last['lsn']} ({engine_slots(lc)})")
+        finally:
+            await c1.close()
+            await c2.close()
+        await apoll(lambda: not engine_slots(lc) and not lc.pids_by_backend_type("pgcdcws broadcast"), 180,
+                    interval=1, what="the broadcast decoder and its slot to go after the last subscriber left")
+        c3 = await open_subscribed(lc.ws_port, "insert:public.b_engine")
+        try:
+            lc.sql("INSERT INTO b_engine VALUES (1001)")
+            f = await c3.change()
+            assert row_of(f) == {"id": 1001} and len(engine_slots(lc)) == 1
+        finally:
+            await c3.close()
+
+    run(main())
