@@ -28,6 +28,8 @@ BC_CONF = [
     "pgcdcws.ping_interval = 10",
     "pgcdcws.max_connections = 1000",
     "pgcdcws.max_connections_per_role = 0",
+    # commit_end_lsns() reads the WAL of a test back from its start: keep it around
+    "wal_keep_size = '1GB'",
 ]
 
 

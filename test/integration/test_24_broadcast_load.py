@@ -246,6 +246,7 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
     code, reason = closing
     assert code == 1013, closing
     assert [op for op, _ in stalled.frames][-1] == 8, "frames after the close frame"
+    assert stalled.buf == b"", f"{len(stalled.buf)} bytes of an incomplete frame before the TCP end"
     assert all(t["type"] == "change" for t in texts[1:]), [t for t in texts[1:] if t["type"] != "change"][:3]
     assert got == list(range(1, len(got) + 1)), f"not a prefix: {got[:5]}...{got[-5:]}"
     assert 0 < len(got) < TOTAL
