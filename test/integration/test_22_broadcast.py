@@ -664,8 +664,9 @@ REFUSED_QUERIES = [
      'filter "n.gt.4.5": invalid input syntax for type integer: "4.5"'),
     ("int out of range", "insert:public.b_err:n.in.1,99999999999", CATALOG,
      lambda e: e.startswith('filter "n.in.1,99999999999": ') and 'value "99999999999" is out of range for type integer' in e),
-    ("point has no btree", "insert:public.b_err:p.eq.(1%2C2)", CATALOG,
-     'filter "p.eq.(1%2C2)": type point has no default btree operator class: it cannot be compared'),
+    # the operator class is checked before the value (PROTOCOL.md's order)
+    ("point has no btree", "insert:public.b_err:p.eq.x", CATALOG,
+     'filter "p.eq.x": type point has no default btree operator class: it cannot be compared'),
     ("json has no btree", "insert:public.b_err:j.eq.{}", CATALOG,
      'filter "j.eq.{}": type json has no default btree operator class: it cannot be compared'),
     ("array column", "insert:public.b_err:arr.eq.{1}", CATALOG, lambda e: e.startswith('filter "arr.eq.{1}": ')),
