@@ -1051,3 +1051,42 @@ def test_an_unqualified_table_is_looked_up_as_the_subscribing_role(sec):
     f1, f2 = run(main())
     assert (f1["schema"], f1["table"], row_of(f1)) == ("b_r1", "b_sp", {"id": 2}), f1
     assert (f2["schema"], f2["table"], row_of(f2)) == ("public", "b_sp", {"id": 1}), f2
+
+
+def test_a_subscription_whose_role_loses_select_ends_with_an_error_frame(sec):
+    sec.sql("CREATE TABLE b_revoke (id int PRIMARY KEY)")
+    sec.sql("GRANT SELECT ON b_revoke TO b_reader")
+
+    async def main():
+        c = await open_subscribed(sec.ws_port, "insert:public.b_revoke", token=token_for(sec, "b_reader"))
+        try:
+            await c.subscribe("insert:public.b_secret", "other")
+            sec.sql("INSERT INTO b_revoke VALUES (1)")
+            first = await c.change()
+            sec.sql("REVOKE SELECT ON b_revoke FROM b_reader")
+            sec.sql("INSERT INTO b_revoke VALUES (2)")
+            ended = await c.expect("error", id="query")
+            sec.sql("GRANT SELECT ON b_revoke TO b_reader")
+            sec.sql("INSERT INTO b_revoke VALUES (3)")   # the subscription is gone: nothing
+            sec.sql("INSERT INTO b_secret VALUES (100, 'after')")
+            return first, ended, await c.change()
+        finally:
+            await c.close()
+
+    first, ended, after = run(main())
+    assert row_of(first) == {"id": 1} and first["subscriptions"] == ["query"]
+    assert "b_revoke" in ended["error"], ended
+    assert row_of(after) == {"id": 100, "s": "after"} and after["subscriptions"] == ["other"], after
+
+
+def test_an_expired_token_closes_the_socket_4001(sec):
+    async def main():
+        # a bare socket: the close must not race the first subscription's decoder start
+        c = await BroadcastClient.open(sec.ws_port, token=token_for(sec, "b_reader", "3 seconds"))
+        try:
+            return await c.closed(timeout=30)
+        finally:
+            await c.close()
+
+    code, reason, frames = run(main())
+    assert (code, reason) == (4001, "token expired"), (code, reason, frames)

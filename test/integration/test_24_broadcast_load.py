@@ -305,6 +305,47 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
             assert peak < DECODER_PEAK_LIMIT_KB, report
 
 
+# --------------------------------------------------------------- close codes
+def test_engine_failure_closes_1011_and_since_then_reports_the_gap(lc):
+    """The broadcast decoder is terminated: every subscriber is closed with 1011 and a reason.
+    What committed while no engine ran was never decoded, so a reconnect with since gets
+    subscribed, then gap (since, oldest > since), then live changes. A server shutdown closes
+    with 1001."""
+    lc.sql("CREATE TABLE b_fail (id int PRIMARY KEY)")
+
+    async def main():
+        c = await open_subscribed(lc.ws_port, "insert:public.b_fail")
+        try:
+            lc.sql("INSERT INTO b_fail VALUES (1)")
+            since = (await c.change())["lsn"]
+            pids = lc.pids_by_backend_type("pgcdcws broadcast")
+            assert len(pids) == 1, pids
+            assert lc.sql1("SELECT pg_terminate_backend(%s)", (pids[0],)) is True
+            failed = await c.closed(timeout=60)
+        finally:
+            await c.close()
+        lc.sql("INSERT INTO b_fail VALUES (2)")
+        c2 = await BroadcastClient.open(lc.ws_port, query="insert:public.b_fail", since=since)
+        try:
+            await c2.subscribed()
+            gap = await c2.expect("gap", id="query")
+            lc.sql("INSERT INTO b_fail VALUES (3)")
+            live = await c2.change()
+            restart = asyncio.get_running_loop().run_in_executor(None, lambda: lc.restart("fast"))
+            shutdown = await c2.closed(timeout=120)
+            await restart
+        finally:
+            await c2.close()
+        return since, failed, gap, live, shutdown
+
+    since, (code, reason, frames), gap, live, (code2, reason2, frames2) = run(main())
+    assert code == 1011 and reason, (code, reason)
+    assert frames == [], frames
+    assert lsn_int(gap["since"]) == lsn_int(since) and lsn_int(gap["oldest"]) > lsn_int(since), gap
+    assert row_of(live) == {"id": 3}, live
+    assert code2 == 1001 and frames2 == [], (code2, reason2, frames2)
+
+
 # ------------------------------------------------------------------ the engine
 def engine_slots(c):
     """(slot_name, temporary, confirmed_flush_lsn) of the pgcdcws slots: in this cluster only
