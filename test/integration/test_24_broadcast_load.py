@@ -169,9 +169,9 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
     its own receive buffer, its queue, a 1 MB margin for lws' partial write and the kernel's
     accounting), the stalled one has overflowed, about a second earlier (well within the 10 s
     before the server drops its TCP connection): it then reads everything it was sent, which
-    must be a prefix of
-    the changes followed by a close frame 1013 whose reason names an LSN up to which it has
-    every change (so that since= catches up without loss), and the TCP connection must end."""
+    must be a prefix of the changes followed by a close frame 1013 whose reason names an LSN up
+    to which it has every change (so that since= catches up without loss), and the TCP
+    connection must end."""
     lc.sql("CREATE TABLE b_flood (id int PRIMARY KEY, pad text)")
     # the most a socket's send buffer grows to by itself (the server sets no SO_SNDBUF)
     tcp_wmem_max = int(open("/proc/sys/net/ipv4/tcp_wmem").read().split()[2])
