@@ -343,7 +343,7 @@ OPS_SUBS = {
     "and_i_f": ("insert:public.b_ops:i.gte.0:f.gt.4.4", {1, 4, 6, 7}),
     "and_same_column": ("insert:public.b_ops:i.gt.1:i.lt.10", {1, 7}),
     "and_n_t": ("insert:public.b_ops:n.gte.0:tc.lt.b", {2, 7}),
-    "star_kinds": ("*:public.b_ops:i.eq.5", {1}),
+    "star_kinds": ("*:public.b_ops:id.eq.1", {1}),  # * includes delete: a key filter
     "unqualified": ("insert:b_ops:i.eq.9", {7}),
     "all": ("insert:public.b_ops", {1, 2, 3, 4, 5, 6, 7}),
 }
