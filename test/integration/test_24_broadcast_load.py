@@ -254,6 +254,8 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
     assert closing is not None, (f"the stalled client was never closed: it read {len(got)} of {TOTAL} changes "
                                  f"(eof={stalled.eof})")
     code, reason = closing
+    print(f"stalled client: {len(got)} changes ({sum(len(p) for op, p in stalled.frames if op == 1)} bytes) "
+          f"then close {code} {reason!r}; estimated capacity {out['capacity']} bytes")
     assert code == 1013, closing
     assert [op for op, _ in stalled.frames][-1] == 8, "frames after the close frame"
     assert stalled.buf == b"", f"{len(stalled.buf)} bytes of an incomplete frame before the TCP end"
