@@ -438,6 +438,70 @@ def test_text_filters_compare_with_the_column_collation(bc):
         assert set(f["subscriptions"]) == {s for s, (_, rows) in subs.items() if i in rows}, (i, f["subscriptions"])
 
 
+def test_enum_and_domain_columns_compare_as_their_types(bc):
+    """An enum compares in its declared order (not alphabetically), a domain as its base type;
+    their input functions (a domain's CHECK included) judge the values."""
+    bc.sql("CREATE TYPE b_mood AS ENUM ('sad', 'ok', 'happy')")
+    bc.sql("CREATE DOMAIN b_pos AS int CHECK (VALUE > 0)")
+    bc.sql("CREATE TABLE b_typed (id int PRIMARY KEY, mood b_mood, qty b_pos)")
+    subs = {
+        "m_gt": ("insert:public.b_typed:mood.gt.ok", {3}),      # alphabetically 'sad' > 'ok' too
+        "m_lt": ("insert:public.b_typed:mood.lt.ok", {1}),
+        "m_in": ("insert:public.b_typed:mood.in.sad,happy", {1, 3}),
+        "q_gte": ("insert:public.b_typed:qty.gte.10", {2, 3}),
+        "all": ("insert:public.b_typed", {1, 2, 3, 4}),
+    }
+
+    async def main():
+        c = await BroadcastClient.open(bc.ws_port)
+        try:
+            for sid, (q, _) in subs.items():
+                await c.subscribe(q, sid)
+            bad_enum = await c.subscribe_error("insert:public.b_typed:mood.eq.angry", "bad_enum")
+            bad_domain = await c.subscribe_error("insert:public.b_typed:qty.eq.-1", "bad_domain")
+            bc.exec_txn("INSERT INTO b_typed VALUES (1, 'sad', 1), (2, 'ok', 10), (3, 'happy', 100), (4, NULL, NULL)")
+            return bad_enum, bad_domain, await c.changes(4)
+        finally:
+            await c.close()
+
+    bad_enum, bad_domain, frames = run(main())
+    assert bad_enum == 'filter "mood.eq.angry": invalid input value for enum b_mood: "angry"', bad_enum
+    assert bad_domain == 'filter "qty.eq.-1": value for domain b_pos violates check constraint "b_pos_check"', bad_domain
+    assert [row_of(f) for f in frames] == [{"id": 1, "mood": "sad", "qty": 1}, {"id": 2, "mood": "ok", "qty": 10},
+                                           {"id": 3, "mood": "happy", "qty": 100},
+                                           {"id": 4, "mood": None, "qty": None}], frames
+    assert frames[0]["columntypes"] == ["integer", "b_mood", "b_pos"]
+    for f in frames:
+        i = row_of(f)["id"]
+        assert set(f["subscriptions"]) == {s for s, (_, rows) in subs.items() if i in rows}, (i, f["subscriptions"])
+
+
+def test_a_partitioned_table_delivers_the_changes_of_its_partitions(bc):
+    """A partitioned table is accepted (PROTOCOL.md): its rows live in its partitions, and their
+    changes reach the subscription, filters applied."""
+    bc.sql("CREATE TABLE b_part (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)")
+    bc.sql("CREATE TABLE b_part_eu PARTITION OF b_part FOR VALUES IN ('eu')")
+    bc.sql("CREATE TABLE b_part_us PARTITION OF b_part FOR VALUES IN ('us')")
+    bc.sql("CREATE TABLE b_part_mark (id int PRIMARY KEY)")
+
+    async def main():
+        c = await BroadcastClient.open(bc.ws_port)
+        try:
+            await c.subscribe("insert:public.b_part", "all")
+            await c.subscribe("insert:public.b_part:region.eq.us", "us")
+            await c.subscribe("insert:public.b_part_mark", "mark")
+            bc.exec_txn("INSERT INTO b_part VALUES (1, 'eu'), (2, 'us')")
+            bc.sql("INSERT INTO b_part_mark VALUES (1)")
+            return await c.changes(3)
+        finally:
+            await c.close()
+
+    frames = run(main())
+    assert [(row_of(f), sorted(f["subscriptions"])) for f in frames] == [
+        ({"id": 1, "region": "eu"}, ["all"]), ({"id": 2, "region": "us"}, ["all", "us"]), ({"id": 1}, ["mark"])], \
+        [(f["table"], row_of(f), f["subscriptions"]) for f in frames]
+
+
 # ------------------------------------------------------ updates and deletes
 def test_updates_in_and_out_of_a_filter_with_replica_identity_full(bc):
     """Under REPLICA IDENTITY FULL the old row is whole: an update is delivered when the old
@@ -888,6 +952,36 @@ def test_since_replay_while_another_subscriber_stayed(bc):
     assert ids(kept) == [1, 2, 2000, 3]
     assert ids(replay) == [2, 3] and [f["lsn"] for f in replay] == [kept[1]["lsn"], kept[3]["lsn"]]
     assert ids([live]) == [4]
+
+
+def test_since_0_0_asks_for_all_the_window_holds(bc):
+    """since=0/0: the window does not reach back to 0/0, so a gap frame (since 0/0) follows
+    subscribed; then every matching change the window holds (all of this new table's: it was
+    written while the engine ran, far less than the 64MB window), then live ones."""
+    bc.sql("CREATE TABLE b_all (id int PRIMARY KEY)")
+
+    async def main():
+        keeper = await open_subscribed(bc.ws_port, "insert:public.b_all")  # the engine runs, decoding b_all
+        try:
+            for i in (1, 2, 3):
+                bc.sql("INSERT INTO b_all VALUES (%s)", (i,))
+            c = await BroadcastClient.open(bc.ws_port, query="insert:public.b_all:id.neq.2", since="0/0")
+            try:
+                await c.subscribed()
+                gap = await c.expect("gap", id="query")
+                replay = await c.changes(2)
+                bc.sql("INSERT INTO b_all VALUES (4)")
+                live = await c.change()
+            finally:
+                await c.close()
+            return gap, replay, live
+        finally:
+            await keeper.close()
+
+    gap, replay, live = run(main())
+    assert gap["since"] == "0/0" and lsn_int(gap["oldest"]) > 0, gap
+    assert ids(replay) == [1, 3] and ids([live]) == [4]
+    assert lsn_int(replay[0]["lsn"]) > lsn_int(gap["oldest"])
 
 
 @pytest.fixture
