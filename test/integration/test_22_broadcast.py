@@ -14,6 +14,7 @@ commit order). The load tests (200 clients, a stalled client) are in test_24_bro
 import asyncio
 import decimal
 import threading
+import time
 
 import pytest
 
@@ -869,6 +870,42 @@ def test_many_subscriptions_on_one_socket(bc):
     assert ids([u_last]) == [7] and u_last["subscriptions"] == ["seven"]
 
 
+def test_no_frame_of_a_subscription_follows_its_unsubscribed_frame(bc):
+    """While a writer runs, unsubscribe: frames of it may come before "unsubscribed", none
+    after; the socket's other subscription goes on (its marker row ends the reading)."""
+    bc.sql("CREATE TABLE b_churn (id int PRIMARY KEY)")
+    bc.sql("CREATE TABLE b_churn_mark (id int PRIMARY KEY)")
+    writer = XidWriter(bc, "b_churn")
+
+    async def main():
+        c = await BroadcastClient.open(bc.ws_port)
+        try:
+            await c.subscribe("insert:public.b_churn", "w")
+            await c.subscribe("insert:public.b_churn_mark", "m")
+            writer.start()
+            await apoll_written(writer, 100)
+            await c.send_json({"unsubscribe": "w"})
+            before = await c.collect_until(lambda got: bool(got) and got[-1]["type"] == "unsubscribed", 60,
+                                           what="the unsubscribed frame")
+            await apoll_written(writer, writer.written + 100)
+            writer.stop()
+            bc.sql("INSERT INTO b_churn_mark VALUES (1)")
+            after = await c.collect_until(lambda got: bool(got) and got[-1].get("subscriptions") == ["m"], 60,
+                                          what="the marker row")
+            return before, after
+        finally:
+            writer.stop()
+            await c.close()
+
+    before, after = run(main())
+    assert writer.error is None, repr(writer.error)
+    assert before[-1] == {"type": "unsubscribed", "id": "w"}
+    got = ids(before[:-1])
+    assert got == list(range(1, len(got) + 1)), got[:10]
+    assert after == [after[-1]] and row_of(after[-1]) == {"id": 1}, [f for f in after if f["type"] != "change"
+                                                                   or f["subscriptions"] != ["m"]][:3]
+
+
 # ---------------------------------------------------------------- since, gap
 def test_since_replays_what_a_reconnecting_client_missed(bc):
     """A client that reconnects with since = the last lsn it saw gets the matching changes it
@@ -1186,3 +1223,27 @@ def test_an_expired_token_closes_the_socket_4001(sec):
 
     code, reason, frames = run(main())
     assert (code, reason) == (4001, "token expired"), (code, reason, frames)
+
+
+def test_a_fresh_access_token_keeps_the_socket_open(sec):
+    """{"access_token": ...} keeps its meaning on /ws: sent before the first token expires, the
+    socket and its subscription outlive that token."""
+    sec.sql("CREATE TABLE b_refresh (id int PRIMARY KEY)")
+    sec.sql("GRANT SELECT ON b_refresh TO b_reader")
+
+    async def main():
+        short = token_for(sec, "b_reader", "4 seconds")
+        expires = time.time() + 4
+        c = await BroadcastClient.open(sec.ws_port, token=short)
+        try:
+            await c.subscribe("insert:public.b_refresh", "r")
+            await c.send_json({"access_token": token_for(sec, "b_reader", "1 hour")})
+            # past the first token's exp (plus the server's check period): still open and delivering
+            await apoll(lambda: time.time() > expires + 3, 30, what="the first token to expire")
+            sec.sql("INSERT INTO b_refresh VALUES (1)")
+            return await c.change()
+        finally:
+            await c.close()
+
+    f = run(main())
+    assert row_of(f) == {"id": 1} and f["subscriptions"] == ["r"], f
