@@ -173,6 +173,7 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
     to which it has every change (so that since= catches up without loss), and the TCP
     connection must end."""
     lc.sql("CREATE TABLE b_flood (id int PRIMARY KEY, pad text)")
+    log_start = lc.log_size()
     # the most a socket's send buffer grows to by itself (the server sets no SO_SNDBUF)
     tcp_wmem_max = int(open("/proc/sys/net/ipv4/tcp_wmem").read().split()[2])
     progress = {"received": 0}
@@ -290,6 +291,9 @@ def test_stalled_client_is_closed_1013_while_a_healthy_one_gets_all_200k(lc):
     # stalled one's until it overflowed
     before, after = out["stats_before"], broadcast_stats(lc)
     assert after[1] - before[1] == 1, (before, after)
+    # and logged, once
+    logged = [line for line in lc.log_since(log_start).splitlines() if "1013" in line]
+    assert len(logged) == 1, logged
     assert TOTAL + len(got) <= after[0] - before[0] < 2 * TOTAL, (before, after, len(got))
 
     # memory
