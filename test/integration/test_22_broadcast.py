@@ -692,6 +692,32 @@ def test_table_created_after_the_engine_started(bc):
     assert row_of(h2) == {"id": 4, "v": "z", "w": 10} and h2["subscriptions"] == ["late"]
 
 
+def test_dropping_the_table_ends_its_subscriptions_with_an_error_frame(bc):
+    bc.sql("CREATE TABLE b_drop (id int PRIMARY KEY)")
+    bc.sql("CREATE TABLE b_drop_mark (id int PRIMARY KEY)")
+
+    async def main():
+        c = await BroadcastClient.open(bc.ws_port)
+        try:
+            await c.subscribe("insert:public.b_drop", "d")
+            await c.subscribe("insert:public.b_drop_mark", "m")
+            bc.sql("INSERT INTO b_drop VALUES (1)")
+            first = await c.change()
+            bc.sql("DROP TABLE b_drop")
+            ended = await c.expect("error", timeout=60, id="d")
+            bc.sql("CREATE TABLE b_drop (id int PRIMARY KEY)")  # same name, another table
+            bc.sql("INSERT INTO b_drop VALUES (2)")
+            bc.sql("INSERT INTO b_drop_mark VALUES (1)")
+            return first, ended, await c.change()
+        finally:
+            await c.close()
+
+    first, ended, mark = run(main())
+    assert row_of(first) == {"id": 1} and first["subscriptions"] == ["d"]
+    assert "b_drop" in ended["error"], ended
+    assert row_of(mark) == {"id": 1} and mark["subscriptions"] == ["m"], mark
+
+
 # ------------------------------------------------------------------ refusals
 @pytest.fixture(scope="module")
 def err_tables(bc):
