@@ -10,6 +10,7 @@ import base64
 import decimal
 import hashlib
 import json
+import re
 import socket
 import struct
 import threading
@@ -485,3 +486,336 @@ async def wait_confirmed(cluster, slot, lsn, timeout=1.5, below=None):
         assert lsn_int(c) < lsn_int(below), \
             f"{slot}: confirmed_flush_lsn {c} reached unacknowledged transaction ending at {below}"
     return c
+
+
+# ------------------------------------------------------------- broadcast (/ws)
+WS_PATH = "/ws"
+LSN_PATTERN = r"[0-9A-F]{1,8}/[0-9A-F]{1,8}"
+
+
+def ws_target(query=None, since=None):
+    """The request target of GET /ws: `query` URL-encoded as a whole, as encodeURIComponent
+    does (so a %3A inside a value travels as %253A), and `since` an LSN 'X/Y'."""
+    params = []
+    if query is not None:
+        params.append("query=" + urllib.parse.quote(query, safe=""))
+    if since is not None:
+        params.append("since=" + urllib.parse.quote(since, safe="/"))
+    return WS_PATH + ("?" + "&".join(params) if params else "")
+
+
+def row_of(frame):
+    """The new row of a change frame as {column: value}."""
+    return dict(zip(frame["columnnames"], frame["columnvalues"]))
+
+
+def oldkeys_of(frame):
+    """The old key (or old row under REPLICA IDENTITY FULL) of a change frame as a dict."""
+    ok = frame["oldkeys"]
+    return dict(zip(ok["keynames"], ok["keyvalues"]))
+
+
+def matched_of(frame):
+    """{subscription id: "new"|"old"|"both"} of an update frame ("matched" is parallel to
+    "subscriptions")."""
+    assert len(frame["matched"]) == len(frame["subscriptions"]), frame
+    return dict(zip(frame["subscriptions"], frame["matched"]))
+
+
+def check_frame(frame):
+    """The invariants every /ws frame keeps (docs/PROTOCOL.md "Frames on a /ws socket")."""
+    assert isinstance(frame, dict) and isinstance(frame.get("type"), str), frame
+    t = frame["type"]
+    if t == "change":
+        assert frame["kind"] in ("insert", "update", "delete", "truncate"), frame
+        assert isinstance(frame["xid"], int) and frame["xid"] > 0, frame
+        assert re.fullmatch(LSN_PATTERN, frame["lsn"]), frame
+        subs = frame["subscriptions"]
+        assert isinstance(subs, list) and subs and len(set(subs)) == len(subs), frame
+        if frame["kind"] == "update":
+            assert all(m in ("new", "old", "both") for m in frame["matched"]), frame
+            assert len(frame["matched"]) == len(subs), frame
+        else:
+            assert "matched" not in frame, frame
+    elif t in ("subscribed",):
+        assert re.fullmatch(LSN_PATTERN, frame["lsn"]), frame
+    elif t == "gap":
+        assert re.fullmatch(LSN_PATTERN, frame["since"]) and re.fullmatch(LSN_PATTERN, frame["oldest"]), frame
+    elif t == "error":
+        assert "id" in frame and isinstance(frame["error"], str) and frame["error"], frame
+    elif t == "unsubscribed":
+        assert isinstance(frame["id"], str), frame
+    else:
+        raise ProtocolError(f"unknown frame type: {frame!r}")
+    return frame
+
+
+class BroadcastClient:
+    """A /ws client over `websockets`. Every frame received is kept (parsed: `frames`,
+    text: `raws`), in arrival order, unless `keep` is set to False (long runs); the last
+    one's text is `last_raw`."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.frames = []
+        self.raws = []
+        self.keep = True
+        self.last_raw = None
+
+    @classmethod
+    async def open(cls, port, query=None, since=None, token=None, timeout=60, max_queue=None,
+                   read_limit=1 << 20, host="localhost"):
+        """max_queue=None and a large read_limit: the library reads what the server sends as
+        soon as it arrives (a reader that keeps up, as far as this process can)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+        ws = await websockets.connect(f"ws://{host}:{port}{ws_target(query, since)}", max_size=None,
+                                      max_queue=max_queue, read_limit=read_limit, ping_interval=None,
+                                      open_timeout=timeout,
+                                      close_timeout=2, extra_headers=headers)
+        return cls(ws)
+
+    async def recv(self, timeout=60):
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        if not isinstance(raw, str):
+            raise ProtocolError(f"expected a text message, got binary {raw[:60]!r}")
+        frame = check_frame(loads(raw))
+        self.last_raw = raw
+        if self.keep:
+            self.frames.append(frame)
+            self.raws.append(raw)
+        return frame
+
+    async def expect(self, type_, timeout=60, **fields):
+        """The next frame, which must be of `type_` and carry `fields` with these values."""
+        f = await self.recv(timeout)
+        assert f["type"] == type_ and all(f.get(k) == v for k, v in fields.items()), \
+            f"expected a {type_!r} frame with {fields}, got {f!r}"
+        return f
+
+    async def subscribed(self, id="query", timeout=90):
+        """The next frame must be the `subscribed` frame of `id`. The first subscription of
+        a cluster waits for the broadcast decoder to start and create its slot: generous."""
+        return await self.expect("subscribed", timeout, id=id)
+
+    async def send_json(self, obj):
+        await self.ws.send(json.dumps(obj))
+
+    async def subscribe(self, query, id, since=None, timeout=90):
+        """Sends a subscribe message and returns the `subscribed` frame that answers it."""
+        msg = {"subscribe": query, "id": id}
+        if since is not None:
+            msg["since"] = since
+        await self.send_json(msg)
+        return await self.subscribed(id, timeout)
+
+    async def subscribe_error(self, query, id, timeout=60):
+        """Sends a subscribe message that must be refused; returns the error text."""
+        await self.send_json({"subscribe": query, "id": id})
+        f = await self.expect("error", timeout, id=id)
+        return f["error"]
+
+    async def unsubscribe(self, id, timeout=60):
+        await self.send_json({"unsubscribe": id})
+        return await self.expect("unsubscribed", timeout, id=id)
+
+    async def changes(self, n, timeout=60):
+        """The next n frames, which must all be change frames."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"only {len(out)} of {n} changes after {timeout}s: last {out[-3:]!r}")
+            try:
+                f = await self.recv(left)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"only {len(out)} of {n} changes after {timeout}s: last {out[-3:]!r}") \
+                    from None
+            assert f["type"] == "change", f"expected change {len(out) + 1} of {n}, got {f!r}"
+            out.append(f)
+        return out
+
+    async def change(self, timeout=60):
+        return (await self.changes(1, timeout))[0]
+
+    async def collect_until(self, done, timeout=60, what="frames"):
+        """Frames until done(frames received by this call) is true."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while not done(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {len(got)} frames, "
+                                     f"last {got[-3:]!r}")
+            try:
+                got.append(await self.recv(left))
+            except asyncio.TimeoutError:
+                continue
+        return got
+
+    async def closed(self, timeout=60):
+        """Reads until the server closes; (close code, reason, frames read meanwhile)."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"connection still open after {timeout}s ({len(got)} frames read)")
+            try:
+                got.append(await self.recv(left))
+            except websockets.exceptions.ConnectionClosed as e:
+                return e.code, e.reason, got
+            except asyncio.TimeoutError:
+                continue
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 5)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def open_subscribed(port, query, since=None, token=None, timeout=90):
+    """A /ws client with its URL subscription live (its `subscribed` frame read)."""
+    c = await BroadcastClient.open(port, query=query, since=since, token=token, timeout=timeout)
+    try:
+        await c.subscribed(timeout=timeout)
+    except BaseException:
+        await c.close()
+        raise
+    return c
+
+
+class StalledWsClient:
+    """A /ws client on a raw socket that does the WebSocket handshake by hand, reads up to
+    its `subscribed` frame and then reads nothing until drain() is called.
+
+    Its receive buffer is set small before connecting (SO_RCVBUF), so what the kernel holds
+    for it is small and known: the server's socket send buffer (at most tcp_wmem[2]) and
+    its own queue (pgcdcws.client_queue_size) then fill up. No client library is involved:
+    nothing reads ahead behind the test's back."""
+
+    def __init__(self, port, target, rcvbuf=8192, timeout=60, extra_headers=()):
+        self.buf = b""
+        self.frames = []         # (opcode, payload) of complete frames read so far
+        self.eof = False          # True: the server closed the TCP connection; "reset": it reset it
+        self.eof_at = None        # time.monotonic() when it did
+        self.drain_error = None
+        self._thread = None
+        deadline = time.monotonic() + timeout
+        last = None
+        for family, kind, proto, _, addr in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM):
+            s = socket.socket(family, kind, proto)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            s.settimeout(timeout)
+            try:
+                s.connect(addr)
+            except OSError as e:
+                s.close()
+                last = e
+                continue
+            self.sock = s
+            break
+        else:
+            raise last
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        req = [f"GET {target} HTTP/1.1", f"Host: localhost:{port}", "Upgrade: websocket", "Connection: Upgrade",
+               f"Sec-WebSocket-Key: {WS_KEY}", "Sec-WebSocket-Version: 13"] + list(extra_headers)
+        self.sock.sendall(("\r\n".join(req) + "\r\n\r\n").encode())
+        status_line, headers, rest = _read_head(self.sock, deadline)
+        assert status_line.split(" ")[1] == "101", (status_line, headers, rest)
+        assert headers.get("sec-websocket-accept") == WS_ACCEPT, headers
+        self.buf = rest
+
+    def _parse(self):
+        frames, left = parse_ws_frames(self.buf)
+        self.frames += frames
+        self.buf = self.buf[len(self.buf) - left:]
+
+    def read_until_subscribed(self, timeout=90):
+        """Reads (a little at a time) until the `subscribed` frame; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._parse()
+            for op, payload in self.frames:
+                if op == 1:
+                    f = loads(payload.decode())
+                    assert f["type"] == "subscribed", f
+                    return f
+            left = deadline - time.monotonic()
+            assert left > 0, f"no subscribed frame after {timeout}s: {self.frames!r} {self.buf[:200]!r}"
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(512)
+            assert chunk, f"connection closed before subscribed: {self.frames!r}"
+            self.buf += chunk
+
+    def _drain(self, timeout):
+        try:
+            deadline = time.monotonic() + timeout
+            chunks = [self.buf]
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    self.eof, self.eof_at = "reset", time.monotonic()
+                    break
+                if not chunk:
+                    self.eof, self.eof_at = True, time.monotonic()
+                    break
+                chunks.append(chunk)
+            self.buf = b"".join(chunks)
+            self._parse()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.drain_error = e
+
+    def start_drain(self, timeout=60):
+        """Starts reading everything, in a thread, until the server closes the TCP connection
+        (or `timeout`)."""
+        self._thread = threading.Thread(target=self._drain, args=(timeout,), daemon=True)
+        self._thread.start()
+
+    def join_drain(self, timeout=180):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stalled client's reader did not finish"
+        assert self.drain_error is None, repr(self.drain_error)
+
+    def texts(self):
+        """The text frames received, parsed, in order (the subscribed frame included)."""
+        return [loads(p.decode()) for op, p in self.frames if op == 1]
+
+    def close_frame(self):
+        """(code, reason) of the close frame received, or None."""
+        for op, p in self.frames:
+            if op == 8:
+                code = struct.unpack(">H", p[:2])[0] if len(p) >= 2 else None
+                return code, p[2:].decode("utf-8", "replace")
+        return None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def token_for(cluster, role, ttl="1 hour"):
+    """A pgcdcws token for `role`, minted by cdc_token() in a session of that role."""
+    conn = cluster.connect(user=role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT cdc_token(%s::interval)", (ttl,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def commit_end_lsns(cluster, start_lsn):
+    """{xid: end LSN of its commit record} for the commits in the WAL from start_lsn, read
+    with pg_walinspect (CREATE EXTENSION pg_walinspect first). The end LSN is what a change
+    frame's "lsn" and a stream's "nextlsn" carry."""
+    rows = cluster.sql("SELECT xid::text::bigint, end_lsn::text FROM pg_get_wal_records_info_till_end_of_wal(%s) "
+                       "WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT'", (start_lsn,))
+    return dict(rows)

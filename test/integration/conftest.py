@@ -13,6 +13,7 @@ Environment:
     PGCDCWS_KEEP_TMPDIR  if set, the cluster directory is kept after the session
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -447,3 +448,34 @@ def pytest_runtest_makereport(item, call):
         if len(text) > 30000:
             text = "...\n" + text[-30000:]
         rep.sections.append(("postgres log during this test", text))
+
+
+def started_cluster(conf_lines=()):
+    """A new cluster of a test module's own (pgcdcws created), with `conf_lines` appended to
+    postgresql.conf after the defaults (a later line wins). The caller destroys it."""
+    c = Cluster(extension=True)
+    try:
+        _require_extension(c)
+        c.init()
+        with open(os.path.join(c.datadir, "postgresql.conf"), "a") as f:
+            f.write("\n".join(conf_lines) + "\n")
+        c.start()
+        c.sql("CREATE EXTENSION pgcdcws")
+    except BaseException:
+        sys.stderr.write(f"\n--- server log ---\n{c.log_tail(200)}\n")
+        c.destroy()
+        raise
+    return c
+
+
+@contextlib.contextmanager
+def logs_reported(c):
+    """While active, a failing test's report carries c's server log (not the session
+    cluster's). The session cluster is reported again afterwards."""
+    global _CLUSTER
+    saved = _CLUSTER
+    _CLUSTER = c
+    try:
+        yield c
+    finally:
+        _CLUSTER = saved
