@@ -40,4 +40,6 @@ SELECT data LIKE '%12345678901234567890.123456789%' AS numeric_exact,
 
 SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'bogus', '1');
 SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'stream-fragments', 'maybe');
+-- broadcast mode belongs to the broadcast decoder process
+SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'broadcast', 'true');
 SELECT cdc_drop('regress_plugin');

@@ -16,6 +16,7 @@ char *listen_addresses = nullptr;
 char *database = nullptr;
 int auth = static_cast<int>(AuthMode::Token);
 int max_changes_per_message = 1000;
+int broadcast_replay_size_kb = 64 * 1024;
 int max_streams = 16;
 int stream_buffer_kb = 1024;
 int ping_interval_s = 10;
@@ -251,6 +252,13 @@ void define_settings() {
     DefineCustomIntVariable("pgcdcws.snapshot_max_rows",
                             "Largest limit a POST /v1/snapshot/data request may ask for.", nullptr,
                             &snapshot_max_rows, 10000, 1, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgcdcws.broadcast_replay_size",
+                            "Memory the broadcast decoder keeps recent changes in, for /ws subscribers that "
+                            "reconnect with since=.",
+                            "Older changes are forgotten first; a since= older than what is kept gets a gap "
+                            "frame. 0 keeps none.",
+                            &broadcast_replay_size_kb, 64 * 1024, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_KB, nullptr,
+                            nullptr, nullptr);
     MarkGUCPrefixReserved("pgcdcws");
 }
 

@@ -26,6 +26,7 @@ extern int max_connections_per_role; // pgcdcws.max_connections_per_role (sighup
 extern int client_queue_kb;          // pgcdcws.client_queue_size (sighup), kB per /ws client, new sockets
 extern bool ssl;                     // pgcdcws.ssl (postmaster)
 extern char *ssl_cert_file;          // pgcdcws.ssl_cert_file (postmaster), "" = Postgres' ssl_cert_file
+extern int broadcast_replay_size_kb; // pgcdcws.broadcast_replay_size (sighup), kB, 0 = no replay window
 extern char *ssl_key_file;           // pgcdcws.ssl_key_file (postmaster), "" = Postgres' ssl_key_file
 
 void define_settings();

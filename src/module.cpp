@@ -5,6 +5,7 @@
 
 #include "config.hpp"
 #include "server/server.hpp"
+#include "shmem/broadcast_area.hpp"
 #include "shmem/state.hpp"
 
 extern "C" {
@@ -25,6 +26,7 @@ void wake_decoders_after_commit(XactEvent event, void *) {
     pgcdcws::shmem::SharedState *st = pgcdcws::shmem::state();
     for (int i = 0; i < st->num_channels; i++)
         pgcdcws::shmem::wake_decoder(pgcdcws::shmem::channel(i));
+    pgcdcws::shmem::wake(pgcdcws::shmem::broadcast_area()->decoder_latch);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "output/plugin.hpp"
+#include "output/change_format.hpp"
 #include "output/json_writer.hpp"
 #include "output/relation_cache.hpp"
 #include "output/value_writer.hpp"
@@ -16,6 +17,7 @@ namespace {
 struct PluginState {
     MemoryContext change_context;  // reset after every change
     bool fragments;                // stream-fragments option
+    bool broadcast;                // broadcast option: one body per change to the broadcast sink
     bool frame_open;
     int changes_in_frame;
     int max_changes;
@@ -30,6 +32,10 @@ struct PluginState {
 
 StringInfoStream frame_stream;
 JsonWriter *frame_writer = nullptr;
+// Broadcast mode: the body of one change, and who takes it.
+StringInfoStream body_stream;
+JsonWriter *body_writer = nullptr;
+const BroadcastSink *broadcast_sink = nullptr;
 
 }  // namespace
 
@@ -68,15 +74,22 @@ void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, b
         DefElem *elem = static_cast<DefElem *>(lfirst(cell));
         if (std::strcmp(elem->defname, "stream-fragments") == 0)
             state->fragments = option_bool(elem);
+        else if (std::strcmp(elem->defname, "broadcast") == 0)
+            state->broadcast = option_bool(elem);
         else
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
-                            errhint("The only option is stream-fragments (boolean), which pgcdcws decoders set; the output format is described in docs/PROTOCOL.md.")));
+                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set; the output format is described in docs/PROTOCOL.md.")));
     }
-    (void)is_init;
+    // Broadcast bodies go to the broadcast decoder's engine, in its process only.
+    if (state->broadcast && !is_init && broadcast_sink == nullptr)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"broadcast\" of output plugin pgcdcws is only for the pgcdcws broadcast decoder")));
 
     if (!frame_writer)
         frame_writer = make_process_writer(&frame_stream);
+    if (state->broadcast && !body_writer)
+        body_writer = make_process_writer(&body_stream);
 }
 
 void decode_shutdown(LogicalDecodingContext *ctx) {
@@ -160,118 +173,6 @@ void ensure_scratch(PluginState *state, int natts) {
     state->scratch_natts = natts;
 }
 
-void write_prefix(JsonWriter &w, const char *kind, const RelationInfo *info) {
-    w.StartObject();
-    w.Key("kind");
-    w.String(kind);
-    w.Key("schema");
-    w.String(info->schema);
-    w.Key("table");
-    w.String(info->table);
-}
-
-bool is_unchanged_toast(const Column &col, Datum value, bool isnull) {
-    return col.varlena && !isnull && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
-}
-
-// oldkeys from `values` (the old tuple, or the new one when the key did not change).
-void write_old_keys(JsonWriter &w, const RelationInfo *info, const Datum *values, const bool *nulls) {
-    w.Key("oldkeys");
-    w.StartObject();
-    if (info->identity == Identity::Full) {
-        w.Key("keynames");
-        w.RawValue(info->names_json, info->names_json_len, rapidjson::kArrayType);
-        w.Key("keytypes");
-        w.RawValue(info->types_json, info->types_json_len, rapidjson::kArrayType);
-        w.Key("keyvalues");
-        w.StartArray();
-        for (int i = 0; i < info->ncolumns; i++) {
-            const Column &col = info->columns[i];
-            const int a = col.attnum - 1;
-            // An old row is flattened by Postgres; a TOAST pointer here cannot be read.
-            if (is_unchanged_toast(col, values[a], nulls[a]))
-                w.Null();
-            else
-                write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[a], nulls[a]);
-        }
-        w.EndArray();
-    } else {
-        w.Key("keynames");
-        w.RawValue(info->key_names_json, info->key_names_json_len, rapidjson::kArrayType);
-        w.Key("keytypes");
-        w.RawValue(info->key_types_json, info->key_types_json_len, rapidjson::kArrayType);
-        w.Key("keyvalues");
-        w.StartArray();
-        for (int k = 0; k < info->nkeys; k++) {
-            const Column &col = info->columns[info->key_columns[k]];
-            const int a = col.attnum - 1;
-            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[a], nulls[a]);
-        }
-        w.EndArray();
-    }
-    w.EndObject();
-}
-
-// columnnames/columntypes/columnvalues of a new row; unchanged TOAST columns are
-// left out and listed in unchangedtoast.
-void write_new_row(LogicalDecodingContext *ctx, PluginState *state, JsonWriter &w, const RelationInfo *info,
-                   const Datum *values, const bool *nulls) {
-    bool any_unchanged = false;
-    for (int i = 0; i < info->ncolumns && !any_unchanged; i++) {
-        const Column &col = info->columns[i];
-        any_unchanged = is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]);
-    }
-    if (!any_unchanged) {
-        w.Key("columnnames");
-        w.RawValue(info->names_json, info->names_json_len, rapidjson::kArrayType);
-        w.Key("columntypes");
-        w.RawValue(info->types_json, info->types_json_len, rapidjson::kArrayType);
-        w.Key("columnvalues");
-        w.StartArray();
-        for (int i = 0; i < info->ncolumns; i++) {
-            const Column &col = info->columns[i];
-            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[col.attnum - 1], nulls[col.attnum - 1]);
-            maybe_flush_fragment(ctx, state);
-        }
-        w.EndArray();
-        return;
-    }
-    w.Key("columnnames");
-    w.StartArray();
-    for (int i = 0; i < info->ncolumns; i++) {
-        const Column &col = info->columns[i];
-        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
-            w.RawValue(col.name_json, std::strlen(col.name_json), rapidjson::kStringType);
-    }
-    w.EndArray();
-    w.Key("columntypes");
-    w.StartArray();
-    for (int i = 0; i < info->ncolumns; i++) {
-        const Column &col = info->columns[i];
-        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
-            w.RawValue(col.type_json, std::strlen(col.type_json), rapidjson::kStringType);
-    }
-    w.EndArray();
-    w.Key("columnvalues");
-    w.StartArray();
-    for (int i = 0; i < info->ncolumns; i++) {
-        const Column &col = info->columns[i];
-        if (!is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1])) {
-            write_value(w, col.kind, const_cast<FmgrInfo *>(&col.output), values[col.attnum - 1], nulls[col.attnum - 1]);
-            maybe_flush_fragment(ctx, state);
-        }
-    }
-    w.EndArray();
-    w.Key("unchangedtoast");
-    w.StartArray();
-    for (int i = 0; i < info->ncolumns; i++) {
-        const Column &col = info->columns[i];
-        if (is_unchanged_toast(col, values[col.attnum - 1], nulls[col.attnum - 1]))
-            w.RawValue(col.name_json, std::strlen(col.name_json), rapidjson::kStringType);
-    }
-    w.EndArray();
-}
-
 // Whether an old row (or old key) of `info` passes the stream role's policies.
 enum class OldRow : std::uint8_t { Visible, Hidden, Unknown };
 
@@ -330,6 +231,11 @@ int filtered_action(const RelationInfo *info, const char *table, ReorderBufferCh
     }
 }
 
+void flush_fragment_hook(void *arg) {
+    auto *ctx = static_cast<LogicalDecodingContext *>(arg);
+    maybe_flush_fragment(ctx, static_cast<PluginState *>(ctx->output_plugin_private));
+}
+
 void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
                   ReorderBufferChange *change, int action, bool deformed) {
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
@@ -342,46 +248,25 @@ void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo 
     ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
     Datum *new_values = state->values[0], *old_values = state->values[1];
     bool *new_nulls = state->nulls[0], *old_nulls = state->nulls[1];
-
-    switch (action) {
-    case REORDER_BUFFER_CHANGE_INSERT:
-        write_prefix(w, "insert", info);
-        if (newtuple) {
-            if (!deformed)
-                heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
-            write_new_row(ctx, state, w, info, new_values, new_nulls);
-        }
-        break;
-    case REORDER_BUFFER_CHANGE_UPDATE:
-        write_prefix(w, "update", info);
-        if (newtuple) {
-            if (!deformed)
-                heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
-            write_new_row(ctx, state, w, info, new_values, new_nulls);
-        }
-        if (info->identity != Identity::None) {
-            if (oldtuple) {
-                if (!deformed)
-                    heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
-                write_old_keys(w, info, old_values, old_nulls);
-            } else if (info->identity == Identity::Key && newtuple) {
-                // Key unchanged: Postgres logged no old key, the new row holds it.
-                write_old_keys(w, info, new_values, new_nulls);
-            }
-        }
-        break;
-    case REORDER_BUFFER_CHANGE_DELETE:
-        write_prefix(w, "delete", info);
-        if (info->identity != Identity::None && oldtuple) {
-            if (!deformed)
-                heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
-            write_old_keys(w, info, old_values, old_nulls);
-        }
-        break;
-    default:
-        break;
+    // Only what the action writes is deformed (the old row of an update only
+    // with a replica identity).
+    const bool use_new = newtuple && action != REORDER_BUFFER_CHANGE_DELETE;
+    const bool use_old = oldtuple && info->identity != Identity::None && action != REORDER_BUFFER_CHANGE_INSERT;
+    if (!deformed) {
+        if (use_new)
+            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
+        if (use_old)
+            heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
     }
-    w.EndObject();
+    ChangeFormat format;
+    format.after_value = flush_fragment_hook;
+    format.arg = ctx;
+    if (action == REORDER_BUFFER_CHANGE_INSERT || action == REORDER_BUFFER_CHANGE_UPDATE ||
+        action == REORDER_BUFFER_CHANGE_DELETE) {
+        write_change_object(w, format, action, info, use_new ? new_values : nullptr, new_nulls,
+                            use_old ? old_values : nullptr, old_nulls);
+        w.EndObject();
+    }
     maybe_flush_fragment(ctx, state);
 
     MemoryContextSwitchTo(old);
@@ -404,8 +289,97 @@ void filtered_change(LogicalDecodingContext *ctx, PluginState *state, RelationIn
         MemoryContextReset(state->change_context);
 }
 
+// Broadcast mode: the change's body ({"type":"change",... "xid":..,"lsn":".."
+// without the closing brace), formatted once, handed to the sink with the
+// deformed rows it matches subscriptions against.
+void finish_body(JsonWriter &w, PluginState *state, BroadcastChange &out) {
+    w.Key("xid");
+    w.Uint(state->xid);
+    char lsn[protocol::kLsnTextSize];
+    const std::size_t n = protocol::format_lsn(state->end_lsn, lsn);
+    w.Key("lsn");
+    w.String(lsn, static_cast<rapidjson::SizeType>(n));
+    body_stream.terminate();
+    out.body = body_stream.buf->data;
+    out.body_len = body_stream.buf->len;
+}
+
+void broadcast_change(PluginState *state, Relation relation, ReorderBufferChange *change) {
+    if (!broadcast_sink->wanted(RelationGetRelid(relation)))
+        return;
+    RelationInfo *info = relation_info(relation);
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    TupleDesc desc = RelationGetDescr(relation);
+    ensure_scratch(state, desc->natts);
+    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
+    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
+    const int action = change->action;
+    BroadcastChange out;
+    std::memset(&out, 0, sizeof out);
+    out.relation = relation;
+    out.info = info;
+    out.action = action;
+    out.xid = state->xid;
+    out.end_lsn = state->end_lsn;
+    if (newtuple && action != REORDER_BUFFER_CHANGE_DELETE) {
+        heap_deform_tuple(&newtuple->tuple, desc, state->values[0], state->nulls[0]);
+        out.new_tuple = &newtuple->tuple;
+        out.new_values = state->values[0];
+        out.new_nulls = state->nulls[0];
+    }
+    if (oldtuple && action != REORDER_BUFFER_CHANGE_INSERT) {
+        heap_deform_tuple(&oldtuple->tuple, desc, state->values[1], state->nulls[1]);
+        out.old_tuple = &oldtuple->tuple;
+        out.old_values = state->values[1];
+        out.old_nulls = state->nulls[1];
+    }
+    StringInfoData body;
+    initStringInfo(&body);
+    body_stream.buf = &body;
+    JsonWriter &w = *body_writer;
+    w.Reset(body_stream);
+    ChangeFormat format;
+    format.with_type = true;
+    write_change_object(w, format, action, info, out.new_values, out.new_nulls,
+                        info->identity != Identity::None ? out.old_values : nullptr, out.old_nulls);
+    finish_body(w, state, out);
+    broadcast_sink->change(out);
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(state->change_context);
+}
+
+void broadcast_truncate(PluginState *state, Relation relation) {
+    if (!broadcast_sink->wanted(RelationGetRelid(relation)))
+        return;
+    RelationInfo *info = relation_info(relation);
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    BroadcastChange out;
+    std::memset(&out, 0, sizeof out);
+    out.relation = relation;
+    out.info = info;
+    out.action = -1;
+    out.xid = state->xid;
+    out.end_lsn = state->end_lsn;
+    StringInfoData body;
+    initStringInfo(&body);
+    body_stream.buf = &body;
+    JsonWriter &w = *body_writer;
+    w.Reset(body_stream);
+    ChangeFormat format;
+    format.with_type = true;
+    write_prefix(w, format, "truncate", info);
+    finish_body(w, state, out);
+    broadcast_sink->change(out);
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(state->change_context);
+}
+
 void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation, ReorderBufferChange *change) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    if (state->broadcast) {
+        // Access is per subscribing role, decided by the engine.
+        return broadcast_change(state, relation, change);
+    }
     RelationInfo *info = relation_info(relation);
     // The common case costs these tests of one cached entry; a change left
     // out opens no message, so a transaction left with none sends nothing.
@@ -421,6 +395,11 @@ void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation rel
 void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
               ReorderBufferChange *) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    if (state->broadcast) {
+        for (int i = 0; i < nrelations; i++)
+            broadcast_truncate(state, relations[i]);
+        return;
+    }
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     for (int i = 0; i < nrelations; i++) {
         RelationInfo *info = relation_info(relations[i]);
@@ -429,7 +408,7 @@ void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelat
         if (info->access == Access::None || state->end_lsn <= info->denied_before)
             continue;
         before_change(ctx, state);
-        write_prefix(*frame_writer, "truncate", info);
+        write_prefix(*frame_writer, ChangeFormat(), "truncate", info);
         frame_writer->EndObject();
     }
     maybe_flush_fragment(ctx, state);
@@ -445,6 +424,8 @@ void decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) 
 }
 
 }  // namespace
+
+void set_broadcast_sink(const BroadcastSink *sink) { broadcast_sink = sink; }
 
 XLogRecPtr finished_transaction_lsn(LogicalDecodingContext *ctx) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);

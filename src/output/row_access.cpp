@@ -47,7 +47,7 @@ constexpr long kErrorLogIntervalMs = 10000;
 // what it held and is only logged (rate limited): a policy must never stop the
 // stream. Returns false when body raised an error. Allocations body makes stay
 // in the caller's memory context. No C++ objects live in this frame.
-bool run_as_role_guarded(void (*body)(void *), void *arg, const char *table, const char *what) {
+bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const char *table, const char *what) {
     MemoryContext caller_context = CurrentMemoryContext;
     ResourceOwner caller_owner = CurrentResourceOwner;
     Oid saved_user;
@@ -60,7 +60,7 @@ bool run_as_role_guarded(void (*body)(void *), void *arg, const char *table, con
     {
         // current_user in a policy is the client's role; nothing it runs may
         // change the session (SECURITY_RESTRICTED_OPERATION).
-        SetUserIdAndSecContext(role, saved_sec | SECURITY_RESTRICTED_OPERATION);
+        SetUserIdAndSecContext(as_role, saved_sec | SECURITY_RESTRICTED_OPERATION);
         body(arg);
         SetUserIdAndSecContext(saved_user, saved_sec);
         ReleaseCurrentSubTransaction();
@@ -79,7 +79,7 @@ bool run_as_role_guarded(void (*body)(void *), void *arg, const char *table, con
         const TimestampTz now = GetCurrentTimestamp();
         if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
             last_error_log = now;
-            const char *role_name = GetUserNameFromId(role, true);
+            const char *role_name = GetUserNameFromId(as_role, true);
             ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its row security policies failed for role %s: %s",
                                  what, table, role_name ? role_name : "(dropped)", edata->message)));
         }
@@ -238,7 +238,7 @@ bool policy_name_before(const RowSecurityPolicy *a, const RowSecurityPolicy *b) 
 // uses) or the current ones (read by the recheck): the name, kind and USING
 // expression of every SELECT policy that applies to the role, in name order.
 // Only a change of what applies to the role changes it.
-char *describe_row_security(List *policies) {
+char *describe_row_security(List *policies, Oid role) {
     const int n = list_length(policies);
     auto **applicable = static_cast<RowSecurityPolicy **>(palloc(sizeof(RowSecurityPolicy *) * (n + 1)));
     int count = 0;
@@ -293,7 +293,7 @@ char *current_row_security_of(Oid relid) {
     }
     systable_endscan(scan);
     table_close(pg_policy, AccessShareLock);
-    return describe_row_security(policies);
+    return describe_row_security(policies, role);
 }
 
 // Notes whether the table's row security for the role as decoding sees it
@@ -323,7 +323,7 @@ bool collect_attrs(Node *node, Bitmapset **attrs) {
 // The role's SELECT policies as one expression (permissive ones ORed, then
 // ANDed with every restrictive one), or nullptr when one of them cannot be
 // evaluated here. No permissive policy: constant false, as in Postgres.
-Expr *combined_policy_qual(Relation relation, bool *evaluable) {
+Expr *combined_policy_qual(Relation relation, Oid role, bool *evaluable) {
     *evaluable = true;
     // Policies an extension adds through these hooks are not in the catalog.
     if (row_security_policy_hook_permissive || row_security_policy_hook_restrictive) {
@@ -593,31 +593,21 @@ void evaluate_filter(void *arg) {
 
 }  // namespace
 
-Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
-    *filter = nullptr;
-    if (role == InvalidOid)
-        return Access::All;
-    const Oid relid = RelationGetRelid(relation);
-    // Table-level SELECT only: a role with column grants alone would see a
-    // row with holes, which pgcdcws does not send.
-    if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK)
-        return Access::None;
-    const bool subject = check_enable_rls(relid, role, true) == RLS_ENABLED;
-    MemoryContext old = MemoryContextSwitchTo(context);
-    note_row_security(relid, subject ? describe_row_security(relation->rd_rsdesc ? relation->rd_rsdesc->policies : NIL)
-                                     : nullptr);
-    if (!subject) {
-        MemoryContextSwitchTo(old);
-        return Access::All;
-    }
+namespace {
 
+// The row filter of a role subject to row security on `relation`; Access
+// None when a policy cannot be evaluated or prepared here.
+Access build_row_filter(Oid as_role, Relation relation, MemoryContext context, const bool *key_attr,
+                        RowFilter **filter) {
+    MemoryContext old = MemoryContextSwitchTo(context);
     bool evaluable = false;
-    Expr *qual = combined_policy_qual(relation, &evaluable);
+    Expr *qual = combined_policy_qual(relation, as_role, &evaluable);
     if (!evaluable) {
         MemoryContextSwitchTo(old);
         return Access::None;
     }
     auto *f = static_cast<RowFilter *>(palloc0(sizeof(RowFilter)));
+    f->role = as_role;
     Bitmapset *attrs = nullptr;
     (void)collect_attrs(reinterpret_cast<Node *>(qual), &attrs);
     f->attrs = static_cast<AttrNumber *>(palloc(sizeof(AttrNumber) * (bms_num_members(attrs) + 1)));
@@ -637,12 +627,46 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
     // policy, a revoked EXECUTE), so like evaluation they run as the client's
     // role, guarded. A policy that cannot be prepared leaves the table out.
     InitFilter init{f, qual};
-    const bool prepared = run_as_role_guarded(init_filter_expr, &init, RelationGetRelationName(relation), "every change");
+    const bool prepared =
+        run_as_role_guarded(as_role, init_filter_expr, &init, RelationGetRelationName(relation), "every change");
     MemoryContextSwitchTo(old);
     if (!prepared)
         return Access::None;
     *filter = f;
     return Access::Filtered;
+}
+
+}  // namespace
+
+Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter) {
+    *filter = nullptr;
+    if (role == InvalidOid)
+        return Access::All;
+    const Oid relid = RelationGetRelid(relation);
+    // Table-level SELECT only: a role with column grants alone would see a
+    // row with holes, which pgcdcws does not send.
+    if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK)
+        return Access::None;
+    const bool subject = check_enable_rls(relid, role, true) == RLS_ENABLED;
+    MemoryContext old = MemoryContextSwitchTo(context);
+    note_row_security(relid, subject ? describe_row_security(
+                                           relation->rd_rsdesc ? relation->rd_rsdesc->policies : NIL, role)
+                                     : nullptr);
+    MemoryContextSwitchTo(old);
+    if (!subject)
+        return Access::All;
+    return build_row_filter(role, relation, context, key_attr, filter);
+}
+
+Access decide_role_access(Oid as_role, Relation relation, MemoryContext context, const bool *key_attr,
+                          RowFilter **filter) {
+    *filter = nullptr;
+    const Oid relid = RelationGetRelid(relation);
+    if (pg_class_aclcheck(relid, as_role, ACL_SELECT) != ACLCHECK_OK)
+        return Access::None;
+    if (check_enable_rls(relid, as_role, true) != RLS_ENABLED)
+        return Access::All;
+    return build_row_filter(as_role, relation, context, key_attr, filter);
 }
 
 bool row_visible(RowFilter *filter, const char *table, const Datum *values, const bool *nulls, int natts) {
@@ -671,7 +695,8 @@ bool row_visible(RowFilter *filter, const char *table, const Datum *values, cons
 
     // An ERROR (a failed cast, a division by zero) leaves just this change out.
     Evaluation evaluation{filter->expr, false};
-    const bool visible = run_as_role_guarded(evaluate_filter, &evaluation, table, "a change") && evaluation.visible;
+    const bool visible =
+        run_as_role_guarded(filter->role, evaluate_filter, &evaluation, table, "a change") && evaluation.visible;
     ResetExprContext(expr_context);
     ExecClearTuple(slot);
     return visible;

@@ -20,6 +20,7 @@ enum class Access : std::uint8_t {
 
 // The combined USING expression of the role's SELECT policies, ready to run.
 struct RowFilter {
+    Oid role;  // whose policies, evaluated as that role
     ExprState *expr;
     TupleTableSlot *slot;  // virtual slot of the relation's row type
     int nattrs;
@@ -78,9 +79,16 @@ XLogRecPtr denied_before(Oid relid);
 Access decide_access(Relation relation, MemoryContext context, const bool *key_attr, RowFilter **filter);
 
 // Whether the row (deformed into values/nulls, natts of the relation) passes
-// the filter, evaluated as the stream role in a security-restricted
+// the filter, evaluated as the filter's role in a security-restricted
 // operation. An unevaluable row (an unchanged TOAST value the expression
 // reads) or an ERROR (logged, rate-limited) counts as not visible.
+// decide_access() for any role (the broadcast decoder, one decision per
+// subscribing role and relation), with the catalogs as decoding sees them;
+// without the stream's current-catalog checks (watched relations,
+// denied_before), which only the stream role has.
+Access decide_role_access(Oid role, Relation relation, MemoryContext context, const bool *key_attr,
+                          RowFilter **filter);
+
 bool row_visible(RowFilter *filter, const char *table, const Datum *values, const bool *nulls, int natts);
 
 }  // namespace pgcdcws::output

@@ -13,6 +13,7 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/attmap.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/heapam_xlog.h"
@@ -25,6 +26,7 @@ extern "C" {
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
@@ -76,6 +78,7 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/catcache.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -87,6 +90,7 @@ extern "C" {
 #include "utils/timeout.h"
 #include "utils/typcache.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/varlena.h"
 #include "utils/wait_event.h"
 

@@ -5,7 +5,7 @@
 #include "config.hpp"
 #include "auth/authorize.hpp"
 #include "decoder/worker.hpp"
-#include "server/broadcast_launch.hpp"
+#include "broadcast/decoder_worker.hpp"
 #include "shmem/broadcast_area.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
