@@ -164,10 +164,9 @@ def open_stalled_client(cluster, query):
     assert " 101 " in status, status
     while not parse_ws_frames(data)[0]:
         data += sock.recv(4096)
-    frames, rest = parse_ws_frames(data)
-    sub = json.loads(frames[0][1])
+    sub = json.loads(parse_ws_frames(data)[0][0][1])
     assert sub["type"] == "subscribed", sub
-    return sock, rest
+    return sock, data  # what it read: its frames so far
 
 
 def read_to_eof(sock, deadline_s):
