@@ -236,6 +236,8 @@ def test_big_insert_healthy_reader_gets_all_stalled_closed_memory_bounded(cluste
             # the 8 MB output ring); the decoder's own is at most logical_decoding_work_mem
             # (64 MB, then it spills) plus pgcdcws.broadcast_replay_size (64 MB). 400 MB is far
             # above both, and far below what holding the burst would take three times over.
+            print(f"peak VmRSS kB {mem.peak_rss}, peak RssAnon kB {mem.peak_anon}, baseline RssAnon kB "
+                  f"{base_anon}, samples {mem.samples}")
             assert mem.samples >= 10, mem.samples
             for pid in (server_pid, decoder_pid):
                 assert 0 < mem.peak_rss[pid] < 400 * 1024, (pid, mem.peak_rss)
