@@ -7,7 +7,6 @@ import json
 import urllib.parse
 
 import pytest
-
 import websockets
 
 from cdcws import apoll, http_request
