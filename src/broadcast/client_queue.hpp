@@ -7,9 +7,11 @@
 // the unsent rest of a partial write itself, so a frame leaves the queue when it
 // is handed over). A push that would take the queue past its bound overflows:
 // the queue drops every frame it holds (releasing the references) and refuses
-// all later ones, and the server closes the client with 1013. So a stalled client
-// holds at most its bound of frames (plus what lws has of one partial write), and
-// never slows the decoder or the other clients.
+// all later ones, and the server closes the client with 1013. So a client holds
+// at most its bound of frames (plus what lws has of one partial write). The
+// server asks has_room() before it queues a change, and waits for a client that
+// still reads (flow control; src/server/broadcast_hub.hpp) instead of
+// overflowing it.
 #pragma once
 
 #include <cstddef>
@@ -41,6 +43,12 @@ public:
     // empty queue takes any one frame, even one larger than the bound: a change
     // bigger than the bound still reaches the clients that keep up.
     PushResult push(FrameRef frame);
+    // Whether push() of a frame of `footprint` would queue it (not overflow):
+    // the queue is open and empty, or the frame fits under the bound. Changes
+    // nothing; the server asks before it commits a change to its recipients.
+    bool has_room(std::size_t footprint) const {
+        return !closed_ && (frames_.empty() || bytes_ + footprint <= max_bytes_);
+    }
 
     bool empty() const { return frames_.empty(); }
     // The next frame to send (nullptr when empty).

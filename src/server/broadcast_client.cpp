@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -13,6 +14,10 @@ namespace {
 // Fairness between sockets: what one writable callback may send at most.
 constexpr int kMaxWritesPerCallback = 64;
 constexpr std::size_t kMaxBytesPerCallback = 512 * 1024;
+// Of a socket's queue bound, changes leave this much (a quarter, at most 64 kB)
+// to its own frames: replies to its messages, subscribed, gap and error frames
+// still fit while a burst of changes keeps the queue full.
+constexpr std::size_t kMaxReplyReserveBytes = 64 * 1024;
 // A close frame carries at most 123 bytes of reason.
 constexpr std::size_t kMaxCloseReason = 123;
 
@@ -23,8 +28,10 @@ void set_close_reason(struct lws *wsi, int code, const std::string &reason) {
 
 }  // namespace
 
-BroadcastClient::BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes)
-    : wsi_(wsi), identity_(identity), role_(role), queue_(queue_bytes) {}
+BroadcastClient::BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes,
+                                 std::uint64_t now_ms)
+    : wsi_(wsi), identity_(identity), role_(role), queue_(queue_bytes),
+      reply_reserve_(std::min(queue_bytes / 4, kMaxReplyReserveBytes)), last_progress_ms_(now_ms) {}
 
 BroadcastClient::Receive BroadcastClient::on_receive(const char *data, std::size_t length, bool binary,
                                                      bool final_fragment, std::size_t rest_of_frame) {
@@ -43,7 +50,9 @@ BroadcastClient::Receive BroadcastClient::on_receive(const char *data, std::size
     return final_fragment ? Receive::Message : Receive::Partial;
 }
 
-bool BroadcastClient::push(broadcast::FrameRef frame, std::uint64_t lsn) {
+bool BroadcastClient::push(broadcast::FrameRef frame, std::uint64_t lsn, std::uint64_t now_ms) {
+    if (queue_.empty())
+        last_progress_ms_ = now_ms;
     switch (queue_.push(std::move(frame))) {
     case broadcast::ClientQueue::PushResult::Queued:
         lsns_.push_back(lsn);
@@ -74,7 +83,7 @@ void BroadcastClient::start_close(std::uint64_t now_ms, bool with_reason) {
         set_close_reason(wsi_, close_code_, close_reason_);
 }
 
-int BroadcastClient::on_writable() {
+int BroadcastClient::on_writable(std::uint64_t now_ms) {
     std::size_t bytes = 0;
     for (int writes = 0; writes < kMaxWritesPerCallback && bytes < kMaxBytesPerCallback; writes++) {
         if (close_code_ != 0 || queue_.empty())
@@ -87,6 +96,7 @@ int BroadcastClient::on_writable() {
         if (lws_write(wsi_, frame->payload(), size, LWS_WRITE_TEXT) < static_cast<int>(size))
             return -1;
         bytes += size;
+        last_progress_ms_ = now_ms;
         if (lsn != 0 && lsn != last_written_lsn_) {
             // Changes come in commit order: the previous LSN's frames are all out.
             complete_lsn_ = last_written_lsn_;

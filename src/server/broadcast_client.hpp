@@ -26,7 +26,8 @@ constexpr std::size_t kMaxSubscriptionsPerSocket = 100;
 
 class BroadcastClient {
 public:
-    BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes);
+    BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes,
+                    std::uint64_t now_ms);
 
     struct lws *wsi() const { return wsi_; }
     Oid role() const { return role_; }
@@ -43,9 +44,35 @@ public:
 
     // Queues a frame; `lsn`: the change's commit LSN (0 for other frames).
     // false: the queue overflowed and the client is now closing with 1013.
-    bool push(broadcast::FrameRef frame, std::uint64_t lsn);
-    // Writable callback: hands queued frames to lws while the socket takes them.
-    int on_writable();
+    // `now_ms` (steady clock): a frame into an empty queue starts the clock of
+    // last_progress_ms (the client has something to read from then on).
+    bool push(broadcast::FrameRef frame, std::uint64_t lsn, std::uint64_t now_ms);
+    // Whether a change frame of `footprint` fits, leaving the reply reserve free
+    // (an empty queue takes any one frame).
+    bool has_room_for_change(std::size_t footprint) const {
+        return queue_.has_room(footprint + reply_reserve_);
+    }
+    // Room enough to resume a held broadcast: the awaited frame fits and at
+    // most half the changes' share is in use, so a resumed burst queues many
+    // frames before it waits again (not one per writable callback).
+    bool room_to_resume(std::size_t footprint) const {
+        return has_room_for_change(footprint) && queue_.bytes() <= (queue_.max_bytes() - reply_reserve_) / 2;
+    }
+    // Write progress: when the socket last took a frame, or when its queue
+    // last became non-empty (steady clock, ms). A client whose queue is full
+    // and whose progress is kStallMs old is stalled (broadcast_hub.cpp).
+    std::uint64_t last_progress_ms() const { return last_progress_ms_; }
+    void note_progress(std::uint64_t now_ms) { last_progress_ms_ = now_ms; }
+    // The hub's held change (attempt `attempt`) waits for room of `footprint` here.
+    void await_room(std::uint64_t attempt, std::size_t footprint) {
+        awaited_attempt_ = attempt;
+        awaited_footprint_ = footprint;
+    }
+    bool awaits(std::uint64_t attempt) const { return awaited_attempt_ == attempt; }
+    std::size_t awaited_footprint() const { return awaited_footprint_; }
+    // Writable callback: hands queued frames to lws while the socket takes them;
+    // a callback that wrote notes progress at `now_ms`.
+    int on_writable(std::uint64_t now_ms);
     bool wants_write() const { return close_code_ == 0 && !queue_.empty(); }
 
     // Closes with `code` and `reason` (the first call decides). What is queued
@@ -81,6 +108,10 @@ private:
     Identity identity_;
     Oid role_;
     broadcast::ClientQueue queue_;
+    std::size_t reply_reserve_;  // bytes of the bound changes leave free
+    std::uint64_t last_progress_ms_;
+    std::uint64_t awaited_attempt_ = 0;  // 0: awaits nothing
+    std::size_t awaited_footprint_ = 0;
     std::deque<std::uint64_t> lsns_;  // parallel to queue_: each frame's change LSN (0: not a change)
     std::string rx_;
     std::unordered_map<std::string, broadcast::SubscriptionHandle> subscriptions_;

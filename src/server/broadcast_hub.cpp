@@ -39,6 +39,15 @@ constexpr long kControlRetryMs = 10;
 // reaches the queues in slices, between which sockets that keep up are written.
 constexpr int kMaxMessagesPerDrain = 1024;
 constexpr std::size_t kMaxBytesPerDrain = 256 * 1024;
+// Flow control (broadcast_hub.hpp): a recipient whose queue has no room for a
+// change and that has not made write progress for this long is stalled and
+// closed with 1013; one with progress is waited for. 1 s: far above a reading
+// client's gap between writable callbacks (a loaded machine's scheduling
+// hiccups included), and the longest a stalled client may hold the others.
+constexpr std::uint64_t kStallMs = 1000;
+// A held change is retried at least this often (a waited-for client that
+// makes no progress is found stalled within kStallMs + this).
+constexpr long kHeldRetryMs = 100;
 // A close started this long ago whose TCP connection lws still holds is cut.
 constexpr std::uint64_t kCloseDeadlineMs = 10 * 1000;
 // While a close is in progress, housekeeping runs at least this often (below
@@ -158,8 +167,8 @@ BroadcastHub::Refusal BroadcastHub::open(struct lws *wsi, const Identity &identi
             return refusal;
         }
     }
-    auto client = std::make_unique<BroadcastClient>(wsi, identity, role,
-                                                    static_cast<std::size_t>(config::client_queue_kb) * 1024);
+    auto client = std::make_unique<BroadcastClient>(
+        wsi, identity, role, static_cast<std::size_t>(config::client_queue_kb) * 1024, steady_ms());
     BroadcastClient &ref = *client;
     clients_[wsi] = std::move(client);
     if (request.query)
@@ -172,6 +181,7 @@ void BroadcastHub::established(struct lws *wsi) {
     if (it == clients_.end())
         return;
     it->second->established = true;
+    it->second->note_progress(steady_ms());  // its queue is writable only from now on
     if (it->second->closing())
         SetLatch(MyLatch);
     else if (!it->second->queue_empty())
@@ -202,7 +212,12 @@ int BroadcastHub::on_writable(struct lws *wsi) {
     auto it = clients_.find(wsi);
     if (it == clients_.end())
         return 0;
-    return it->second->on_writable();
+    BroadcastClient &client = *it->second;
+    const int result = client.on_writable(steady_ms());
+    // A client the held change waits for has drained enough: retry at once.
+    if (holding_ && client.awaits(hold_attempt_) && client.room_to_resume(client.awaited_footprint()))
+        output_pending_ = true;
+    return result;
 }
 
 void BroadcastHub::forget(struct lws *wsi) {
@@ -219,13 +234,15 @@ void BroadcastHub::forget(struct lws *wsi) {
         free_entry(entry.second.slot);
     }
     clients_.erase(it);
+    if (holding_)
+        output_pending_ = true;  // the held change may have waited for this one
 }
 
 void BroadcastHub::send_control(BroadcastClient &client, const std::string &json) {
     if (client.closing())
         return;
     const bool was_empty = client.queue_empty();
-    if (!client.push(store_.make({json}), 0)) {
+    if (!client.push(store_.make({json}), 0, steady_ms())) {
         close_slow(client);
         return;
     }
@@ -243,6 +260,8 @@ void BroadcastHub::send_error(BroadcastClient &client, const std::string *id, co
 void BroadcastHub::close(BroadcastClient &client, int code, const std::string &reason) {
     client.request_close(code, reason);
     SetLatch(MyLatch);  // the loop starts the close (start_pending_closes)
+    if (holding_)
+        output_pending_ = true;  // the held change may have waited for this one
 }
 
 void BroadcastHub::close_slow(BroadcastClient &client) {
@@ -253,9 +272,10 @@ void BroadcastHub::close_slow(BroadcastClient &client) {
               (complete ? "; reconnect with since=" + since : std::string()));
     shmem::broadcast_area()->slow_clients_closed.fetch_add(1, std::memory_order_relaxed);
     const std::string line = "closed a /ws client (" + peer_address(client.wsi()) +
-                             ") with 1013: it did not read fast enough and its send queue "
-                             "(pgcdcws.client_queue_size = " +
-                             std::to_string(config::client_queue_kb) + "kB) overflowed";
+                             ") with 1013: its send queue (pgcdcws.client_queue_size = " +
+                             std::to_string(config::client_queue_kb) +
+                             "kB) was full and it read nothing for 1 s (or sent requests faster than it read "
+                             "their replies)";
     const LogRateLimiter::Verdict verdict = slow_log_.admit(line, now_ms_);
     if (verdict.log)
         log_guarded(LOG, verdict.held_back ? line + " (and " + std::to_string(verdict.held_back) +
@@ -412,6 +432,9 @@ void BroadcastHub::fail_pending(const std::string &reason) {
 
 // The decoder that had subscriptions stopped: they are gone with it.
 void BroadcastHub::decoder_gone(const std::string &reason) {
+    // Its output is stale (the next decoder starts with a cleared ring).
+    drop_held();
+    assembling_.clear();
     for (auto &entry : clients_) {
         BroadcastClient &client = *entry.second;
         bool had_sent = false;
@@ -558,7 +581,19 @@ void BroadcastHub::flush_control() {
 void BroadcastHub::drain_output() {
     shmem::Ring *ring = shmem::broadcast_output_ring();
     shmem::BroadcastArea *area = shmem::broadcast_area();
+    const bool retry_now = output_pending_;
     output_pending_ = false;
+    if (holding_) {
+        // Retried when a waited-for client has drained or a recipient went, or
+        // on the timer; not at every wakeup (each attempt rebuilds its frames).
+        const std::uint64_t now = steady_ms();
+        if (!retry_now && now - held_tried_ms_ < static_cast<std::uint64_t>(kHeldRetryMs))
+            return;
+        held_tried_ms_ = now;
+        if (!deliver_change(held_))
+            return;  // still waiting: nothing behind it moves
+        drop_held();
+    }
     int messages = 0;
     std::size_t bytes = 0;
     shmem::RecordHeader header;
@@ -575,7 +610,12 @@ void BroadcastHub::drain_output() {
         bytes += header.length;
         if ((header.flags & shmem::kRecordMessageEnd) == 0)
             continue;
-        handle_output(assembling_);
+        if (!handle_output(assembling_)) {
+            held_.swap(assembling_);  // assembling_ gets held_'s old (empty) buffer
+            holding_ = true;
+            held_tried_ms_ = steady_ms();
+            return;
+        }
         assembling_.clear();
         messages++;
     }
@@ -583,62 +623,73 @@ void BroadcastHub::drain_output() {
         std::string().swap(assembling_);  // a rare big change keeps no big buffer
 }
 
-void BroadcastHub::handle_output(std::string_view message) {
+void BroadcastHub::drop_held() {
+    holding_ = false;
+    held_.clear();
+    if (held_.capacity() > 1024 * 1024)
+        std::string().swap(held_);
+}
+
+bool BroadcastHub::handle_output(std::string_view message) {
     namespace wire = broadcast::wire;
     wire::MessageType type;
     if (!wire::peek_type(message, type))
-        return;
+        return true;
+    // The other kinds go to the socket's reply reserve at once (push; an
+    // overflow closes it with 1013): each answers one of its own requests.
     switch (type) {
     case wire::MessageType::Change:
-        deliver_change(message);
-        return;
+        return deliver_change(message);
     case wire::MessageType::Subscribed: {
         wire::Subscribed m;
         Entry *e = wire::decode(message, m) ? lookup(m.handle) : nullptr;
         if (!e || e->state != SubscriptionState::Sent)
-            return;
+            return true;
         e->state = SubscriptionState::Live;
         send_control(*e->client, control_json("subscribed", &e->id, [&](JsonWriter &w) {
                          w.Key("lsn");
                          write_string(w, lsn_text(m.lsn));
                      }));
-        return;
+        return true;
     }
     case wire::MessageType::Gap: {
         wire::Gap m;
         Entry *e = wire::decode(message, m) ? lookup(m.handle) : nullptr;
         if (!e || e->state != SubscriptionState::Live)
-            return;
+            return true;
         send_control(*e->client, control_json("gap", &e->id, [&](JsonWriter &w) {
                          w.Key("since");
                          write_string(w, lsn_text(m.since));
                          w.Key("oldest");
                          write_string(w, lsn_text(m.oldest));
                      }));
-        return;
+        return true;
     }
     case wire::MessageType::Ended: {
         wire::Ended m;
         Entry *e = wire::decode(message, m) ? lookup(m.handle) : nullptr;
         if (!e)
-            return;
+            return true;
         BroadcastClient &client = *e->client;
         const std::string id = e->id;
         end_subscription(client, m.handle, false);
         send_error(client, &id, m.reason);
-        return;
+        return true;
     }
     default:
-        return;  // a control-ring type: never written here
+        return true;  // a control-ring type: never written here
     }
 }
 
-void BroadcastHub::deliver_change(std::string_view message) {
+// Delivers a change to all its live recipients, or to none: false when a
+// recipient that reads has no room yet (the caller holds the change; a retry
+// builds the frames again for the recipients still live, so each gets it once).
+bool BroadcastHub::deliver_change(std::string_view message) {
     broadcast::wire::ChangeHeader header;
     static std::vector<broadcast::wire::Recipient> *recipients = new std::vector<broadcast::wire::Recipient>();
     std::string_view body;
     if (!broadcast::wire::decode_change(message, header, *recipients, body))
-        return;
+        return true;
     builder_.begin(body);
     bool any = false;
     for (const broadcast::wire::Recipient &r : *recipients) {
@@ -648,16 +699,35 @@ void BroadcastHub::deliver_change(std::string_view message) {
         builder_.add(e->client, e->id, static_cast<std::uint8_t>(r.side));
         any = true;
     }
-    if (!any) {
-        builder_.finish(assignments_);
-        return;
-    }
     builder_.finish(assignments_);
+    if (!any)
+        return true;
+    const std::uint64_t now = steady_ms();
+    bool wait = false;
+    hold_attempt_++;
+    for (const auto &assignment : assignments_) {
+        auto *client = static_cast<BroadcastClient *>(const_cast<void *>(assignment.socket));
+        const std::size_t footprint = assignment.frame->footprint();
+        if (client->has_room_for_change(footprint))
+            continue;
+        if (now - client->last_progress_ms() >= kStallMs) {
+            close_slow(*client);  // stalled: the others go on without it
+            continue;
+        }
+        client->await_room(hold_attempt_, footprint);
+        wait = true;
+    }
+    if (wait) {
+        assignments_.clear();  // the frames are made again on the retry
+        return false;
+    }
     std::uint64_t delivered = 0;
     for (auto &assignment : assignments_) {
         auto *client = static_cast<BroadcastClient *>(const_cast<void *>(assignment.socket));
+        if (client->closing())
+            continue;
         const bool was_empty = client->queue_empty();
-        if (!client->push(std::move(assignment.frame), header.lsn)) {
+        if (!client->push(std::move(assignment.frame), header.lsn, now)) {
             close_slow(*client);
             continue;
         }
@@ -667,6 +737,7 @@ void BroadcastHub::deliver_change(std::string_view message) {
     }
     assignments_.clear();
     shmem::broadcast_area()->messages_delivered.fetch_add(delivered, std::memory_order_relaxed);
+    return true;
 }
 
 // ---- housekeeping ----
@@ -717,6 +788,10 @@ void BroadcastHub::housekeeping(std::uint64_t now_ms) {
 long BroadcastHub::wait_limit_ms() const {
     if (output_pending_)
         return 0;
+    if (holding_) {  // the next retry (kHeldRetryMs is below every other limit here)
+        const std::uint64_t since = steady_ms() - held_tried_ms_;
+        return since >= static_cast<std::uint64_t>(kHeldRetryMs) ? 0 : kHeldRetryMs - static_cast<long>(since);
+    }
     for (const auto &entry : clients_)
         if (entry.second->close_started())
             return kClosingCheckMs;  // start_pending_closes keeps lws from pinging it

@@ -15,10 +15,18 @@
 //   1011 (clients reconnect with since=). A decoder that never reached Running
 //   fails the pending subscriptions (error frames; the URL's: 1011).
 // - Output: drained whenever the server wakes (the decoder sets its latch after
-//   each record) and at least every kDrainIntervalMs while subscriptions exist;
-//   never blocked by a client: a change becomes shared frames (FrameBuilder) in
-//   each recipient's bounded ClientQueue; a queue that overflows closes its
-//   socket with 1013.
+//   each record) and at least every kDrainIntervalMs while subscriptions exist.
+//   A change becomes shared frames (FrameBuilder) in each recipient's bounded
+//   ClientQueue, and only once every recipient has room for its frame
+//   (flow control, like TCP). A recipient without room that made write progress
+//   (a frame handed to lws, or its queue newly non-empty) within kStallMs reads,
+//   slower: the change is HELD (delivered to nobody yet; nothing behind it is
+//   drained, so the decoder waits on the full ring and the order stays whole)
+//   and retried when that client's queue has drained to half, or every
+//   kHeldRetryMs. A recipient without room and without progress for kStallMs is
+//   STALLED: it is closed with 1013 and the change goes to the others. So a
+//   reading client sets the pace; a stalled one delays the others at most about
+//   kStallMs, once. Memory: each queue's bound, plus the one held change.
 #pragma once
 
 #include <cstdint>
@@ -114,8 +122,10 @@ private:
     void decoder_gone(const std::string &reason);
     void flush_control();
     void drain_output();
-    void handle_output(std::string_view message);
-    void deliver_change(std::string_view message);
+    // false: a change waits for room (the caller holds it and stops draining).
+    bool handle_output(std::string_view message);
+    bool deliver_change(std::string_view message);
+    void drop_held();
     void recheck_roles(std::uint64_t now_ms);
 
     broadcast::FrameStore store_;
@@ -127,13 +137,17 @@ private:
     std::deque<ControlItem> control_;  // to write to the control ring, in order
     std::string scratch_;              // one encoded control message
     std::string assembling_;           // the output message whose records are arriving
+    std::string held_;                 // the change that waits for room (empty: none)
+    bool holding_ = false;
+    std::uint64_t hold_attempt_ = 0;   // which delivery attempt the clients' await_room refers to
+    std::uint64_t held_tried_ms_ = 0;  // last attempt at the held change (steady clock)
     DecoderPhase decoder_ = DecoderPhase::None;
     std::uint64_t idle_since_ms_ = 0;  // no subscription since (0: some exist)
     std::uint64_t stopped_since_ms_ = 0;  // a Running decoder was first seen stopped (0: not)
     std::uint64_t now_ms_ = 0;
     std::uint64_t last_role_check_ms_ = 0;
-    bool output_pending_ = false;
-    bool shutting_down_ = false;  // the last drain stopped before the ring was empty
+    bool output_pending_ = false;  // drain again at once (more output, or a held change may fit)
+    bool shutting_down_ = false;  // close_all_for_shutdown ran
     LogRateLimiter slow_log_{10 * 1000, 4};
     LogRateLimiter decoder_log_{10 * 1000, 8};
 };

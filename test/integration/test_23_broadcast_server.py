@@ -6,10 +6,21 @@ import asyncio
 import json
 import urllib.parse
 
+import pytest
 import websockets
 
 from cdcws import apoll, http_request
 from conftest import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _stop_broadcast_decoder(cluster):
+    """Subscriptions launch the broadcast decoder, which idles 60 s before it stops: end it
+    after each test, so that its temporary slot is gone when the suite checks for leftovers."""
+    yield
+    cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pgcdcws broadcast'")
+    wait_for(lambda: cluster.sql1("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgcdcws_broadcast'")
+             == 0, 30, what="the broadcast decoder's slot dropped")
 
 
 def check_refusal(resp, status):

@@ -384,6 +384,27 @@ TEST_F(QueueFixture, AnEmptyQueueTakesAFrameLargerThanItsBound) {
     EXPECT_EQ(store.live_frames(), 0u);
 }
 
+TEST_F(QueueFixture, HasRoomTellsWhetherAPushWouldQueue) {
+    ClientQueue queue(3 * footprint());
+    EXPECT_TRUE(queue.has_room(10 * footprint()));  // an empty queue takes any one frame
+    ASSERT_EQ(queue.push(frame('a')), PushResult::Queued);
+    EXPECT_TRUE(queue.has_room(2 * footprint()));    // up to the bound exactly
+    EXPECT_FALSE(queue.has_room(2 * footprint() + 1));
+    ASSERT_EQ(queue.push(frame('b')), PushResult::Queued);
+    EXPECT_TRUE(queue.has_room(footprint()));
+    ASSERT_EQ(queue.push(frame('c')), PushResult::Queued);
+    EXPECT_FALSE(queue.has_room(1));
+    // Asking changes nothing: still full, still open, same frames.
+    EXPECT_EQ(queue.frames(), 3u);
+    EXPECT_FALSE(queue.closed());
+    EXPECT_EQ(queue.pop()->text(), "a");
+    EXPECT_TRUE(queue.has_room(footprint()));
+    EXPECT_EQ(queue.push(frame('d')), PushResult::Queued);  // has_room was right
+    EXPECT_FALSE(queue.has_room(footprint()));
+    EXPECT_EQ(queue.push(frame('e')), PushResult::Overflow);  // and so is its "no"
+    EXPECT_FALSE(queue.has_room(0));  // a closed queue takes nothing
+}
+
 TEST_F(QueueFixture, DroppingAQueueReleasesItsReferences) {
     FrameRef shared = frame('s');
     {
