@@ -750,7 +750,7 @@ REFUSED_QUERIES = [
      'filter "note.eq.%ZZ": value "%ZZ": malformed %-escape (write % as %25)'),
     ("unknown table", "insert:public.b_nosuch", CATALOG, 'unknown table "public.b_nosuch"'),
     ("unknown unqualified table", "insert:b_nosuch", CATALOG, lambda e: e.startswith('unknown table "b_nosuch"')),
-    ("unknown column", "insert:public.b_err:x.eq.1", CATALOG, 'filter "x.eq.1": unknown column "x" of table "public.b_err"'),
+    ("unknown column", "insert:public.b_err:x.eq.1", CATALOG, 'filter "x.eq.1": unknown column "x" of table public.b_err'),
     ("value the type rejects", "insert:public.b_err:n.eq.x", CATALOG,
      'filter "n.eq.x": invalid input syntax for type integer: "x"'),
     ("float for an int column", "insert:public.b_err:n.gt.4.5", CATALOG,
@@ -1143,7 +1143,7 @@ def test_subscribing_needs_select_on_the_table(sec):
     assert_http_error(sec, target, 401, "invalid or missing token")
     for role in ("b_nosel", "b_cols"):  # column privileges are not enough: the frame carries every column
         tok = token_for(sec, role)
-        assert_http_error(sec, target, 403, "permission denied for table b_secret",
+        assert_http_error(sec, target, 403, "permission denied for table public.b_secret",
                           headers=[f"Authorization: Bearer {tok}"])
 
     async def main():
@@ -1158,7 +1158,7 @@ def test_subscribing_needs_select_on_the_table(sec):
             await r.close()
 
     err, f = run(main())
-    assert err == "permission denied for table b_secret"
+    assert err == "permission denied for table public.b_secret"
     assert row_of(f) == {"id": 1, "s": "x"}
 
 
