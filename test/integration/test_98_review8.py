@@ -323,3 +323,125 @@ def test_r8_bad_input_on_one_socket_leaves_others_and_pids(cluster):
     finally:
         stop_decoder(cluster)
         cluster.sql("DROP SCHEMA r8 CASCADE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Partitions under the parent's row security, with a partition whose column order differs
+
+def test_r8_partition_rows_follow_parent_row_security(cluster):
+    fresh_schema(cluster)
+    cluster.sql("DROP ROLE IF EXISTS r8_part")
+    cluster.sql("CREATE ROLE r8_part LOGIN")
+    cluster.sql("CREATE TABLE r8.p (id int, tenant text, secret text, PRIMARY KEY (id, tenant)) "
+                "PARTITION BY LIST (tenant)")
+    # A partition with another column order and a dropped column.
+    cluster.sql("CREATE TABLE r8.p_b (junk int, secret text, tenant text NOT NULL, id int NOT NULL)")
+    cluster.sql("ALTER TABLE r8.p_b DROP COLUMN junk")
+    cluster.sql("ALTER TABLE r8.p ATTACH PARTITION r8.p_b FOR VALUES IN ('b')")
+    cluster.sql("CREATE TABLE r8.p_a PARTITION OF r8.p FOR VALUES IN ('a')")
+    cluster.sql("ALTER TABLE r8.p ENABLE ROW LEVEL SECURITY")
+    cluster.sql("CREATE POLICY only_a ON r8.p FOR SELECT USING (tenant = 'a')")
+    cluster.sql("GRANT USAGE ON SCHEMA r8 TO r8_part")
+    cluster.sql("GRANT SELECT ON r8.p TO r8_part")
+
+    async def run():
+        async with websockets.connect(ws_url(cluster)) as ws:
+            await subscribe(ws, "insert:r8.p:id.gt.0", "p")
+            cluster.sql("INSERT INTO r8.p VALUES (1, 'b', 'b-secret')")
+            cluster.sql("INSERT INTO r8.p VALUES (2, 'a', 'a-ok')")
+            f = await next_change(ws)
+            assert "b-secret" not in json.dumps(f), f
+            assert f["columnvalues"] == [2, "a", "a-ok"], f
+
+    try:
+        set_trust_role(cluster, "r8_part")
+        wait_for(lambda: http_request(cluster.ws_port, "/ws?query=insert:r8.p").status == 101, 10,
+                 what="the server running as r8_part")
+        asyncio.run(run())
+    finally:
+        set_trust_role(cluster, None)
+        stop_decoder(cluster)
+        cluster.sql("DROP SCHEMA r8 CASCADE")
+        cluster.sql("DROP ROLE r8_part")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema changes and the decoder's death
+
+def test_r8_alter_type_of_filtered_column_and_decoder_kill(cluster):
+    fresh_schema(cluster)
+    cluster.sql("CREATE TABLE r8.alt (id int PRIMARY KEY, n int)")
+    pid_before = server_pid(cluster)
+
+    async def run():
+        async with websockets.connect(ws_url(cluster)) as ws:
+            await subscribe(ws, "insert:r8.alt:n.eq.5", "n5")
+            await subscribe(ws, "insert:r8.alt", "all")
+            decoder = cluster.pids_by_backend_type("pgcdcws broadcast", fresh=True)
+            cluster.sql("ALTER TABLE r8.alt ALTER COLUMN n TYPE text")
+            cluster.sql("INSERT INTO r8.alt VALUES (1, '5')")
+            frames = []
+            while True:
+                f = await recv_json(ws)
+                frames.append(f)
+                if f["type"] == "change":
+                    break
+            assert any(x["type"] == "error" and x["id"] == "n5" for x in frames), frames
+            assert frames[-1]["subscriptions"] == ["all"], frames
+            assert cluster.pids_by_backend_type("pgcdcws broadcast", fresh=True) == decoder
+            # The decoder killed: 1011, and a new socket works with a new decoder.
+            cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE backend_type = 'pgcdcws broadcast'")
+            try:
+                while True:
+                    await recv_json(ws, 60)
+            except websockets.ConnectionClosed as e:
+                assert e.rcvd is not None and e.rcvd.code == 1011, e
+        async with websockets.connect(ws_url(cluster, "insert:r8.alt")) as ws2:
+            assert (await recv_json(ws2, 60))["type"] == "subscribed"
+            cluster.sql("INSERT INTO r8.alt VALUES (2, 'x')")
+            f = await next_change(ws2)
+            assert f["columnvalues"] == [2, "x"], f
+        assert server_pid(cluster) == pid_before
+
+    try:
+        asyncio.run(run())
+    finally:
+        stop_decoder(cluster)
+        cluster.sql("DROP SCHEMA r8 CASCADE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay: since within the window, no duplicates, commit order
+
+def test_r8_since_replay_no_duplicates(cluster):
+    fresh_schema(cluster)
+    cluster.sql("CREATE TABLE r8.rep (id int PRIMARY KEY)")
+
+    async def run():
+        async with websockets.connect(ws_url(cluster, "insert:r8.rep")) as ws:
+            first = await recv_json(ws)
+            assert first["type"] == "subscribed", first
+            for i in range(1, 6):
+                cluster.sql(f"INSERT INTO r8.rep VALUES ({i})")
+            seen = [(await next_change(ws))["columnvalues"][0] for _ in range(5)]
+            assert seen == [1, 2, 3, 4, 5]
+        since = first["lsn"]
+        async with websockets.connect(ws_url(cluster)) as ws:
+            await ws.send(json.dumps({"subscribe": "insert:r8.rep", "id": "r", "since": since}))
+            frames = [await recv_json(ws)]
+            cluster.sql("INSERT INTO r8.rep VALUES (6)")
+            ids = []
+            while 6 not in ids:
+                f = await recv_json(ws)
+                frames.append(f)
+                if f["type"] == "change":
+                    ids.append(f["columnvalues"][0])
+            assert frames[0]["type"] == "subscribed", frames
+            assert ids == [1, 2, 3, 4, 5, 6], frames
+
+    try:
+        asyncio.run(run())
+    finally:
+        stop_decoder(cluster)
+        cluster.sql("DROP SCHEMA r8 CASCADE")
