@@ -31,6 +31,8 @@ constexpr std::uint32_t kSlotCount = 1u << 20;
 // Bytes a window entry costs beyond its body and tuples (entry, deque slot,
 // allocator headers), so that many tiny changes are bounded too.
 constexpr std::size_t kWindowEntryOverhead = 64;
+// The longest installing one subscription may take (its values' input functions).
+constexpr int kInstallTimeoutMs = 1000;
 
 // Runs `fn` (pure C++: no Postgres call that can ERROR) and reports whether it
 // threw. Used around container growth, so no exception reaches a Postgres frame.
@@ -803,7 +805,6 @@ void prepare_body(void *) {
         const bool dropped = attr->attisdropped;
         const Oid type = attr->atttypid;
         const Oid collation = attr->attcollation;
-        const int32 typmod = attr->atttypmod;
         char column[NAMEDATALEN];
         strlcpy(column, NameStr(attr->attname), sizeof column);
         ReleaseSysCache(tuple);
@@ -820,7 +821,9 @@ void prepare_body(void *) {
             // Input functions may run user code (a domain's CHECK, a user type):
             // as the subscriber, unable to change the session.
             SetUserIdAndSecContext(m.role, saved_sec | SECURITY_RESTRICTED_OPERATION);
-            const Datum parsed = OidInputFunctionCall(input, const_cast<char *>(text.c_str()), ioparam, typmod);
+            // typmod -1, as the server checked it: a filter compares the value
+            // given, not one rounded to the column (numeric(5,2) and 1.005).
+            const Datum parsed = OidInputFunctionCall(input, const_cast<char *>(text.c_str()), ioparam, -1);
             SetUserIdAndSecContext(saved_user, saved_sec);
             MemoryContext old = MemoryContextSwitchTo(s->context);
             s->datums[next] = datumCopy(parsed, vt->byval, vt->len);
@@ -846,8 +849,13 @@ void prepare_body(void *) {
 
 // Runs body in a subtransaction (pg/subtransaction.hpp); an ERROR is caught,
 // its message copied to `error`.
+// At most kInstallTimeoutMs: the values' input functions may run a domain's
+// CHECK, the client's code, while every subscriber waits.
 bool run_in_subtransaction(void (*body)(void *), void *arg, char *error, std::size_t error_size) {
+    enable_timeout_after(STATEMENT_TIMEOUT, kInstallTimeoutMs);
     ErrorData *edata = pg::run_in_subtransaction(body, arg, pg::OnSuccess::Commit);
+    disable_timeout(STATEMENT_TIMEOUT, false);
+    QueryCancelPending = false;
     if (!edata)
         return true;
     strlcpy(error, edata->message ? edata->message : "unknown error", error_size);
@@ -957,7 +965,9 @@ void install(XLogRecPtr position) {
     s->relid = m.relid;
     s->kinds = m.kinds;
     s->requested_at = m.requested_at;
-    s->deliver_after = m.has_since ? m.since : m.requested_at;
+    // A since beyond the request's position (ahead of the WAL) asks for no
+    // less than a plain subscription: deliver what commits after the request.
+    s->deliver_after = m.has_since && m.since < m.requested_at ? m.since : m.requested_at;
     installing = &m;
     prepared = s;
     prepared_row_security = false;

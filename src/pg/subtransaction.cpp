@@ -59,4 +59,14 @@ ErrorData *run_as_role(Oid role, void (*body)(void *), void *arg, OnSuccess on_s
     return run_in_subtransaction(run_body_as_role, &as, on_success);
 }
 
+ErrorData *run_as_role_within(Oid role, int timeout_ms, void (*body)(void *), void *arg, OnSuccess on_success) {
+    enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+    ErrorData *error = run_as_role(role, body, arg, on_success);
+    disable_timeout(STATEMENT_TIMEOUT, false);
+    // A limit reached after body returned must not cancel whatever the
+    // process does next.
+    QueryCancelPending = false;
+    return error;
+}
+
 }  // namespace pgcdcws::pg

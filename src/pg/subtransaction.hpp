@@ -27,4 +27,10 @@ ErrorData *run_in_subtransaction(void (*body)(void *), void *arg, OnSuccess on_s
 // (current_user is the role; nothing may change the session).
 ErrorData *run_as_role(Oid role, void (*body)(void *), void *arg, OnSuccess on_success);
 
+// run_as_role with a time limit: when body has run `timeout_ms`, the next
+// CHECK_FOR_INTERRUPTS in it raises "canceling statement due to statement
+// timeout" (an ERROR, returned like any other). For code a client chooses
+// (a domain's CHECK in a filter value) that a server loop must not wait for.
+ErrorData *run_as_role_within(Oid role, int timeout_ms, void (*body)(void *), void *arg, OnSuccess on_success);
+
 }  // namespace pgcdcws::pg

@@ -454,6 +454,10 @@ namespace {
 // The search_path a subscription's unqualified table name is resolved with,
 // whatever the server's own session has: as for a default session of the
 // subscribing role ("$user" is the role), pg_temp last (as snapshot reads do).
+// The longest a subscription's checks may run (type input functions, domain
+// CHECKs) before the subscription is refused.
+constexpr int kSubscribeCheckTimeoutMs = 1000;
+
 constexpr const char *kSubscribeSearchPath = "pg_catalog, \"$user\", public, pg_temp";
 
 // `column.op.values` of a filter as the client wrote it, for messages: printable
@@ -702,7 +706,10 @@ bool resolve_subscription(Oid role, const protocol::SubscriptionQuery &q, broadc
         // The client chooses the table and the values, and so which code runs
         // (a domain's CHECK at input): as the role, restricted. Nothing is
         // kept: the rollback restores the settings and the snapshot.
-        ErrorData *edata = pg::run_as_role(role, resolve_as_role, &run, pg::OnSuccess::Rollback);
+        // Bounded: a domain's CHECK is the client's code, and the server's loop
+        // waits for it (docs/SECURITY.md, "Broadcast subscriptions").
+        ErrorData *edata = pg::run_as_role_within(role, kSubscribeCheckTimeoutMs, resolve_as_role, &run,
+                                                  pg::OnSuccess::Rollback);
         if (!edata)
             return;
         refusal->status = edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? 403 : 400;
