@@ -822,7 +822,7 @@ def test_refused_queries_in_messages_are_error_frames_and_the_socket_stays_open(
         else:
             assert got[case] == want, (case, got[case])
     assert no_id["error"] == 'missing "id": expected {"subscribe": "<query>", "id": "<your id>"}', no_id
-    assert bad_json["error"].startswith("invalid JSON at offset 0"), bad_json
+    assert bad_json["error"].startswith("invalid JSON at offset 1:"), bad_json
     assert f["kind"] == "delete" and f["subscriptions"] == ["ok-key"] and oldkeys_of(f) == {"id": 1}, f
 
 
