@@ -3,6 +3,7 @@
 #include "broadcast/decoder_worker.hpp"
 
 #include "broadcast/engine.hpp"
+#include "decoder/wal_reading.hpp"
 #include "config.hpp"
 #include "output/plugin.hpp"
 #include "shmem/broadcast_area.hpp"
@@ -89,23 +90,11 @@ void on_exit(int, Datum) {
     shmem::mark_broadcast_gone(self.generation, self.failed ? self.error : nullptr);
 }
 
-// read_local_xlog_page waits in 1 ms sleeps, without latch or postmaster-death
-// checks, for WAL that is not flushed yet. Returning -1 instead makes
-// XLogReadRecord return NULL without an error; it resumes on the next call.
-// (The same as the stream decoder's, src/decoder/worker.cpp.)
-int read_flushed_page(XLogReaderState *state, XLogRecPtr target_page, int req_len, XLogRecPtr target_rec,
-                      char *cur_page) {
-    if (target_page + req_len > PGCDCWS_FLUSH_PTR())
-        return -1;
-    return read_local_xlog_page(state, target_page, req_len, target_rec, cur_page);
-}
-
 // Broadcast mode writes nothing through OutputPluginWrite.
 void prepare_write_unused(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) { resetStringInfo(ctx->out); }
 void write_unused(LogicalDecodingContext *, XLogRecPtr, TransactionId, bool) {}
 
 XLogReaderRoutine init_routine;
-XLogReaderRoutine stream_routine;
 
 // A previous decoder may still be exiting with its slot: wait for the slot to go.
 void wait_for_previous_slot() {
@@ -158,12 +147,9 @@ void run() {
     output::set_broadcast_sink(engine_sink());
     engine_start(&self.writer, start);
 
-    stream_routine.page_read = read_flushed_page;
-    stream_routine.segment_open = wal_segment_open;
-    stream_routine.segment_close = wal_segment_close;
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     List *options = list_make1(makeDefElem(pstrdup("broadcast"), (Node *)makeString(pstrdup("true")), -1));
-    LogicalDecodingContext *ctx = CreateDecodingContext(InvalidXLogRecPtr, options, false, &stream_routine,
+    LogicalDecodingContext *ctx = CreateDecodingContext(InvalidXLogRecPtr, options, false, decoder::flushed_wal_routine(),
                                                         prepare_write_unused, write_unused, nullptr);
     MemoryContextSwitchTo(old);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
@@ -195,12 +181,7 @@ void run() {
             engine_recheck();
         }
 
-        char *errm = nullptr;
-        XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
-        if (errm)
-            ereport(ERROR, (errmsg("pgcdcws broadcast: could not read WAL at %X/%X: %s",
-                                   LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm)));
-        if (record) {
+        if (decoder::next_record(ctx, "pgcdcws broadcast")) {
             LogicalDecodingProcessRecord(ctx, ctx->reader);
             if (ctx->reader->EndRecPtr > start)
                 area->decoded_lsn.store(ctx->reader->EndRecPtr, std::memory_order_release);

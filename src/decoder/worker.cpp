@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "decoder/worker.hpp"
+#include "decoder/wal_reading.hpp"
 
 #include "config.hpp"
 #include "output/plugin.hpp"
@@ -188,18 +189,6 @@ void write_to_ring(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool 
         self.last_emitted_end = txn_end;
 }
 
-// read_local_xlog_page waits in 1 ms sleeps, without latch or postmaster-death
-// checks, for WAL that is not flushed yet. Returning -1 instead makes
-// XLogReadRecord return NULL without an error; it resumes on the next call.
-int read_flushed_page(XLogReaderState *state, XLogRecPtr target_page, int req_len, XLogRecPtr target_rec,
-                      char *cur_page) {
-    if (target_page + req_len > PGCDCWS_FLUSH_PTR())
-        return -1;
-    return read_local_xlog_page(state, target_page, req_len, target_rec, cur_page);
-}
-
-XLogReaderRoutine reader_routine;
-
 // After a quick reconnect the previous client's decoder may still be releasing
 // the slot. Wait for that (briefly), then acquire without waiting: anyone else
 // holding the slot is a real conflict and gets a clear error.
@@ -233,9 +222,6 @@ void stream(const char *slot_name) {
                         errdetail("Its WAL was removed, most likely because of max_slot_wal_keep_size."),
                         errhint("Drop it with cdc_drop() and create a new one with cdc_init().")));
 
-    reader_routine.page_read = read_flushed_page;
-    reader_routine.segment_open = wal_segment_open;
-    reader_routine.segment_close = wal_segment_close;
 
     // The stream shows what the client's role may SELECT (output/row_access.hpp).
     output::set_stream_role(self.channel->role);
@@ -243,7 +229,7 @@ void stream(const char *slot_name) {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     List *options = list_make1(makeDefElem(pstrdup("stream-fragments"), (Node *)makeString(pstrdup("true")), -1));
     LogicalDecodingContext *ctx =
-        CreateDecodingContext(InvalidXLogRecPtr, options, false, &reader_routine, prepare_ring_write, write_to_ring, nullptr);
+        CreateDecodingContext(InvalidXLogRecPtr, options, false, flushed_wal_routine(), prepare_ring_write, write_to_ring, nullptr);
     MemoryContextSwitchTo(old);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
 
@@ -268,12 +254,7 @@ void stream(const char *slot_name) {
                                              slot_name, rechecked)));
         }
 
-        char *errm = nullptr;
-        XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
-        if (errm)
-            ereport(ERROR, (errmsg("pgcdcws: could not read WAL at %X/%X: %s",
-                                   LSN_FORMAT_ARGS(ctx->reader->EndRecPtr), errm)));
-        if (record) {
+        if (next_record(ctx, "pgcdcws")) {
             // Before the record is decoded, outside decoding's historic snapshot.
             output::check_record_relations(ctx->reader);
             LogicalDecodingProcessRecord(ctx, ctx->reader);
