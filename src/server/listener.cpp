@@ -226,8 +226,8 @@ struct lws_context *create_lws_context(uv_loop_t *loop, void *user, const struct
     // lws keeps pointers to it in the context and every vhost.
     static lws_retry_bo_t retry_policy;
     std::memset(&retry_policy, 0, sizeof retry_policy);
-    retry_policy.secs_since_valid_ping = static_cast<uint16_t>(config::ping_interval_s);
-    retry_policy.secs_since_valid_hangup = static_cast<uint16_t>(2 * config::ping_interval_s);
+    // No validity pings from lws: the server's own keepalive sweep pings and
+    // hangs up (src/server/keepalive.hpp says why).
 
     void *foreign_loops[1] = {loop};
     struct lws_context_creation_info info;

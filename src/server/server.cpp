@@ -6,6 +6,7 @@
 #include <libwebsockets.h>
 
 #include "server/server.hpp"
+#include "server/keepalive.hpp"
 
 #include "config.hpp"
 #include "pg/guard.hpp"
@@ -53,6 +54,8 @@ private:
     void housekeeping();
     void close_streams_before_exit();
     int open_broadcast(struct lws *wsi, bool refuse_in_band);
+    void sweep_keepalive();
+    int send_ping(struct lws *wsi);
 
     EventLoop loop_;
     struct lws_context *context_ = nullptr;
@@ -60,6 +63,9 @@ private:
     Admission admission_;
     StreamRegistry streams_;
     BroadcastHub broadcasts_;
+    KeepaliveTable keepalive_;
+    std::uint64_t last_keepalive_sweep_ms_ = 0;
+    KeepaliveTable::Sweep keepalive_sweep_;
     SnapshotScheduler snapshots_;
     InitRequests inits_;
 };
@@ -167,6 +173,7 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
 
     case LWS_CALLBACK_ESTABLISHED:
+        keepalive_.add(wsi, loop_.now_ms());
         if (broadcasts_.contains(wsi)) {
             connections_.request_complete(wsi);
             broadcasts_.established(wsi);
@@ -178,22 +185,31 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         streams_.established(wsi);
         return 0;
 
+    case LWS_CALLBACK_RECEIVE_PONG:
+        keepalive_.heard_from(wsi, loop_.now_ms());
+        return 0;
+
     case LWS_CALLBACK_RECEIVE:
+        keepalive_.heard_from(wsi, loop_.now_ms());
         if (broadcasts_.contains(wsi))
             return broadcasts_.on_receive(wsi, static_cast<const char *>(in), len);
         return streams_.on_receive(wsi, static_cast<const char *>(in), len);
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (keepalive_.take_ping(wsi))
+            return send_ping(wsi);
         if (broadcasts_.contains(wsi))
             return broadcasts_.on_writable(wsi);
         return streams_.on_writable(wsi);
 
     case LWS_CALLBACK_CLOSED:
+        keepalive_.remove(wsi);
         broadcasts_.forget(wsi);
         streams_.forget(wsi);
         return 0;
 
     case LWS_CALLBACK_WSI_DESTROY:
+        keepalive_.remove(wsi);
         broadcasts_.forget(wsi);
         streams_.forget(wsi);
         snapshots_.forget(wsi);
@@ -227,7 +243,33 @@ int Server::open_broadcast(struct lws *wsi, bool refuse_in_band) {
     return 1;
 }
 
+// A ping goes out in the connection's writable callback, alone (lws: one
+// control frame per callback); the connection's own writes follow in the next.
+int Server::send_ping(struct lws *wsi) {
+    unsigned char frame[LWS_PRE + 1];
+    if (lws_write(wsi, frame + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+// pgcdcws.ping_interval without a word from the peer: a ping; twice that: the
+// connection is closed (src/server/keepalive.hpp says why not lws's policy).
+void Server::sweep_keepalive() {
+    const std::uint64_t now = loop_.now_ms();
+    if (now - last_keepalive_sweep_ms_ < kKeepaliveSweepMs)
+        return;
+    last_keepalive_sweep_ms_ = now;
+    const std::uint64_t interval_ms = static_cast<std::uint64_t>(config::ping_interval_s) * 1000;
+    keepalive_.sweep(now, interval_ms, 2 * interval_ms, keepalive_sweep_);
+    for (const void *c : keepalive_sweep_.ping)
+        lws_callback_on_writable(static_cast<struct lws *>(const_cast<void *>(c)));
+    for (const void *c : keepalive_sweep_.hang_up)
+        lws_set_timeout(static_cast<struct lws *>(const_cast<void *>(c)), PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 void Server::housekeeping() {
+    sweep_keepalive();
     broadcasts_.housekeeping(loop_.now_ms());
     streams_.housekeeping(loop_.now_ms());
     snapshots_.housekeeping();
