@@ -246,8 +246,10 @@ int Server::open_broadcast(struct lws *wsi, bool refuse_in_band) {
 // A ping goes out in the connection's writable callback, alone (lws: one
 // control frame per callback); the connection's own writes follow in the next.
 int Server::send_ping(struct lws *wsi) {
+    // A payload: lws 4.1 hands an empty pong to no callback.
     unsigned char frame[LWS_PRE + 1];
-    if (lws_write(wsi, frame + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+    frame[LWS_PRE] = 'k';
+    if (lws_write(wsi, frame + LWS_PRE, 1, LWS_WRITE_PING) < 0)
         return -1;
     lws_callback_on_writable(wsi);
     return 0;
@@ -264,8 +266,10 @@ void Server::sweep_keepalive() {
     keepalive_.sweep(now, interval_ms, 2 * interval_ms, keepalive_sweep_);
     for (const void *c : keepalive_sweep_.ping)
         lws_callback_on_writable(static_cast<struct lws *>(const_cast<void *>(c)));
+    // Outside any lws callback: closed at once (the close callbacks remove it
+    // from the table, not from this list).
     for (const void *c : keepalive_sweep_.hang_up)
-        lws_set_timeout(static_cast<struct lws *>(const_cast<void *>(c)), PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        lws_set_timeout(static_cast<struct lws *>(const_cast<void *>(c)), PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
 void Server::housekeeping() {
