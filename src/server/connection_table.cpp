@@ -10,21 +10,21 @@ long usable_connection_cap(long wanted, long open_file_limit, long open_now) {
 }
 
 void ConnectionTable::add(const void *connection, std::uint64_t now_ms) {
-    connections_[connection] = Entry{now_ms, false};
+    connections_.insert(connection);
+    incomplete_[connection] = now_ms;
 }
 
-void ConnectionTable::remove(const void *connection) { connections_.erase(connection); }
-
-void ConnectionTable::request_complete(const void *connection) {
-    auto it = connections_.find(connection);
-    if (it != connections_.end())
-        it->second.request_complete = true;
+void ConnectionTable::remove(const void *connection) {
+    connections_.erase(connection);
+    incomplete_.erase(connection);
 }
+
+void ConnectionTable::request_complete(const void *connection) { incomplete_.erase(connection); }
 
 std::vector<const void *> ConnectionTable::overdue(std::uint64_t now_ms, std::uint64_t limit_ms) const {
     std::vector<const void *> out;
-    for (const auto &entry : connections_)
-        if (!entry.second.request_complete && now_ms - entry.second.accepted_ms >= limit_ms)
+    for (const auto &entry : incomplete_)
+        if (now_ms - entry.second >= limit_ms)
             out.push_back(entry.first);
     return out;
 }

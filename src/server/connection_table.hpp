@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace pgcdcws::server {
@@ -30,11 +31,11 @@ public:
     std::vector<const void *> overdue(std::uint64_t now_ms, std::uint64_t limit_ms) const;
 
 private:
-    struct Entry {
-        std::uint64_t accepted_ms;
-        bool request_complete;
-    };
-    std::unordered_map<const void *, Entry> connections_;
+    std::unordered_set<const void *> connections_;
+    // Accepted, request not yet complete: accept time (ms). Apart, so that the
+    // deadline check, run at every wakeup, costs O(connections still sending
+    // their request), not O(connections).
+    std::unordered_map<const void *, std::uint64_t> incomplete_;
 };
 
 }  // namespace pgcdcws::server
