@@ -46,4 +46,22 @@ std::size_t parse_client_frames(const char *data, std::size_t length, std::size_
     }
 }
 
+std::size_t write_server_text_header(std::uint64_t payload_length, unsigned char *out) {
+    out[0] = 0x81;  // FIN, text
+    if (payload_length < 126) {
+        out[1] = static_cast<unsigned char>(payload_length);
+        return 2;
+    }
+    if (payload_length <= 0xffff) {
+        out[1] = 126;
+        out[2] = static_cast<unsigned char>(payload_length >> 8);
+        out[3] = static_cast<unsigned char>(payload_length);
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = static_cast<unsigned char>(payload_length >> (56 - 8 * i));
+    return 10;
+}
+
 }  // namespace pgcdcws::protocol

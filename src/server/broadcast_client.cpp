@@ -4,6 +4,8 @@
 
 #include "server/broadcast_client.hpp"
 
+#include "protocol/ws_frame.hpp"
+
 #include "protocol/client_message.hpp"
 #include "protocol/browser_policy.hpp"
 
@@ -11,9 +13,11 @@ namespace pgcdcws::server {
 
 namespace {
 
-// Fairness between sockets: what one writable callback may send at most.
-constexpr int kMaxWritesPerCallback = 64;
-constexpr std::size_t kMaxBytesPerCallback = 512 * 1024;
+// Fairness between sockets: what one flush may send at most.
+constexpr std::size_t kMaxBytesPerFlush = 512 * 1024;
+// Frames up to half this size are framed together and leave in one write of at
+// most this size; a bigger one is written alone, in place (no copy).
+constexpr std::size_t kBatchBytes = 64 * 1024;
 // Of a socket's queue bound, changes leave this much (a quarter, at most 64 kB)
 // to its own frames: replies to its messages, subscribed, gap and error frames
 // still fit while a burst of changes keeps the queue full.
@@ -83,31 +87,77 @@ void BroadcastClient::start_close(std::uint64_t now_ms, bool with_reason) {
         set_close_reason(wsi_, close_code_, close_reason_);
 }
 
-int BroadcastClient::on_writable(std::uint64_t now_ms) {
-    std::size_t bytes = 0;
-    for (int writes = 0; writes < kMaxWritesPerCallback && bytes < kMaxBytesPerCallback; writes++) {
-        if (close_code_ != 0 || queue_.empty())
-            return 0;
-        // Kept alive across lws_write, which copies what the socket does not take.
-        broadcast::FrameRef frame = queue_.pop();
-        const std::uint64_t lsn = lsns_.front();
-        lsns_.pop_front();
-        const std::size_t size = frame->size();
-        if (lws_write(wsi_, frame->payload(), size, LWS_WRITE_TEXT) < static_cast<int>(size))
-            return -1;
-        bytes += size;
-        last_progress_ms_ = now_ms;
-        if (lsn != 0 && lsn != last_written_lsn_) {
-            // Changes come in commit order: the previous LSN's frames are all out.
-            complete_lsn_ = last_written_lsn_;
-            last_written_lsn_ = lsn;
-        }
-        if (lws_send_pipe_choked(wsi_))
-            break;
+void BroadcastClient::note_written(std::uint64_t now_ms) {
+    const std::uint64_t lsn = lsns_.front();
+    lsns_.pop_front();
+    last_progress_ms_ = now_ms;
+    if (lsn != 0 && lsn != last_written_lsn_) {
+        // Changes come in commit order: the previous LSN's frames are all out.
+        complete_lsn_ = last_written_lsn_;
+        last_written_lsn_ = lsn;
     }
+}
+
+int BroadcastClient::flush(std::uint64_t now_ms, std::vector<unsigned char> &batch) {
+    std::size_t sent = 0;
+    while (sent < kMaxBytesPerFlush && close_code_ == 0 && !queue_.empty() && !lws_partial_buffered(wsi_)) {
+        if (queue_.frames() == 1 || queue_.front()->size() > kBatchBytes / 2) {
+            // Alone, in place: lws writes the header into the frame's headroom.
+            // The reference keeps the bytes alive across lws_write, which
+            // copies what the socket does not take.
+            broadcast::FrameRef frame = queue_.pop();
+            const std::size_t size = frame->size();
+            note_written(now_ms);
+            if (lws_write(wsi_, frame->payload(), size, LWS_WRITE_TEXT) < static_cast<int>(size))
+                return -1;
+            sent += size;
+            continue;
+        }
+        // Several whole frames, each with its header, in one write. lws sends
+        // LWS_WRITE_HTTP bytes on a WebSocket as they are (ops-ws.c, send_raw),
+        // and keeps an unsent rest just as for a frame it made.
+        batch.resize(LWS_PRE);
+        while (!queue_.empty() && queue_.front()->size() <= kBatchBytes / 2 &&
+               batch.size() - LWS_PRE + protocol::kMaxServerFrameHeader + queue_.front()->size() <= kBatchBytes) {
+            broadcast::FrameRef frame = queue_.pop();
+            unsigned char header[protocol::kMaxServerFrameHeader];
+            const std::size_t header_length = protocol::write_server_text_header(frame->size(), header);
+            batch.insert(batch.end(), header, header + header_length);
+            batch.insert(batch.end(), frame->payload(), frame->payload() + frame->size());
+            note_written(now_ms);
+        }
+        const std::size_t size = batch.size() - LWS_PRE;
+        if (lws_write(wsi_, batch.data() + LWS_PRE, size, LWS_WRITE_HTTP) < static_cast<int>(size))
+            return -1;
+        sent += size;
+    }
+    return 0;
+}
+
+int BroadcastClient::on_writable(std::uint64_t now_ms, std::vector<unsigned char> &batch) {
+    if (write_failed_ || flush(now_ms, batch) < 0)
+        return -1;
     if (wants_write())
         lws_callback_on_writable(wsi_);
     return 0;
+}
+
+void BroadcastClient::flush_now(std::uint64_t now_ms, std::vector<unsigned char> &batch) {
+    if (!established || close_code_ != 0)
+        return;
+    if (flush(now_ms, batch) < 0) {
+        // lws has marked the socket unusable and would not call back: it is
+        // dropped from lws's timer (asynchronously, so the hub's pass over its
+        // sockets stays valid), as a peer that vanished.
+        write_failed_ = true;
+        close_code_ = LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
+        queue_.close();
+        lsns_.clear();
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    if (wants_write())
+        lws_callback_on_writable(wsi_);
 }
 
 }  // namespace pgcdcws::server

@@ -10,6 +10,7 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <libwebsockets.h>
 
@@ -70,9 +71,24 @@ public:
     }
     bool awaits(std::uint64_t attempt) const { return awaited_attempt_ == attempt; }
     std::size_t awaited_footprint() const { return awaited_footprint_; }
-    // Writable callback: hands queued frames to lws while the socket takes them;
-    // a callback that wrote notes progress at `now_ms`.
-    int on_writable(std::uint64_t now_ms);
+    // Hands queued frames to lws while the socket takes them, at most a fair
+    // share per call (kMaxBytesPerFlush). Frames up to kBatchBytes leave
+    // together: framed into `batch` (the caller's scratch, LWS_PRE bytes in
+    // front) and written with one send(). Stops once lws holds an unsent rest.
+    // Returns -1 when the socket failed.
+    int flush(std::uint64_t now_ms, std::vector<unsigned char> &batch);
+    // Writable callback: flush(), and another callback while frames remain.
+    int on_writable(std::uint64_t now_ms, std::vector<unsigned char> &batch);
+    // The hub filled the queue during a pass over the output ring: flushes
+    // right away, outside any lws callback, so a socket with room costs one
+    // send() per pass instead of a writable callback per change (two epoll_ctl
+    // and a poll()). A socket still busy waits for its writable callback; one
+    // that failed is closed from there.
+    void flush_now(std::uint64_t now_ms, std::vector<unsigned char> &batch);
+    // When the hub asked it to close (steady clock, ms).
+    std::uint64_t close_requested_ms = 0;
+    // In the hub's list of sockets to flush after this pass.
+    bool flush_listed = false;
     bool wants_write() const { return close_code_ == 0 && !queue_.empty(); }
 
     // Closes with `code` and `reason` (the first call decides). What is queued
@@ -104,6 +120,9 @@ public:
     bool queue_empty() const { return queue_.empty(); }
 
 private:
+    // A queued frame (the front of lsns_) went to the socket.
+    void note_written(std::uint64_t now_ms);
+
     struct lws *wsi_;
     Identity identity_;
     Oid role_;
@@ -120,6 +139,7 @@ private:
     int close_code_ = 0;
     std::string close_reason_;
     bool ready_to_close_ = false;
+    bool write_failed_ = false;  // lws_write failed outside a callback: close from the next one
     bool close_started_ = false;
     std::uint64_t close_started_ms_ = 0;
 };

@@ -50,6 +50,10 @@ constexpr std::uint64_t kStallMs = 1000;
 constexpr long kHeldRetryMs = 100;
 // A close started this long ago whose TCP connection lws still holds is cut.
 constexpr std::uint64_t kCloseDeadlineMs = 10 * 1000;
+// How long a close may wait for the socket to take lws's unsent rest of a
+// write before it starts anyway (then lws drops the connection without a close
+// frame at most 5 s later: close.c, PENDING_FLUSH_STORED_SEND_BEFORE_CLOSE).
+constexpr std::uint64_t kCloseDrainMs = 5 * 1000;
 // While a close is in progress, housekeeping runs at least this often (below
 // the shortest pgcdcws.ping_interval, 1 s).
 constexpr long kClosingCheckMs = 250;
@@ -58,6 +62,8 @@ constexpr long kClosingCheckMs = 250;
 constexpr std::uint64_t kStoppedGraceMs = 300;
 // Token mode: how often every socket's role is checked again.
 constexpr std::uint64_t kRoleRecheckMs = 2000;
+// Token expiry is checked this often (expiry is in whole seconds).
+constexpr std::uint64_t kExpiryCheckMs = 250;
 constexpr std::uint64_t kTokenRefreshIntervalMs = 1000;
 constexpr int kTokenCloseCode = 4001;
 
@@ -213,7 +219,7 @@ int BroadcastHub::on_writable(struct lws *wsi) {
     if (it == clients_.end())
         return 0;
     BroadcastClient &client = *it->second;
-    const int result = client.on_writable(steady_ms());
+    const int result = client.on_writable(steady_ms(), batch_);
     // A client the held change waits for has drained enough: retry at once.
     if (holding_ && client.awaits(hold_attempt_) && client.room_to_resume(client.awaited_footprint()))
         output_pending_ = true;
@@ -234,6 +240,7 @@ void BroadcastHub::forget(struct lws *wsi) {
         free_entry(entry.second.slot);
     }
     clients_.erase(it);
+    closing_.erase(wsi);
     if (holding_)
         output_pending_ = true;  // the held change may have waited for this one
 }
@@ -258,7 +265,10 @@ void BroadcastHub::send_error(BroadcastClient &client, const std::string *id, co
 }
 
 void BroadcastHub::close(BroadcastClient &client, int code, const std::string &reason) {
+    if (!client.closing())
+        client.close_requested_ms = steady_ms();
     client.request_close(code, reason);
+    closing_.insert(client.wsi());
     SetLatch(MyLatch);  // the loop starts the close (start_pending_closes)
     if (holding_)
         output_pending_ = true;  // the held change may have waited for this one
@@ -579,6 +589,20 @@ void BroadcastHub::flush_control() {
 // ---- output ring ----
 
 void BroadcastHub::drain_output() {
+    drain_ring();
+    // Outside any lws callback, and no socket is freed during the pass: each
+    // pointer listed is live.
+    const std::uint64_t now = steady_ms();
+    for (BroadcastClient *client : to_flush_) {
+        client->flush_listed = false;
+        client->flush_now(now, batch_);
+        if (holding_ && client->awaits(hold_attempt_) && client->room_to_resume(client->awaited_footprint()))
+            output_pending_ = true;
+    }
+    to_flush_.clear();
+}
+
+void BroadcastHub::drain_ring() {
     shmem::Ring *ring = shmem::broadcast_output_ring();
     shmem::BroadcastArea *area = shmem::broadcast_area();
     const bool retry_now = output_pending_;
@@ -726,14 +750,15 @@ bool BroadcastHub::deliver_change(std::string_view message) {
         auto *client = static_cast<BroadcastClient *>(const_cast<void *>(assignment.socket));
         if (client->closing())
             continue;
-        const bool was_empty = client->queue_empty();
         if (!client->push(std::move(assignment.frame), header.lsn, now)) {
             close_slow(*client);
             continue;
         }
         delivered++;
-        if (was_empty && client->established)
-            lws_callback_on_writable(client->wsi());
+        if (!client->flush_listed) {  // flushed once the pass over the ring ends
+            client->flush_listed = true;
+            to_flush_.push_back(client);
+        }
     }
     assignments_.clear();
     shmem::broadcast_area()->messages_delivered.fetch_add(delivered, std::memory_order_relaxed);
@@ -775,11 +800,14 @@ void BroadcastHub::housekeeping(std::uint64_t now_ms) {
     now_ms_ = now_ms;
     drain_output();
     run_decoder_lifecycle(now_ms);
-    const auto now = static_cast<std::int64_t>(std::time(nullptr));
-    for (auto &entry : clients_) {
-        BroadcastClient &client = *entry.second;
-        if (client.expires_at() != 0 && now >= client.expires_at() && !client.closing())
-            close(client, kTokenCloseCode, "token expired");
+    if (now_ms - last_expiry_check_ms_ >= kExpiryCheckMs) {  // O(clients): not at every wakeup
+        last_expiry_check_ms_ = now_ms;
+        const auto now = static_cast<std::int64_t>(std::time(nullptr));
+        for (auto &entry : clients_) {
+            BroadcastClient &client = *entry.second;
+            if (client.expires_at() != 0 && now >= client.expires_at() && !client.closing())
+                close(client, kTokenCloseCode, "token expired");
+        }
     }
     recheck_roles(now_ms);
     start_pending_closes(now_ms);
@@ -792,9 +820,8 @@ long BroadcastHub::wait_limit_ms() const {
         const std::uint64_t since = steady_ms() - held_tried_ms_;
         return since >= static_cast<std::uint64_t>(kHeldRetryMs) ? 0 : kHeldRetryMs - static_cast<long>(since);
     }
-    for (const auto &entry : clients_)
-        if (entry.second->close_started())
-            return kClosingCheckMs;  // start_pending_closes keeps lws from pinging it
+    if (!closing_.empty())
+        return kClosingCheckMs;  // start_pending_closes starts or ends their closes
     if (decoder_ == DecoderPhase::Running && (!control_.empty() || stopped_since_ms_ != 0))
         return kControlRetryMs;
     if (decoder_ != DecoderPhase::None || subscriptions() != 0)
@@ -804,18 +831,28 @@ long BroadcastHub::wait_limit_ms() const {
 
 void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
     std::vector<struct lws *> due, overdue;
-    for (auto &entry : clients_) {
-        BroadcastClient &client = *entry.second;
+    for (struct lws *wsi : closing_) {
+        auto entry = clients_.find(wsi);
+        if (entry == clients_.end())
+            continue;
+        BroadcastClient &client = *entry->second;
         // lws 4.1 builds a keepalive PING in the buffer that holds the pending
         // close frame (ops-ws.c, rops_issue_keepalive_ws): no ping while closing.
         if (client.close_started())
-            lws_validity_confirmed(entry.first);
+            lws_validity_confirmed(wsi);
         // A close waits for the upgrade to complete (lws_close_reason needs a
         // WebSocket), except at shutdown: then an unfinished upgrade is cut.
-        if (client.ready_to_close() && (client.established || shutting_down_))
-            due.push_back(entry.first);
+        if (client.ready_to_close() && (client.established || shutting_down_)) {
+            // lws sends no close frame behind a partial write it still holds
+            // (close.c: a close in LRS_FLUSHING_BEFORE_CLOSE ends in a plain
+            // kill once flushed): the close waits until the socket took it.
+            if (client.established && lws_partial_buffered(wsi) &&
+                now_ms < client.close_requested_ms + kCloseDrainMs)  // the loop's clock lags steady_ms()
+                continue;
+            due.push_back(wsi);
+        }
         else if (client.close_started() && now_ms - client.close_started_ms() >= kCloseDeadlineMs)
-            overdue.push_back(entry.first);
+            overdue.push_back(wsi);
     }
     for (struct lws *wsi : due) {
         auto it = clients_.find(wsi);
@@ -837,7 +874,10 @@ void BroadcastHub::start_pending_closes(std::uint64_t now_ms) {
 
 void BroadcastHub::close_all_for_shutdown() {
     for (auto &entry : clients_) {
+        if (!entry.second->closing())
+            entry.second->close_requested_ms = steady_ms();
         entry.second->request_close(LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+        closing_.insert(entry.first);
     }
     shutting_down_ = true;
     if (decoder_ != DecoderPhase::None)

@@ -35,6 +35,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <libwebsockets.h>
@@ -121,7 +122,8 @@ private:
     void fail_pending(const std::string &reason);
     void decoder_gone(const std::string &reason);
     void flush_control();
-    void drain_output();
+    void drain_output();  // drain_ring(), then flush the sockets it queued frames for
+    void drain_ring();
     // false: a change waits for room (the caller holds it and stops draining).
     bool handle_output(std::string_view message);
     bool deliver_change(std::string_view message);
@@ -131,6 +133,8 @@ private:
     broadcast::FrameStore store_;
     broadcast::FrameBuilder builder_;
     std::vector<broadcast::FrameBuilder::Assignment> assignments_;
+    std::vector<BroadcastClient *> to_flush_;  // queued to during this pass (BroadcastClient::flush_now)
+    std::vector<unsigned char> batch_;         // scratch for BroadcastClient::flush
     std::unordered_map<struct lws *, std::unique_ptr<BroadcastClient>> clients_;
     std::vector<Entry> entries_;
     std::vector<std::uint32_t> free_slots_;
@@ -146,6 +150,10 @@ private:
     std::uint64_t stopped_since_ms_ = 0;  // a Running decoder was first seen stopped (0: not)
     std::uint64_t now_ms_ = 0;
     std::uint64_t last_role_check_ms_ = 0;
+    std::uint64_t last_expiry_check_ms_ = 0;
+    // Sockets asked to close and not yet forgotten: the per-wakeup work is
+    // O(closing sockets), not O(sockets).
+    std::unordered_set<struct lws *> closing_;
     bool output_pending_ = false;  // drain again at once (more output, or a held change may fit)
     bool shutting_down_ = false;  // close_all_for_shutdown ran
     LogRateLimiter slow_log_{10 * 1000, 4};

@@ -75,4 +75,22 @@ TEST(ClientFrames, StopsAtIncompleteOrInvalid) {
     EXPECT_TRUE(out.empty());
 }
 
+// The header lws would write for a server's text frame (RFC 6455 5.2): the
+// length in 7 bits below 126, then 16, then 64 bits, big-endian.
+TEST(ServerTextHeader, LengthEncodings) {
+    unsigned char out[pgcdcws::protocol::kMaxServerFrameHeader];
+    auto header = [&](std::uint64_t n) {
+        const std::size_t len = pgcdcws::protocol::write_server_text_header(n, out);
+        return std::vector<unsigned>(out, out + len);
+    };
+    EXPECT_EQ(header(0), (std::vector<unsigned>{0x81, 0}));
+    EXPECT_EQ(header(125), (std::vector<unsigned>{0x81, 125}));
+    EXPECT_EQ(header(126), (std::vector<unsigned>{0x81, 126, 0, 126}));
+    EXPECT_EQ(header(300), (std::vector<unsigned>{0x81, 126, 1, 44}));
+    EXPECT_EQ(header(65535), (std::vector<unsigned>{0x81, 126, 0xff, 0xff}));
+    EXPECT_EQ(header(65536), (std::vector<unsigned>{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}));
+    EXPECT_EQ(header(0x0102030405ull), (std::vector<unsigned>{0x81, 127, 0, 0, 0, 1, 2, 3, 4, 5}));
+}
+
 }  // namespace
+
