@@ -25,6 +25,10 @@
 //   --phase-timeout S        for the last expected frame once the writer is done, in all (90); the
 //                            phase then reports the frames missing
 //   --workdir DIR            where the pgbench scripts go (a new temporary directory)
+//   --client node|c          the sockets' client: Debian's ws in this process (node), or
+//                            receiver.c, a lean epoll client in a child process (c; --receiver PATH,
+//                            the compiled binary), whose few microseconds per frame leave the
+//                            latency to the server; its CPU counts as the load generator's
 //   --pgbin DIR              PostgreSQL binaries (/usr/lib/postgresql/15/bin)
 //
 // Filters. Rows get k = a random integer 0..99. Subscriber i (0-based) of N with m = 100 / PCT:
@@ -73,7 +77,7 @@ const opt = {
     rate: 0, duration: 5, 'fixed-batch': 1, 'fixed-clients': 1,
     'burst-rows': 0, 'burst-batch': 500, 'burst-clients': 2, 'burst-seconds': 15, txn: 1,
     'postmaster-pid': 0, 'server-pid': 0, 'connect-concurrency': 200,
-    'subscribe-timeout': 240, 'drain-timeout': 60, 'phase-timeout': 90, workdir: '',
+    'subscribe-timeout': 240, 'drain-timeout': 60, 'phase-timeout': 90, workdir: '', client: 'node', receiver: '',
 };
 {
     const argv = process.argv.slice(2);
@@ -94,6 +98,8 @@ if (![1, 10, 100].includes(opt.match)) die(2, '--match must be 1, 10 or 100');
 const M = 100 / opt.match;
 if (!Number.isInteger(N) || N < 1 || N % M !== 0) die(2, `--subscribers must be a positive multiple of ${M}`);
 if (!/^[a-z_][a-z0-9_]*$/.test(opt.table)) die(2, '--table must be a plain lower-case name');
+if (!['node', 'c'].includes(opt.client)) die(2, '--client must be node or c');
+if (opt.client === 'c' && !opt.receiver) die(2, '--client c needs --receiver PATH');
 const workdir = opt.workdir || fs.mkdtempSync(path.join(os.tmpdir(), 'bbench-'));
 
 function filterOf(i) {
@@ -293,8 +299,78 @@ function connectOne(i) {
     });
 }
 
+// ------------------------------------------------------------------ the C receiver (--client c)
+// receiver.c holds the sockets; this process reads its counts ("s CHANGES SUBSCRIBED CLOSED
+// OTHER" lines) and, after each phase, its change records (dump).
+let receiver = null;
+const remote = { changes: 0, open: null, dumped: null };
+function startReceiver() {
+    receiver = spawn(opt.receiver, [opt.host, String(opt.port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    receiver.on('exit', (code) => { if (code) note(`receiver exited with ${code}`); });
+    let pending = '';
+    receiver.stdout.on('data', (d) => {
+        pending += d.toString('utf8');
+        let nl;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, nl).split(' ');
+            pending = pending.slice(nl + 1);
+            if (line[0] === 's') {
+                remote.changes = Number(line[1]);
+                subscribedCount = Number(line[2]);
+                closedCount = Number(line[3]);
+                otherFrames.receiver_other = Number(line[4]) || undefined;
+            } else if (line[0] === 'open') {
+                remote.open = { ok: Number(line[1]), failed: Number(line[2]) };
+            } else if (line[0] === 'dumped') {
+                remote.dumped = Number(line[1]);
+            } else {
+                note(`receiver: ${line.join(' ')}`);
+            }
+        }
+    });
+    const targets = [];
+    for (let i = 0; i < N; i++) targets.push(`/ws?query=${encodeURIComponent(filterOf(i))}`);
+    receiver.stdin.write(`${N}\n${targets.join('\n')}\n`);
+}
+// Appends the change records received since the last dump (f64 ms since the epoch, u32 xid,
+// u32 socket each) to this process's arrays.
+async function loadReceiverRecords() {
+    const file = path.join(workdir, 'records.bin');
+    remote.dumped = null;
+    receiver.stdin.write(`dump ${file}\n`);
+    while (remote.dumped === null) await sleep(5);
+    const buf = fs.readFileSync(file);
+    const origin = performance.timeOrigin;
+    for (let off = 0; off + 16 <= buf.length; off += 16) {
+        const socketIndex = buf.readUInt32LE(off + 12);
+        perSocket[socketIndex]++;
+        if (count === recvAt.length) grow();
+        recvAt[count] = buf.readDoubleLE(off) - origin;
+        xidOf[count] = buf.readUInt32LE(off + 8);
+        count++;
+    }
+    fs.unlinkSync(file);
+}
+const receivedCount = () => (receiver ? remote.changes : count);
+
 async function connectAll() {
     const t0 = performance.now();
+    if (opt.client === 'c') {
+        startReceiver();
+        while (remote.open === null && receiver.exitCode === null) await sleep(20);
+        const tOpen = performance.now();
+        if (!remote.open || remote.open.failed) {
+            return { ok: false, error: `${remote.open ? remote.open.failed : N} of ${N} handshakes failed (receiver)` };
+        }
+        openCount = remote.open.ok;
+        const deadline = tOpen + opt['subscribe-timeout'] * 1000;
+        while (subscribedCount < N && performance.now() < deadline && closedCount === 0) await sleep(20);
+        const tSub = performance.now();
+        if (subscribedCount < N) {
+            return { ok: false, error: `${subscribedCount} of ${N} subscriptions confirmed (receiver)` };
+        }
+        return { ok: true, open_seconds: (tOpen - t0) / 1000, subscribed_seconds: (tSub - t0) / 1000 };
+    }
     let next = 0;
     let failed = 0;
     const worker = async () => {
@@ -334,12 +410,14 @@ const r3 = (x) => (x == null ? null : Math.round(x * 1000) / 1000);
 async function phase(name, writerArgs) {
     const maxId0 = Number(psql(`SELECT coalesce(max(id), 0) FROM ${opt.table}`));
     const first = count;
+    const received0 = receivedCount();
     const closed0 = closedCount;
     const perSocket0 = perSocket.slice();
     const serverPids = opt['server-pid'] ? [opt['server-pid']] : findChildren('pgcdcws server');
     const decoderPids = findChildren('pgcdcws broadcast');
     const stats0 = serverStats();
-    const cpu0 = { gen: process.cpuUsage(), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
+    const receiverPids = receiver ? [receiver.pid] : [];
+    const cpu0 = { gen: process.cpuUsage(), receiver: cpuOf(receiverPids), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
     const t0 = performance.now();
 
     note(`${name}: pgbench ${writerArgs.join(' ')}`);
@@ -354,19 +432,20 @@ async function phase(name, writerArgs) {
     const expected = (rows * N) / M;
 
     // Wait for every expected frame; give up after drain-timeout seconds without progress.
-    let last = count;
+    let last = receivedCount();
     let lastProgress = performance.now();
     let timedOut = false;
-    while (count - first < expected && closedCount === closed0) {
+    while (receivedCount() - received0 < expected && closedCount === closed0) {
         await sleep(10);
         const now = performance.now();
-        if (count !== last) { last = count; lastProgress = now; }
+        if (receivedCount() !== last) { last = receivedCount(); lastProgress = now; }
         else if (now - lastProgress > opt['drain-timeout'] * 1000) { timedOut = true; break; }
         if (now - tWriterDone > opt['phase-timeout'] * 1000) { timedOut = true; break; }
     }
-    if (timedOut) note(`${name}: gave up waiting with ${count - first} of ${expected} frames`);
+    if (timedOut) note(`${name}: gave up waiting with ${receivedCount() - received0} of ${expected} frames`);
     const tDone = performance.now();
-    const cpu1 = { gen: process.cpuUsage(cpu0.gen), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
+    const cpu1 = { gen: process.cpuUsage(cpu0.gen), receiver: cpuOf(receiverPids), server: cpuOf(serverPids), decoder: cpuOf(decoderPids), machine: machineCpu() };
+    if (receiver) await loadReceiverRecords();
     const stats1 = serverStats();
     const frames = count - first;
     // Socket i must have got every row with k % M == i % M, and nothing else.
@@ -457,7 +536,8 @@ async function phase(name, writerArgs) {
         wall_seconds: r3(wall),
         cpu: {
             // seconds of CPU over the phase's wall time (writer start to the last frame)
-            loadgen_s: r3((cpu1.gen.user + cpu1.gen.system) / 1e6),
+            loadgen_s: r3((cpu1.gen.user + cpu1.gen.system) / 1e6 + (cpu1.receiver - cpu0.receiver)),
+            receiver_s: receiver ? r3(cpu1.receiver - cpu0.receiver) : null,
             server_s: serverPids.length ? r3(cpu1.server - cpu0.server) : null,
             decoder_s: decoderPids.length ? r3(cpu1.decoder - cpu0.decoder) : null,
             machine_busy_fraction: r3(machineBusy),
@@ -465,7 +545,7 @@ async function phase(name, writerArgs) {
         rss_anon_kb: {
             server: serverPids.length ? rssAnonKb(serverPids[0]) : null,
             decoder: decoderPids.length ? rssAnonKb(decoderPids[0]) : null,
-            loadgen: Math.round(process.memoryUsage().rss / 1024),
+            loadgen: Math.round(process.memoryUsage().rss / 1024) + (receiver ? rssAnonKb(receiver.pid) || 0 : 0),
         },
         server_pids: serverPids,
         decoder_pids: decoderPids,
@@ -476,7 +556,8 @@ async function phase(name, writerArgs) {
 // ------------------------------------------------------------------ main
 const result = {
     subscribers: N, match_percent: opt.match, recipients_per_change: N / M,
-    filter_example: filterOf(N - 1), ws: `${wsFrom} ${wsVersion}`, node: process.version,
+    filter_example: filterOf(N - 1), client: opt.client === 'c' ? 'receiver.c' : `ws ${wsVersion}`,
+    ws: `${wsFrom} ${wsVersion}`, node: process.version,
     phase_timeout_s: opt['phase-timeout'], phases: [],
 };
 note(`${N} subscribers, ${opt.match}% match (${N / M} per change), e.g. ${filterOf(N - 1)}`);
@@ -485,6 +566,7 @@ result.connect = conn;
 if (!conn.ok) {
     process.stdout.write(JSON.stringify(result) + '\n');
     for (const ws of sockets) if (ws) ws.terminate();
+    if (receiver) receiver.kill();
     process.exit(3);
 }
 note(`all ${N} subscribed in ${conn.subscribed_seconds.toFixed(2)} s`);
@@ -530,6 +612,12 @@ result.error_samples = errorSamples;
 result.frames_parsed_slowly = parsedSlowly;
 result.closes = closes;
 
+if (receiver) {
+    receiver.stdin.write('close\n');
+    const tEnd = performance.now();
+    while (receiver.exitCode === null && performance.now() - tEnd < 8000) await sleep(20);
+    if (receiver.exitCode === null) receiver.kill();
+}
 for (const ws of sockets) if (ws) ws.close(1000);
 const tClose = performance.now();
 while (closedCount < openCount && performance.now() - tClose < 5000) await sleep(20);

@@ -25,6 +25,10 @@
 #                                       in out/perf_<subscribers>_<match>.txt)
 #   BENCH_TIME_BUDGET [660]             seconds; cells not started by then are reported as skipped
 #   BENCH_CLIENT_QUEUE_KB [4096]        pgcdcws.client_queue_size
+#   BENCH_CLIENT [node]                 node: the sockets are Debian's ws in the Node.js load generator;
+#                                       c: receiver.c (compiled here with gcc), a lean epoll client in a
+#                                       child process, so that the latency at 10,000 sockets is the
+#                                       server's and not the client's (ws pays 12-18 us per frame there)
 #
 # Each cell (subscribers x match): the load generator (loadgen.mjs, Node.js + Debian's node-ws)
 # opens the sockets, waits for every "subscribed" frame, then runs two phases, each with a writer
@@ -73,6 +77,11 @@ PHASE_TIMEOUT=${BENCH_PHASE_TIMEOUT:-60}
 PING_INTERVAL=${BENCH_PING_INTERVAL:-}
 TIME_BUDGET=${BENCH_TIME_BUDGET:-660}
 CLIENT_QUEUE_KB=${BENCH_CLIENT_QUEUE_KB:-4096}
+CLIENT=${BENCH_CLIENT:-node}
+[[ $CLIENT == node || $CLIENT == c ]] || die "BENCH_CLIENT must be node or c"
+if [[ $CLIENT == c ]]; then
+    command -v gcc >/dev/null || die "gcc is missing (scripts/install-deps.sh installs it)"
+fi
 BURST_PER_CLIENT=${BENCH_BURST_PER_CLIENT:-5000}
 
 is_root || die "run as root: the cluster runs as the postgres OS user and 10,000 sockets need a raised open-file limit"
@@ -113,6 +122,9 @@ cleanup() {
     exit "$rc"
 }
 install_traps cleanup
+if [[ $CLIENT == c ]]; then
+    gcc -O2 -Wall -o "$TMP/receiver" "$HERE/receiver.c" || die "could not compile receiver.c"
+fi
 
 PG_PORT=$(free_port 0)
 WS_PORT=$(free_port 12312)
@@ -192,6 +204,7 @@ for n in $SUBSCRIBERS; do
         log "cell: $n subscribers, $pct% match ($recipients per change); fixed $rate changes/s for ${DURATION}s; then up to $burst rows at max rate, and in 1 transaction"
         wait_until 60 "the previous cell's sockets to close" no_ws_connections || true
         extra=()
+        [[ $CLIENT == c ]] && extra+=(--client c --receiver "$TMP/receiver")
         ((MOCK)) && extra=(--server-pid "$MOCK_PID")
         perf_pid=""
         if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
@@ -251,6 +264,7 @@ node -e '
     pgcdcws "$( ((MOCK)) && echo "mock_server.py (harness check)" || git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)')" \
     node "$(node --version)" \
     ws "$(node -p 'require("/usr/share/nodejs/ws/package.json").version') (Debian node-ws)" \
+    client "$( [[ $CLIENT == c ]] && echo 'bench/broadcast/receiver.c (epoll, one process)' || echo 'Debian ws in the Node.js load generator')" \
     client_queue_kb "$CLIENT_QUEUE_KB" \
     ping_interval "${PING_INTERVAL:-default}"
 node "$HERE/report.mjs" "$RESULTS" "$META" | tee "$OUT/results.md"
