@@ -25,6 +25,7 @@
 //   --phase-timeout S        for the last expected frame once the writer is done, in all (90); the
 //                            phase then reports the frames missing
 //   --workdir DIR            where the pgbench scripts go (a new temporary directory)
+//   --tokens FILE            access tokens, one per line: socket i connects with line i % count
 //   --client node|c          the sockets' client: Debian's ws in this process (node), or
 //                            receiver.c, a lean epoll client in a child process (c; --receiver PATH,
 //                            the compiled binary), whose few microseconds per frame leave the
@@ -77,7 +78,7 @@ const opt = {
     rate: 0, duration: 5, 'fixed-batch': 1, 'fixed-clients': 1,
     'burst-rows': 0, 'burst-batch': 500, 'burst-clients': 2, 'burst-seconds': 15, txn: 1,
     'postmaster-pid': 0, 'server-pid': 0, 'connect-concurrency': 200,
-    'subscribe-timeout': 240, 'drain-timeout': 60, 'phase-timeout': 90, workdir: '', client: 'node', receiver: '',
+    'subscribe-timeout': 240, 'drain-timeout': 60, 'phase-timeout': 90, workdir: '', client: 'node', receiver: '', tokens: '',
 };
 {
     const argv = process.argv.slice(2);
@@ -101,6 +102,13 @@ if (!/^[a-z_][a-z0-9_]*$/.test(opt.table)) die(2, '--table must be a plain lower
 if (!['node', 'c'].includes(opt.client)) die(2, '--client must be node or c');
 if (opt.client === 'c' && !opt.receiver) die(2, '--client c needs --receiver PATH');
 const workdir = opt.workdir || fs.mkdtempSync(path.join(os.tmpdir(), 'bbench-'));
+
+const tokens = opt.tokens ? fs.readFileSync(opt.tokens, 'utf8').split('\n').filter((t) => t) : [];
+if (opt.tokens && !tokens.length) die(2, `--tokens ${opt.tokens}: no token`);
+function targetOf(i) {
+    return `/ws?query=${encodeURIComponent(filterOf(i))}` +
+        (tokens.length ? `&access_token=${encodeURIComponent(tokens[i % tokens.length])}` : '');
+}
 
 function filterOf(i) {
     if (opt.match === 100) return `insert:${opt.table}:k.gte.-${i + 1}`;
@@ -264,7 +272,7 @@ let closedCount = 0;
 
 function connectOne(i) {
     return new Promise((resolve) => {
-        const url = `ws://${opt.host}:${opt.port}/ws?query=${encodeURIComponent(filterOf(i))}`;
+        const url = `ws://${opt.host}:${opt.port}${targetOf(i)}`;
         const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true, maxPayload: 16 << 20 });
         sockets[i] = ws;
         let settled = false;
@@ -329,7 +337,7 @@ function startReceiver() {
         }
     });
     const targets = [];
-    for (let i = 0; i < N; i++) targets.push(`/ws?query=${encodeURIComponent(filterOf(i))}`);
+    for (let i = 0; i < N; i++) targets.push(targetOf(i));
     receiver.stdin.write(`${N}\n${targets.join('\n')}\n`);
 }
 // Appends the change records received since the last dump (f64 ms since the epoch, u32 xid,
@@ -556,7 +564,7 @@ async function phase(name, writerArgs) {
 // ------------------------------------------------------------------ main
 const result = {
     subscribers: N, match_percent: opt.match, recipients_per_change: N / M,
-    filter_example: filterOf(N - 1), client: opt.client === 'c' ? 'receiver.c' : `ws ${wsVersion}`,
+    filter_example: filterOf(N - 1), roles: tokens.length || null, client: opt.client === 'c' ? 'receiver.c' : `ws ${wsVersion}`,
     ws: `${wsFrom} ${wsVersion}`, node: process.version,
     phase_timeout_s: opt['phase-timeout'], phases: [],
 };

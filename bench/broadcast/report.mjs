@@ -21,7 +21,7 @@ const out = [];
 if (meta) {
     out.push(`${meta.date}, pgcdcws \`${meta.pgcdcws}\`, ${meta.postgres}, ${meta.cpu}, ${meta.cores} cores, ` +
         `load average ${meta.loadavg_start} before the run; Node.js ${meta.node}, ws ${meta.ws}; ` +
-        (meta.client ? `sockets: ${meta.client}; ` : '') +
+        (meta.client ? `sockets: ${meta.client}; ` : '') + (meta.auth ? `auth: ${meta.auth}; ` : '') +
         `pgcdcws.client_queue_size ${meta.client_queue_kb} kB, pgcdcws.ping_interval ${meta.ping_interval}.`);
     out.push('');
 }

@@ -25,6 +25,11 @@
 #                                       in out/perf_<subscribers>_<match>.txt)
 #   BENCH_TIME_BUDGET [660]             seconds; cells not started by then are reported as skipped
 #   BENCH_CLIENT_QUEUE_KB [4096]        pgcdcws.client_queue_size
+#   BENCH_RLS_ROLES [0]                 0: the sockets connect with pgcdcws.auth = trust as the bootstrap
+#                                       superuser (no row security). R > 0: pgcdcws.auth = token, R login
+#                                       roles with SELECT on bench_t under row security (a policy every row
+#                                       passes, so every change is checked per role), socket i with role
+#                                       i % R's token
 #   BENCH_CLIENT [node]                 node: the sockets are Debian's ws in the Node.js load generator;
 #                                       c: receiver.c (compiled here with gcc), a lean epoll client in a
 #                                       child process, so that the latency at 10,000 sockets is the
@@ -78,6 +83,10 @@ PING_INTERVAL=${BENCH_PING_INTERVAL:-}
 TIME_BUDGET=${BENCH_TIME_BUDGET:-660}
 CLIENT_QUEUE_KB=${BENCH_CLIENT_QUEUE_KB:-4096}
 CLIENT=${BENCH_CLIENT:-node}
+RLS_ROLES=${BENCH_RLS_ROLES:-0}
+[[ $RLS_ROLES =~ ^[0-9]+$ ]] || die "BENCH_RLS_ROLES must be a number"
+AUTH=trust
+((RLS_ROLES > 0)) && AUTH=token
 [[ $CLIENT == node || $CLIENT == c ]] || die "BENCH_CLIENT must be node or c"
 if [[ $CLIENT == c ]]; then
     command -v gcc >/dev/null || die "gcc is missing (scripts/install-deps.sh installs it)"
@@ -134,7 +143,7 @@ if ((!MOCK)); then
 pgcdcws.port = $WS_PORT
 pgcdcws.listen_addresses = '127.0.0.1'
 pgcdcws.database = 'postgres'
-pgcdcws.auth = trust
+pgcdcws.auth = $AUTH
 pgcdcws.max_connections = 20000
 pgcdcws.max_connections_per_role = 0
 pgcdcws.client_queue_size = $CLIENT_QUEUE_KB
@@ -176,6 +185,23 @@ if ((MOCK)); then
 else
     tc_psql -c "CREATE EXTENSION pgcdcws;"
 fi
+if ((RLS_ROLES > 0 && !MOCK)); then
+    tc_psql <<SQL
+ALTER TABLE bench_t ENABLE ROW LEVEL SECURITY;
+CREATE POLICY bench_visible ON bench_t FOR SELECT USING (k >= 0);
+DO \$\$ BEGIN
+    FOR i IN 1..$RLS_ROLES LOOP
+        EXECUTE format('CREATE ROLE bench_r%s LOGIN', i);
+        EXECUTE format('GRANT SELECT ON bench_t TO bench_r%s', i);
+    END LOOP;
+END \$\$;
+SQL
+    : >"$TMP/tokens.txt"
+    for ((i = 1; i <= RLS_ROLES; i++)); do
+        tc_psql -At -c "SET ROLE bench_r$i" -c "SELECT cdc_token('6 hours')" >>"$TMP/tokens.txt"
+    done
+    log "$RLS_ROLES roles under row security, one token each"
+fi
 
 ws_connections() { ss -Htn state established "( sport = :$WS_PORT )" 2>/dev/null | wc -l; }
 no_ws_connections() { (($(ws_connections) == 0)); }
@@ -205,6 +231,7 @@ for n in $SUBSCRIBERS; do
         wait_until 60 "the previous cell's sockets to close" no_ws_connections || true
         extra=()
         [[ $CLIENT == c ]] && extra+=(--client c --receiver "$TMP/receiver")
+        ((RLS_ROLES > 0)) && extra+=(--tokens "$TMP/tokens.txt")
         ((MOCK)) && extra=(--server-pid "$MOCK_PID")
         perf_pid=""
         if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
@@ -265,6 +292,7 @@ node -e '
     node "$(node --version)" \
     ws "$(node -p 'require("/usr/share/nodejs/ws/package.json").version') (Debian node-ws)" \
     client "$( [[ $CLIENT == c ]] && echo 'bench/broadcast/receiver.c (epoll, one process)' || echo 'Debian ws in the Node.js load generator')" \
+    auth "$( ((RLS_ROLES > 0)) && echo "token, $RLS_ROLES roles under row security" || echo 'trust, the bootstrap superuser (no row security)')" \
     client_queue_kb "$CLIENT_QUEUE_KB" \
     ping_interval "${PING_INTERVAL:-default}"
 node "$HERE/report.mjs" "$RESULTS" "$META" | tee "$OUT/results.md"
