@@ -106,6 +106,7 @@ function changesAndLsn(buf) {
     if (frame === null || typeof frame !== 'object' || Array.isArray(frame))
         fail(6, `message ${st.messages} is not a JSON object`);
     const ch = frame.change;
+    if (ch === undefined && frame.heartbeat === true) return null;  // idle stream (pgcdcws.heartbeat_interval)
     if (ch === undefined && typeof frame.error === 'string') {
         process.stderr.write(`ws_drain.mjs: server error reply: ${frame.error}\n`);
         return null;

@@ -63,6 +63,8 @@ class Drain:
                         fail(6, f"invalid JSON in message {messages}: {e}")
                     ch = frame.get("change")
                     if ch is None:
+                        if "heartbeat" in frame:  # idle stream (pgcdcws.heartbeat_interval)
+                            continue
                         if "error" in frame:
                             print(f"ws_drain.py: server error reply: {frame['error']}", file=sys.stderr)
                             continue

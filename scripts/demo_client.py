@@ -146,6 +146,8 @@ async def main():
             if "error" in frame and "xid" not in frame:
                 print(c("31", f"server error reply: {frame['error']}"), flush=True)
                 continue
+            if "heartbeat" in frame:  # the stream is idle; its lsn could be acked
+                continue
             chs = frame.get("change", [])
             changes += len(chs)
             head = f"transaction xid={frame.get('xid')} committed {frame.get('timestamp')}, {len(chs)} change(s)"

@@ -43,3 +43,21 @@ SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'stream
 -- broadcast mode belongs to the broadcast decoder process
 SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'broadcast', 'true');
 SELECT cdc_drop('regress_plugin');
+
+-- Logical messages: a transactional one travels in its transaction's message,
+-- a non-transactional one in a message of its own with its lsn; content that
+-- is not UTF-8 is base64; add-msg-prefixes keeps only the listed prefixes.
+SELECT 'ok' FROM cdc_init('regress_messages', snapshot => false);
+SELECT 'x' FROM pg_logical_emit_message(false, 'keep', E'tab\there');
+BEGIN;
+SELECT 'x' FROM pg_logical_emit_message(true, 'keep', '\xff00'::bytea);
+SELECT 'x' FROM pg_logical_emit_message(true, 'drop', 'dropped');
+SELECT 'x' FROM pg_logical_emit_message(true, 'a,b', 'comma');
+COMMIT;
+SELECT data::jsonb -> 'change' AS change, data::jsonb ? 'lsn' AS has_lsn, data::jsonb ? 'nextlsn' AS has_nextlsn
+  FROM pg_logical_slot_peek_changes('regress_messages', NULL, NULL, 'add-msg-prefixes', 'keep,a\,b');
+SELECT count(*) AS messages_without_filter
+  FROM pg_logical_slot_peek_changes('regress_messages', NULL, NULL) AS p,
+       jsonb_array_elements(p.data::jsonb -> 'change') AS c;
+SELECT * FROM pg_logical_slot_peek_changes('regress_messages', NULL, NULL, 'add-msg-prefixes', 'a,,b');
+SELECT cdc_drop('regress_messages');

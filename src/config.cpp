@@ -16,6 +16,7 @@ char *listen_addresses = nullptr;
 char *database = nullptr;
 int auth = static_cast<int>(AuthMode::Token);
 int max_changes_per_message = 1000;
+int heartbeat_interval_s = 10;
 int broadcast_replay_size_kb = 64 * 1024;
 int max_streams = 16;
 int stream_buffer_kb = 1024;
@@ -239,6 +240,11 @@ void define_settings() {
                             "Largest number of changes in one stream message; bigger transactions are split.",
                             nullptr, &max_changes_per_message, 1000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr,
                             nullptr);
+    DefineCustomIntVariable("pgcdcws.heartbeat_interval",
+                            "Seconds after which an idle durable stream sends a heartbeat with a position to "
+                            "acknowledge.",
+                            "0 sends none.", &heartbeat_interval_s, 10, 0, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+                            nullptr, nullptr);
     DefineCustomIntVariable("pgcdcws.snapshot_timeout",
                             "How long a snapshot exported by cdc_init() is held open at most.",
                             "A held snapshot holds back vacuum.", &snapshot_timeout_s, 3600, 1, INT_MAX,

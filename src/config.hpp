@@ -10,6 +10,7 @@ extern char *listen_addresses;       // pgcdcws.listen_addresses (postmaster)
 extern char *database;               // pgcdcws.database (postmaster)
 extern int auth;                     // pgcdcws.auth (sighup), AuthMode
 extern int max_changes_per_message;  // pgcdcws.max_changes_per_message (sighup)
+extern int heartbeat_interval_s;     // pgcdcws.heartbeat_interval (sighup), seconds, 0 = no heartbeats
 extern int max_streams;              // pgcdcws.max_streams (postmaster)
 extern int stream_buffer_kb;         // pgcdcws.stream_buffer_size (postmaster), kB per stream
 extern int ping_interval_s;          // pgcdcws.ping_interval (postmaster), seconds

@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "output/plugin.hpp"
 #include "output/row_access.hpp"
+#include "protocol/lsn.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/ring_io.hpp"
 #include "shmem/state.hpp"
@@ -35,7 +36,8 @@ struct DecoderState {
     std::uint32_t server_generation;
     shmem::Channel *channel;
     shmem::RingWriter writer;  // into the channel's ring
-    XLogRecPtr last_emitted_end;  // nextlsn of the last whole transaction put in the ring
+    XLogRecPtr last_emitted_end;  // nextlsn (or message lsn) of the last whole frame put in the ring
+    TimestampTz last_frame_sent;  // when the last frame or heartbeat was put in the ring
     TimestampTz last_ack_apply;
     TimestampTz last_idle_confirm;
     TimestampTz last_access_recheck;
@@ -187,6 +189,27 @@ void write_to_ring(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool 
     (void)self.writer.write(ctx->out->data, static_cast<std::size_t>(ctx->out->len), last_write, txn_end);
     if (txn_end != InvalidXLogRecPtr)
         self.last_emitted_end = txn_end;
+    if (last_write)
+        self.last_frame_sent = GetCurrentTimestamp();
+}
+
+// A stream that sent nothing for pgcdcws.heartbeat_interval gets
+// {"heartbeat":true,"lsn":..}. Called between records, so every frame of what
+// was read is already in the ring ahead of it: the client may ack the end of
+// the last record read (or the slot's confirmed position, if further).
+// Heartbeats do not count as frames for confirm_idle: a client that never
+// acks them pins nothing.
+void maybe_send_heartbeat(LogicalDecodingContext *ctx, TimestampTz now) {
+    const int interval_s = config::heartbeat_interval_s;
+    if (interval_s <= 0 || !TimestampDifferenceExceeds(self.last_frame_sent, now, interval_s * 1000))
+        return;
+    const XLogRecPtr lsn = Max(ctx->reader->EndRecPtr, MyReplicationSlot->data.confirmed_flush);
+    char lsn_text[protocol::kLsnTextSize];
+    const std::size_t n = protocol::format_lsn(lsn, lsn_text);
+    char frame[sizeof lsn_text + 32];
+    const int len = snprintf(frame, sizeof frame, "{\"heartbeat\":true,\"lsn\":\"%.*s\"}", static_cast<int>(n), lsn_text);
+    self.last_frame_sent = now;
+    (void)self.writer.write(frame, static_cast<std::size_t>(len), true, lsn);
 }
 
 // After a quick reconnect the previous client's decoder may still be releasing
@@ -228,12 +251,17 @@ void stream(const char *slot_name) {
 
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     List *options = list_make1(makeDefElem(pstrdup("stream-fragments"), (Node *)makeString(pstrdup("true")), -1));
+    // messages= of the stream URL, checked by the server.
+    if (self.channel->message_prefixes[0] != '\0')
+        options = lappend(options, makeDefElem(pstrdup("add-msg-prefixes"),
+                                               (Node *)makeString(pstrdup(self.channel->message_prefixes)), -1));
     LogicalDecodingContext *ctx =
         CreateDecodingContext(InvalidXLogRecPtr, options, false, flushed_wal_routine(), prepare_ring_write, write_to_ring, nullptr);
     MemoryContextSwitchTo(old);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
 
     shmem::mark_streaming(self.channel, self.generation, MyReplicationSlot->data.confirmed_flush);
+    self.last_frame_sent = GetCurrentTimestamp();
     ereport(DEBUG1, (errmsg("pgcdcws: streaming slot \"%s\" from %X/%X", slot_name,
                             LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush))));
 
@@ -253,6 +281,7 @@ void stream(const char *slot_name) {
             ereport(DEBUG1, (errmsg_internal("pgcdcws: slot \"%s\": rechecked the role's privileges on %ld relations",
                                              slot_name, rechecked)));
         }
+        maybe_send_heartbeat(ctx, now);
 
         if (next_record(ctx, "pgcdcws")) {
             // Before the record is decoded, outside decoding's historic snapshot.

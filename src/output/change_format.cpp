@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <cstring>
 
 #include "output/change_format.hpp"
+#include "output/value_writer.hpp"
 
 namespace pgcdcws::output {
 
@@ -121,6 +123,97 @@ void write_new_row(JsonWriter &w, const ChangeFormat &format, const RelationInfo
 }
 
 }  // namespace
+
+namespace {
+
+// JSON string escapes, as RapidJSON writes them: the two characters that must
+// be escaped, the control characters; everything else (valid UTF-8) as is.
+char *append_escaped(char *out, unsigned char c) {
+    static const char hex[] = "0123456789ABCDEF";
+    switch (c) {
+    case '"': *out++ = '\\'; *out++ = '"'; return out;
+    case '\\': *out++ = '\\'; *out++ = '\\'; return out;
+    case '\b': *out++ = '\\'; *out++ = 'b'; return out;
+    case '\f': *out++ = '\\'; *out++ = 'f'; return out;
+    case '\n': *out++ = '\\'; *out++ = 'n'; return out;
+    case '\r': *out++ = '\\'; *out++ = 'r'; return out;
+    case '\t': *out++ = '\\'; *out++ = 't'; return out;
+    default:
+        if (c < 0x20) {
+            std::memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            return out + 6;
+        }
+        *out++ = static_cast<char>(c);
+        return out;
+    }
+}
+
+// Appends the escaped text of content[0, size) (valid UTF-8) in pieces.
+void write_text_pieces(StringInfoStream &stream, const ChangeFormat &format, const char *content, std::size_t size) {
+    constexpr std::size_t kEscapeMax = 6;  // \u00XX
+    constexpr std::size_t kInputPiece = kMessagePieceBytes / kEscapeMax;
+    for (std::size_t done = 0; done < size;) {
+        const std::size_t n = std::min(kInputPiece, size - done);
+        enlargeStringInfo(stream.buf, static_cast<int>(n * kEscapeMax));
+        char *start = stream.buf->data + stream.buf->len;
+        char *out = start;
+        for (std::size_t i = 0; i < n; i++)
+            out = append_escaped(out, static_cast<unsigned char>(content[done + i]));
+        stream.buf->len += static_cast<int>(out - start);
+        done += n;
+        if (format.after_value)
+            format.after_value(format.arg);
+    }
+}
+
+// Appends the base64 of content[0, size) in pieces (whole groups of 3 bytes
+// but the last, so the pieces join into one base64 text).
+void write_base64_pieces(StringInfoStream &stream, const ChangeFormat &format, const char *content, std::size_t size) {
+    constexpr std::size_t kInputPiece = kMessagePieceBytes / 4 * 3;
+    for (std::size_t done = 0; done < size;) {
+        const int n = static_cast<int>(std::min(kInputPiece, size - done));
+        const int room = pg_b64_enc_len(n);
+        enlargeStringInfo(stream.buf, room);
+        const int written = pg_b64_encode(content + done, n, stream.buf->data + stream.buf->len, room);
+        if (written < 0)
+            ereport(ERROR, (errmsg("pgcdcws: could not encode a logical message in base64")));
+        stream.buf->len += written;
+        done += static_cast<std::size_t>(n);
+        if (format.after_value)
+            format.after_value(format.arg);
+    }
+}
+
+}  // namespace
+
+void write_message_object(JsonWriter &w, StringInfoStream &stream, const ChangeFormat &format, bool transactional,
+                          const char *prefix, const char *content, std::size_t size) {
+    w.StartObject();
+    w.Key("kind");
+    w.String("message");
+    w.Key("transactional");
+    w.Bool(transactional);
+    w.Key("prefix");
+    write_database_text(w, prefix, static_cast<int>(std::strlen(prefix)));
+    // Postgres' own check: NUL bytes and surrogates are not text.
+    const bool text = pg_verify_mbstr(PG_UTF8, content, static_cast<int>(size), true);
+    if (!text) {
+        w.Key("encoding");
+        w.String("base64");
+    }
+    w.Key("content");
+    // The writer records a string value and writes its opening quote; the
+    // body goes into the stream directly, then the closing quote.
+    w.RawValue("\"", 1, rapidjson::kStringType);
+    if (text)
+        write_text_pieces(stream, format, content, size);
+    else
+        write_base64_pieces(stream, format, content, size);
+    appendStringInfoChar(stream.buf, '"');
+    w.EndObject();
+}
 
 void write_change_object(JsonWriter &w, const ChangeFormat &format, int action, const RelationInfo *info,
                          const Datum *new_values, const bool *new_nulls, const Datum *old_values,

@@ -30,6 +30,16 @@ void write_change_object(JsonWriter &w, const ChangeFormat &format, int action, 
                          const Datum *new_values, const bool *new_nulls, const Datum *old_values,
                          const bool *old_nulls);
 
+// A logical message (pg_logical_emit_message) as a change object, closed:
+// {"kind":"message","transactional":..,"prefix":..,"content":..}, with
+// "encoding":"base64" before the content when it is not valid UTF-8. The
+// content goes straight into `stream` in pieces of at most kMessagePieceBytes
+// of JSON, each followed by format.after_value, so a message of any size
+// leaves in fragments like a long row.
+constexpr std::size_t kMessagePieceBytes = 48 * 1024;
+void write_message_object(JsonWriter &w, StringInfoStream &stream, const ChangeFormat &format, bool transactional,
+                          const char *prefix, const char *content, std::size_t size);
+
 // Whether a column value is an unchanged TOAST value (a pointer to the stored
 // value: Postgres did not log it).
 inline bool is_unchanged_toast(const Column &col, Datum value, bool isnull) {

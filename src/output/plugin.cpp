@@ -7,6 +7,7 @@
 #include "output/relation_cache.hpp"
 #include "output/value_writer.hpp"
 #include "protocol/lsn.hpp"
+#include "protocol/message_prefixes.hpp"
 
 namespace pgcdcws::output {
 
@@ -18,6 +19,7 @@ struct PluginState {
     MemoryContext change_context;  // reset after every change
     bool fragments;                // stream-fragments option
     bool broadcast;                // broadcast option: one body per change to the broadcast sink
+    const char *message_prefixes;  // add-msg-prefixes option: the messages kept; nullptr: all
     bool frame_open;
     int changes_in_frame;
     int max_changes;
@@ -62,6 +64,17 @@ bool option_bool(DefElem *elem) {
     return value;
 }
 
+// add-msg-prefixes: the logical messages kept (protocol/message_prefixes.hpp),
+// copied into the decoding context's memory.
+const char *option_prefix_list(LogicalDecodingContext *ctx, DefElem *elem) {
+    const char *list = elem->arg ? strVal(elem->arg) : "";
+    if (const char *why = protocol::message_prefix_list_error(list))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("could not parse value \"%s\" for parameter \"%s\": %s", list, elem->defname, why),
+                        errhint("Give prefixes separated by commas; write a comma inside a prefix as \\, and a backslash as \\\\.")));
+    return MemoryContextStrdup(ctx->context, list);
+}
+
 void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool is_init) {
     auto *state = static_cast<PluginState *>(MemoryContextAllocZero(ctx->context, sizeof(PluginState)));
     state->change_context = AllocSetContextCreate(ctx->context, "pgcdcws change", ALLOCSET_DEFAULT_SIZES);
@@ -76,10 +89,12 @@ void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, b
             state->fragments = option_bool(elem);
         else if (std::strcmp(elem->defname, "broadcast") == 0)
             state->broadcast = option_bool(elem);
+        else if (std::strcmp(elem->defname, "add-msg-prefixes") == 0)
+            state->message_prefixes = option_prefix_list(ctx, elem);
         else
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
-                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set; the output format is described in docs/PROTOCOL.md.")));
+                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set, and add-msg-prefixes (a list of logical message prefixes); the output format is described in docs/PROTOCOL.md.")));
     }
     // Broadcast bodies go to the broadcast decoder's engine, in its process only.
     if (state->broadcast && !is_init && broadcast_sink == nullptr)
@@ -416,6 +431,51 @@ void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelat
     MemoryContextReset(state->change_context);
 }
 
+// pg_logical_emit_message(): a transactional message is one change of its
+// transaction's frame, at its place among the rows; a non-transactional one is
+// decoded when its record is read (between transactions, never inside a
+// frame) and leaves at once in a frame of its own, {"change":[..],"lsn":..}
+// where lsn is the end of its record: confirming it skips the message on the
+// next start (Postgres skips records that begin before confirmed_flush_lsn).
+void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr message_lsn, bool transactional,
+                    const char *prefix, Size message_size, const char *message) {
+    auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
+    if (state->broadcast)
+        return;  // /ws subscriptions name tables
+    if (state->message_prefixes && !protocol::message_prefix_listed(state->message_prefixes, prefix))
+        return;  // like a change left out: a transaction left with none sends nothing
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    ChangeFormat format;
+    format.after_value = flush_fragment_hook;
+    format.arg = ctx;
+    JsonWriter &w = *frame_writer;
+    if (transactional) {
+        before_change(ctx, state);
+        write_message_object(w, frame_stream, format, true, prefix, message, message_size);
+        maybe_flush_fragment(ctx, state);
+    } else {
+        OutputPluginPrepareWrite(ctx, true);
+        frame_stream.buf = ctx->out;
+        w.Reset(frame_stream);
+        w.StartObject();
+        w.Key("change");
+        w.StartArray();
+        write_message_object(w, frame_stream, format, false, prefix, message, message_size);
+        w.EndArray();
+        char lsn[protocol::kLsnTextSize];
+        const std::size_t n = protocol::format_lsn(message_lsn, lsn);
+        w.Key("lsn");
+        w.String(lsn, static_cast<rapidjson::SizeType>(n));
+        w.EndObject();
+        frame_stream.terminate();
+        state->finished_lsn = message_lsn;
+        OutputPluginWrite(ctx, true);
+        state->finished_lsn = InvalidXLogRecPtr;
+    }
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(state->change_context);
+}
+
 void decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     // A transaction without rows sends nothing; the decoder still confirms past it.
@@ -441,5 +501,6 @@ extern "C" void _PG_output_plugin_init(OutputPluginCallbacks *cb) {
     cb->change_cb = decode_change;
     cb->truncate_cb = decode_truncate;
     cb->commit_cb = decode_commit;
+    cb->message_cb = decode_message;
     cb->shutdown_cb = decode_shutdown;
 }

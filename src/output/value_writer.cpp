@@ -8,7 +8,9 @@ namespace {
 
 int database_encoding = -1;
 
-void write_text(JsonWriter &w, const char *data, int length) {
+}  // namespace
+
+void write_database_text(JsonWriter &w, const char *data, int length) {
     if (database_encoding < 0)
         database_encoding = GetDatabaseEncoding();
     if (database_encoding != PG_UTF8 && database_encoding != PG_SQL_ASCII) {
@@ -19,6 +21,8 @@ void write_text(JsonWriter &w, const char *data, int length) {
     }
     w.String(data, static_cast<rapidjson::SizeType>(length));
 }
+
+namespace {
 
 // NaN and infinities are strings: JSON has no literal for them, and null would lose them.
 bool write_special_number(JsonWriter &w, const char *text) {
@@ -78,14 +82,14 @@ void write_value_impl(JsonWriter &w, ValueKind kind, FmgrInfo *output, Datum val
         return;
     case ValueKind::Text: {
         struct varlena *v = pg_detoast_datum_packed(reinterpret_cast<struct varlena *>(DatumGetPointer(value)));
-        write_text(w, VARDATA_ANY(v), static_cast<int>(VARSIZE_ANY_EXHDR(v)));
+        write_database_text(w, VARDATA_ANY(v), static_cast<int>(VARSIZE_ANY_EXHDR(v)));
         return;
     }
     case ValueKind::Other:
         break;
     }
     const char *text = OutputFunctionCall(output, value);
-    write_text(w, text, static_cast<int>(std::strlen(text)));
+    write_database_text(w, text, static_cast<int>(std::strlen(text)));
 }
 
 }  // namespace

@@ -13,6 +13,9 @@ enum class ValueKind : std::uint8_t { Int2, Int4, Int8, Oid, Float4, Float8, Num
 
 ValueKind value_kind(Oid type);
 
+// Writes text in the database's encoding as a JSON string (converted to UTF-8).
+void write_database_text(JsonWriter &w, const char *data, int length);
+
 // Writes one value. `output` is the type's output function (used for Numeric,
 // Other, and floats when extra_float_digits <= 0).
 void write_value(JsonWriter &w, ValueKind kind, FmgrInfo *output, Datum value, bool isnull);

@@ -37,6 +37,7 @@ extern "C" {
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "common/base64.h"
 #include "common/pg_prng.h"
 #include "common/shortest_dec.h"
 #include "executor/executor.h"

@@ -249,7 +249,8 @@ Oid slot_role(const char *slot_name) {
     return owner != InvalidOid ? owner : BOOTSTRAP_SUPERUSERID;
 }
 
-int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role) {
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
+                const char *message_prefixes) {
     if (!slots::plugin_allowed()) {
         refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
         return -1;
@@ -297,7 +298,8 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     bool wait_for_previous = false;
     if (index >= 0) {
         wait_for_previous = slot_has_other_channel_locked(slot_name, index);
-        (void)shmem::allocate_channel_locked(index, slot_name, client_addr, role, info.confirmed_flush);
+        (void)shmem::allocate_channel_locked(index, slot_name, client_addr, role, info.confirmed_flush,
+                                            message_prefixes);
     }
     LWLockRelease(st->lock);
     if (index < 0) {

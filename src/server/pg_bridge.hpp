@@ -55,7 +55,9 @@ Oid slot_role(const char *slot_name);
 // client until the slot's previous decoder has exited). On success returns the
 // channel index (>= 0); otherwise fills `refusal`. The stream shows what
 // `role` may SELECT; InvalidOid means the slot's owner (trust mode).
-int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role = InvalidOid);
+// `message_prefixes`: the messages= prefix list (nullptr: every message).
+int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
+                const char *message_prefixes);
 
 // The client is gone: the decoder releases the slot and exits; the channel is
 // freed by housekeeping once the decoder has stopped.

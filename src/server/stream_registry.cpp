@@ -8,6 +8,7 @@
 
 #include "pg/guard.hpp"
 #include "protocol/browser_policy.hpp"
+#include "protocol/message_prefixes.hpp"
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
@@ -65,6 +66,9 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
         return refuse(wsi, refuse_in_band, 400, "missing query parameter slotName (GET /v1/lr/stream?slotName=S)");
     if (const char *why = protocol::slot_name_error(slot))
         return refuse(wsi, refuse_in_band, 400, std::string("invalid slotName: ") + why);
+    const protocol::MessagePrefixParameter messages = protocol::message_prefixes_from_query(query_of(wsi));
+    if (!messages.ok)
+        return refuse(wsi, refuse_in_band, 400, messages.error);
     const std::string addr = peer_address(wsi);
 
     // Before the slot is looked up, so that others cannot tell which slots exist.
@@ -77,7 +81,10 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
     bridge::Refusal refusal;
     int channel = -1;
     // Trust mode: InvalidOid, the slot's owner.
-    pg::guarded([&] { channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role); });
+    pg::guarded([&] {
+        channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role,
+                                      messages.list ? messages.list->c_str() : nullptr);
+    });
     if (channel < 0)
         return refuse(wsi, refuse_in_band, refusal.status, refusal.message);
     auto client = std::make_unique<StreamClient>(wsi, channel);

@@ -2,9 +2,14 @@
 
 #include "shmem/channel.hpp"
 
+#include "protocol/message_prefixes.hpp"
+
 namespace pgcdcws::shmem {
 
 namespace {
+
+static_assert(sizeof(Channel::message_prefixes) == protocol::kMaxMessagePrefixListBytes + 1,
+              "a channel holds the longest messages= list");
 
 void set_status(Channel *ch, DecoderStatus status) {
     ch->decoder_status.store(static_cast<std::uint32_t>(status), std::memory_order_release);
@@ -13,13 +18,14 @@ void set_status(Channel *ch, DecoderStatus status) {
 }  // namespace
 
 std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
-                                      std::uint64_t confirmed_lsn) {
+                                      std::uint64_t confirmed_lsn, const char *message_prefixes) {
     Channel *ch = channel(index);
     ch->in_use = true;
     const std::uint32_t generation = ++ch->generation;
     strlcpy(ch->slot_name, slot_name, NAMEDATALEN);
     strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
     ch->role = role;
+    strlcpy(ch->message_prefixes, message_prefixes ? message_prefixes : "", sizeof ch->message_prefixes);
     ch->stop_requested.store(false);
     ch->drop_requested.store(false);
     ch->ack_request_lsn.store(0);

@@ -27,6 +27,9 @@ struct Channel {
     char slot_name[NAMEDATALEN];
     char client_addr[64];  // text form of the stream client's address
     Oid role;  // the client's role: the stream shows what it may SELECT (set at allocation)
+    // The stream's messages= prefix list (protocol/message_prefixes.hpp), ""
+    // for every logical message; set at allocation.
+    char message_prefixes[1024 + 1];
 
     // Server -> decoder.
     std::atomic<bool> stop_requested;   // client gone: release (or drop, if temporary) and exit

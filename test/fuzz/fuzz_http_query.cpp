@@ -2,11 +2,13 @@
 // path (route_for_path), the slotName parameter (slot_name_error), the credential
 // (bearer_from_authorization, access_token_from_query, select_credential), the log
 // form of the request target (redact_access_token) and the Host header
-// (is_loopback_host, is_loopback_address). Each result is checked against an
+// (is_loopback_host, is_loopback_address) and the stream's messages= parameter
+// (message_prefixes_from_query, message_prefix_listed). Each result is checked against an
 // independent reference or an invariant; a violated invariant aborts
 // (__builtin_trap) so libFuzzer saves the input as crash-<sha1>.
 #include "protocol/credentials.hpp"
 #include "protocol/host_header.hpp"
+#include "protocol/message_prefixes.hpp"
 #include "protocol/route.hpp"
 #include "protocol/slot_name.hpp"
 
@@ -139,6 +141,36 @@ void check_query(std::string_view input) {
     CHECK(c.status == S::Found && c.token == decoded, input);
 }
 
+// messages=: a list accepted from the URL is a valid prefix list whose items are
+// non-empty, each listed, and escape back to the list exactly; the list alone
+// (the plugin's add-msg-prefixes option) validates the same way.
+void check_message_prefixes(std::string_view input) {
+    const proto::MessagePrefixParameter p = proto::message_prefixes_from_query(input);
+    CHECK(p.ok == p.error.empty(), input);
+    const char *why = proto::message_prefix_list_error(input);
+    if (why == nullptr) {
+        const std::vector<std::string> items = proto::message_prefix_items(input);
+        std::string escaped;
+        for (const std::string &item : items) {
+            CHECK(!item.empty() && proto::message_prefix_listed(input, item), input);
+            if (!escaped.empty())
+                escaped += ',';
+            for (char ch : item) {
+                if (ch == ',' || ch == '\\')
+                    escaped += '\\';
+                escaped += ch;
+            }
+        }
+        CHECK(escaped == input, input);
+        // One item more or less than a listed one is not listed.
+        CHECK(!proto::message_prefix_listed(input, std::string(input) + ","), input);
+    }
+    if (!p.ok || !p.list)
+        return;
+    CHECK(proto::message_prefix_list_error(*p.list) == nullptr, *p.list);
+    CHECK(!proto::message_prefix_items(*p.list).empty(), *p.list);
+}
+
 void check_select(std::string_view input) {
     // Header value and query split at the first NUL.
     const std::size_t nul = input.find('\0');
@@ -241,6 +273,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check_bearer(input);
     check_query(input);
     check_select(input);
+    check_message_prefixes(input);
     check_redact(input);
     check_host(input);
     return 0;

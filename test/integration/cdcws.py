@@ -125,7 +125,8 @@ class StreamClient:
 
     async def recv_txn(self, timeout=10):
         """The next complete transaction.  `timeout` bounds the whole transaction.
-        Error frames are collected in self.errors (and are a test failure unless expected)."""
+        Error frames are collected in self.errors (and are a test failure unless expected).
+        Heartbeats (an idle stream's {"heartbeat": true, "lsn": ...}) are skipped."""
         deadline = time.monotonic() + timeout
         frames, raws = [], []
         while True:
@@ -133,6 +134,8 @@ class StreamClient:
             if left <= 0:
                 raise asyncio.TimeoutError(f"transaction incomplete after {timeout}s: {len(frames)} frames")
             obj, raw = await self.recv_frame(left)
+            if set(obj) == {"heartbeat", "lsn"} and not frames:
+                continue
             if "error" in obj and "xid" not in obj:
                 self.errors.append(obj)
                 raise ProtocolError(f"unexpected error frame: {raw}")

@@ -23,9 +23,11 @@ def test_settings_show(cluster):
     assert cluster.sql1("SHOW pgcdcws.auth") == "trust"
     assert cluster.sql1("SHOW pgcdcws.max_changes_per_message") == "1000"
     assert cluster.sql1("SHOW pgcdcws.ping_interval") == "2s"
+    assert cluster.sql1("SHOW pgcdcws.heartbeat_interval") == "10s"
     contexts = dict(cluster.sql("SELECT name, context FROM pg_settings WHERE name LIKE 'pgcdcws.%%'"))
     assert contexts["pgcdcws.port"] == "postmaster"
     assert contexts["pgcdcws.max_changes_per_message"] == "sighup"
+    assert contexts["pgcdcws.heartbeat_interval"] == "sighup"
     assert cluster.sql1("SELECT boot_val FROM pg_settings WHERE name = 'pgcdcws.max_changes_per_message'") == "1000"
 
 
