@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -659,6 +660,40 @@ void convert_row(const AttrMap *map, int natts, const Datum *in_values, const bo
     }
 }
 
+// The ancestors of the partitions met (get_partition_ancestors scans
+// pg_inherits: not once per change). Emptied by any relcache invalidation of
+// a partition or ancestor in it (ATTACH/DETACH PARTITION send them, for the
+// partition and its parent), as of decoding's catalogs.
+std::unordered_map<Oid, std::vector<Oid>> partition_ancestors;
+
+const std::vector<Oid> *ancestors_of(Oid partition) {
+    auto it = partition_ancestors.find(partition);
+    if (it != partition_ancestors.end())
+        return &it->second;
+    List *list = get_partition_ancestors(partition);  // may ereport: no C++ object alive yet
+    const std::vector<Oid> *out = nullptr;
+    if (!cxx([&] {
+            std::vector<Oid> oids;
+            ListCell *cell;
+            foreach (cell, list)
+                oids.push_back(lfirst_oid(cell));
+            out = &(partition_ancestors[partition] = std::move(oids));
+        }))
+        out_of_memory("matching");
+    list_free(list);
+    return out;
+}
+
+void forget_partition_ancestors(Oid relid) {
+    if (partition_ancestors.empty())
+        return;
+    bool known = relid == InvalidOid || partition_ancestors.count(relid) != 0;
+    for (auto it = partition_ancestors.begin(); !known && it != partition_ancestors.end(); ++it)
+        known = std::find(it->second.begin(), it->second.end(), relid) != it->second.end();
+    if (known)
+        partition_ancestors.clear();
+}
+
 // A partition's change also reaches the subscriptions on its ancestors
 // (their rows live in their partitions), matched and judged in the
 // ancestor's layout, with the ancestor's privileges and row security, as a
@@ -666,10 +701,14 @@ void convert_row(const AttrMap *map, int natts, const Datum *in_values, const bo
 void collect_for_ancestors(const BroadcastChange &ch, TupleDesc desc) {
     if (!ch.relation->rd_rel->relispartition)
         return;
-    List *ancestors = get_partition_ancestors(RelationGetRelid(ch.relation));
-    ListCell *cell;
-    foreach (cell, ancestors) {
-        const Oid ancestor = lfirst_oid(cell);
+    // A palloc'd copy: an invalidation taken in the loop may empty the cache,
+    // and an ereport must not cross a C++ object.
+    const std::vector<Oid> *cached = ancestors_of(RelationGetRelid(ch.relation));
+    const int count = static_cast<int>(cached->size());
+    Oid *ancestors = static_cast<Oid *>(palloc(sizeof(Oid) * (count + 1)));
+    std::copy(cached->begin(), cached->end(), ancestors);
+    for (int a = 0; a < count; a++) {
+        const Oid ancestor = ancestors[a];
         if (rels.count(ancestor) == 0)
             continue;
         Relation parent = RelationIdGetRelation(ancestor);
@@ -691,6 +730,7 @@ void collect_for_ancestors(const BroadcastChange &ch, TupleDesc desc) {
         collect_recipients(pc, ancestor, parent_desc);
         RelationClose(parent);
     }
+    pfree(ancestors);
 }
 
 void on_change(const BroadcastChange &ch) {
@@ -713,6 +753,7 @@ const output::BroadcastSink sink{wanted, on_change};
 // Invalidations.
 
 void on_relcache(Datum, Oid relid) {
+    forget_partition_ancestors(relid);
     for (auto &entry : access_cache)
         if (relid == InvalidOid || static_cast<Oid>(entry.first & 0xFFFFFFFFu) == relid)
             entry.second.valid = false;

@@ -505,6 +505,46 @@ def test_a_partitioned_table_delivers_the_changes_of_its_partitions(bc):
         [(f["table"], row_of(f), f["subscriptions"]) for f in frames]
 
 
+def test_detach_and_attach_partition_follow_the_hierarchy_while_subscribed(bc):
+    """The decoder keeps each partition's ancestors between changes: DETACH PARTITION stops a
+    partition's rows reaching the parent's subscription from the next transaction on, and
+    ATTACH PARTITION (of a table, then of a sub-partitioned table) starts it, as the
+    hierarchy stood when each row was written."""
+    bc.sql("CREATE TABLE b_hier (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)")
+    bc.sql("CREATE TABLE b_hier_eu PARTITION OF b_hier FOR VALUES IN ('eu')")
+    bc.sql("CREATE TABLE b_hier_us (id int, region text, PRIMARY KEY (id, region))")
+    bc.sql("CREATE TABLE b_hier_as (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)")
+    bc.sql("CREATE TABLE b_hier_as_jp PARTITION OF b_hier_as FOR VALUES IN ('jp')")
+    bc.sql("CREATE TABLE b_hier_mark (id int PRIMARY KEY)")
+
+    async def main():
+        c = await BroadcastClient.open(bc.ws_port)
+        try:
+            await c.subscribe("insert:public.b_hier", "all")
+            await c.subscribe("insert:public.b_hier_mark", "mark")
+            bc.sql("INSERT INTO b_hier VALUES (1, 'eu')")                       # through the parent
+            bc.sql("ALTER TABLE b_hier DETACH PARTITION b_hier_eu")
+            bc.sql("INSERT INTO b_hier_eu VALUES (2, 'eu')")                    # detached: not the parent's
+            bc.sql("INSERT INTO b_hier_us VALUES (3, 'us')")                    # not attached yet
+            bc.sql("ALTER TABLE b_hier ATTACH PARTITION b_hier_us FOR VALUES IN ('us')")
+            bc.sql("INSERT INTO b_hier_us VALUES (4, 'us')")                    # attached: the parent's
+            bc.sql("INSERT INTO b_hier_as_jp VALUES (5, 'jp')")                 # its parent not attached yet
+            bc.sql("ALTER TABLE b_hier ATTACH PARTITION b_hier_as FOR VALUES IN ('jp')")
+            bc.sql("INSERT INTO b_hier_as_jp VALUES (6, 'jp')")                 # two levels down
+            bc.sql("ALTER TABLE b_hier ATTACH PARTITION b_hier_eu FOR VALUES IN ('eu')")
+            bc.sql("INSERT INTO b_hier_eu VALUES (7, 'eu')")
+            bc.sql("INSERT INTO b_hier_mark VALUES (1)")
+            return await c.collect_until(lambda got: bool(got) and got[-1]["subscriptions"] == ["mark"], 60,
+                                         what="the marker row")
+        finally:
+            await c.close()
+
+    frames = run(main())
+    assert [(f["table"], row_of(f)["id"]) for f in frames if f["subscriptions"] == ["all"]] == [
+        ("b_hier_eu", 1), ("b_hier_us", 4), ("b_hier_as_jp", 6), ("b_hier_eu", 7)], \
+        [(f["table"], row_of(f), f["subscriptions"]) for f in frames]
+
+
 # ------------------------------------------------------ updates and deletes
 def test_updates_in_and_out_of_a_filter_with_replica_identity_full(bc):
     """Under REPLICA IDENTITY FULL the old row is whole: an update is delivered when the old
