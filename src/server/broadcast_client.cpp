@@ -42,12 +42,14 @@ BroadcastClient::Receive BroadcastClient::on_receive(const char *data, std::size
     if (binary) {
         set_close_reason(wsi_, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
                          "binary messages are not supported; send subscribe/unsubscribe as text");
+        closed_by_lws(LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE);
         return Receive::Close;
     }
     // As for streams: the frame's announced length counts from its first piece.
     if (rx_.size() + length + rest_of_frame > protocol::kMaxClientMessageSize) {
         set_close_reason(wsi_, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          "message too big: at most " + std::to_string(protocol::kMaxClientMessageSize) + " bytes");
+        closed_by_lws(LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
         return Receive::Close;
     }
     rx_.append(data, length);
@@ -87,6 +89,16 @@ void BroadcastClient::start_close(std::uint64_t now_ms, bool with_reason) {
         set_close_reason(wsi_, close_code_, close_reason_);
 }
 
+void BroadcastClient::closed_by_lws(int code) {
+    if (close_code_ == 0)
+        close_code_ = code;
+    queue_.close();
+    std::deque<std::uint64_t>().swap(lsns_);
+    // The hub starts no close of its own: lws_close_reason and a kill would
+    // cut lws's close handshake short (lws ends it within its own timeouts).
+    ready_to_close_ = false;
+}
+
 void BroadcastClient::note_written(std::uint64_t now_ms) {
     const std::uint64_t lsn = lsns_.front();
     lsns_.pop_front();
@@ -100,7 +112,7 @@ void BroadcastClient::note_written(std::uint64_t now_ms) {
 
 int BroadcastClient::flush(std::uint64_t now_ms, std::vector<unsigned char> &batch) {
     std::size_t sent = 0;
-    while (sent < kMaxBytesPerFlush && close_code_ == 0 && !queue_.empty() && !lws_partial_buffered(wsi_)) {
+    while (sent < kMaxBytesPerFlush && close_code_ == 0 && !queue_.empty() && !lws_send_pipe_choked(wsi_)) {
         if (queue_.frames() == 1 || queue_.front()->size() > kBatchBytes / 2) {
             // Alone, in place: lws writes the header into the frame's headroom.
             // The reference keeps the bytes alive across lws_write, which

@@ -74,8 +74,10 @@ public:
     // Hands queued frames to lws while the socket takes them, at most a fair
     // share per call (kMaxBytesPerFlush). Frames up to kBatchBytes leave
     // together: framed into `batch` (the caller's scratch, LWS_PRE bytes in
-    // front) and written with one send(). Stops once lws holds an unsent rest.
-    // Returns -1 when the socket failed.
+    // front) and written with one send(). Stops once the socket is choked
+    // (poll(), once per write): lws then rarely holds an unsent rest, which it
+    // handles badly (a client's close frame behind it is answered with a plain
+    // kill; no close frame of ours follows it). Returns -1 when the socket failed.
     int flush(std::uint64_t now_ms, std::vector<unsigned char> &batch);
     // Writable callback: flush(), and another callback while frames remain.
     int on_writable(std::uint64_t now_ms, std::vector<unsigned char> &batch);
@@ -101,6 +103,10 @@ public:
     bool ready_to_close() const { return ready_to_close_ && !close_started_; }
     // with_reason: the socket is a WebSocket already (lws_close_reason needs one).
     void start_close(std::uint64_t now_ms, bool with_reason);
+    // lws closes the socket itself: it sends a close frame (a message refused
+    // by on_receive) or answers the client's (code 1000). Nothing more is
+    // queued or written: no frame may follow a close frame.
+    void closed_by_lws(int code);
     bool close_started() const { return close_started_; }
     std::uint64_t close_started_ms() const { return close_started_ms_; }
 

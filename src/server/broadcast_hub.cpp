@@ -201,7 +201,9 @@ int BroadcastHub::on_receive(struct lws *wsi, const char *data, std::size_t leng
     BroadcastClient &client = *it->second;
     switch (client.on_receive(data, length, lws_frame_is_binary(wsi) != 0, lws_is_final_fragment(wsi) != 0,
                               lws_remaining_packet_payload(wsi))) {
-    case BroadcastClient::Receive::Close:
+    case BroadcastClient::Receive::Close:  // lws sends the close frame: the client took no more
+        if (holding_)
+            output_pending_ = true;  // the held change may have waited for this one
         return -1;
     case BroadcastClient::Receive::Partial:
         return 0;
@@ -224,6 +226,15 @@ int BroadcastHub::on_writable(struct lws *wsi) {
     if (holding_ && client.awaits(hold_attempt_) && client.room_to_resume(client.awaited_footprint()))
         output_pending_ = true;
     return result;
+}
+
+void BroadcastHub::peer_closing(struct lws *wsi) {
+    auto it = clients_.find(wsi);
+    if (it == clients_.end())
+        return;
+    it->second->closed_by_lws(LWS_CLOSE_STATUS_NORMAL);
+    if (holding_)
+        output_pending_ = true;  // the held change may have waited for this one
 }
 
 void BroadcastHub::forget(struct lws *wsi) {

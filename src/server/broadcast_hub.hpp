@@ -70,6 +70,8 @@ public:
     // lws events of a /ws socket; a negative result closes it.
     int on_receive(struct lws *wsi, const char *data, std::size_t length);
     int on_writable(struct lws *wsi);
+    // The client sent a close frame; lws answers it (LWS_CALLBACK_WS_PEER_INITIATED_CLOSE).
+    void peer_closing(struct lws *wsi);
     // The socket is gone: its subscriptions end.
     void forget(struct lws *wsi);
 

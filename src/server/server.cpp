@@ -185,6 +185,12 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         streams_.established(wsi);
         return 0;
 
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        // lws answers with a close frame once what it holds is sent: no frame
+        // of ours may follow it.
+        broadcasts_.peer_closing(wsi);
+        return 0;
+
     case LWS_CALLBACK_RECEIVE_PONG:
         keepalive_.heard_from(wsi, loop_.now_ms());
         return 0;
