@@ -1,5 +1,6 @@
 #include <cstdint>
 #include <cstring>
+#include <strings.h>
 #include <exception>
 #include <string>
 
@@ -122,6 +123,13 @@ int Server::on_event(struct lws *wsi, enum lws_callback_reasons reason, void *in
         return 0;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        // lws 4.1 also offers h2c here (HTTP/2 over plain TCP): streams and /ws
+        // are WebSockets only, and a socket that never becomes one must not
+        // get a client.
+        if (in == nullptr || strcasecmp(static_cast<const char *>(in), "websocket") != 0) {
+            send_http_error(wsi, 400, "only WebSocket upgrades are served here (Upgrade: websocket)");
+            return 1;
+        }
         const GateDecision decision = admission_.admit(wsi, true);
         if (decision.status != 0) {
             if (decision.refuse_in_band)

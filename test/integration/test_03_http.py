@@ -118,6 +118,21 @@ def test_409_slot_held_by_pg_recvlogical(cluster):
         cluster.drop_slot_quietly(slot)
 
 
+def test_400_h2c_upgrade(cluster):
+    """Upgrade: h2c (HTTP/2 over plain TCP, RFC 7540 3.2) is not a WebSocket: a stream URL and
+    /ws answer 400 with a JSON error, the slot is not taken, and no client is made for it."""
+    slot = "h_h2c"
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    try:
+        h2c = ["Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings", "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA"]
+        for target in (STREAM + "?slotName=" + slot, "/ws?query=insert:pg_class"):
+            err = check_refusal(http_request(cluster.ws_port, target, upgrade=False, extra_headers=h2c), 400)
+            assert err == "only WebSocket upgrades are served here (Upgrade: websocket)", err
+        assert cluster.slot_row(slot)[0] is False
+    finally:
+        cluster.sql("SELECT cdc_drop(%s)", (slot,))
+
+
 def test_426_plain_get(cluster):
     slot = "h_426"
     cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
