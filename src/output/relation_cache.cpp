@@ -67,6 +67,22 @@ const char *json_string(const char *text) {
     return buf.data;
 }
 
+// wal2json writes a type name that format_type() quoted ("MyType") as it is,
+// so the JSON string holds the name without quotes; other names are escaped.
+// Kept only where that is a valid JSON string (wal2json would write broken
+// JSON for "Schema".type).
+const char *wal2json_type_json(const char *type_name, const char *escaped) {
+    const std::size_t len = std::strlen(type_name);
+    if (len < 2 || type_name[0] != '"' || type_name[len - 1] != '"')
+        return escaped;
+    for (std::size_t i = 1; i + 1 < len; i++) {
+        const unsigned char c = static_cast<unsigned char>(type_name[i]);
+        if (c == '"' || c == '\\' || c < 0x20)
+            return escaped;
+    }
+    return pstrdup(type_name);
+}
+
 // Joins pre-rendered JSON strings into an array: ["a","b"].
 const char *json_array(const char *const *items, int n, int *length) {
     StringInfoData buf;
@@ -134,7 +150,10 @@ void build(RelationInfo *info, Relation relation) {
         fmgr_info_cxt(output_fn, &col->output, info->context);
         col->name = pstrdup(NameStr(attr->attname));
         col->name_json = json_string(col->name);
-        col->type_json = json_string(format_type_with_typemod(attr->atttypid, attr->atttypmod));
+        const char *type_name = format_type_with_typemod(attr->atttypid, attr->atttypmod);
+        col->type_json = json_string(type_name);
+        col->type = attr->atttypid;
+        col->wal2json_type_json = wal2json_type_json(type_name, col->type_json);
         names[n] = col->name_json;
         types[n] = col->type_json;
         if (col->is_key) {

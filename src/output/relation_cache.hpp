@@ -28,6 +28,11 @@ struct Column {
     const char *name;       // attname, plain
     const char *name_json;  // attname as a JSON string, quotes included
     const char *type_json;  // format_type() as a JSON string
+    // For the wal2json-v2 format: the column's own type (a domain, not its
+    // base type, decides how wal2json writes a value), and its type name as
+    // wal2json writes it (wal2json_type_json()).
+    Oid type;
+    const char *wal2json_type_json;
 };
 
 struct RelationInfo {
