@@ -133,12 +133,15 @@ void build(RelationInfo *info, Relation relation) {
     const char **types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
     const char **key_names = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
     const char **key_types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
-    int n = 0, nkeys = 0;
+    info->wal2json_columns = static_cast<Column *>(palloc0(sizeof(Column) * desc->natts));
+    info->wal2json_key_columns = static_cast<int *>(palloc0(sizeof(int) * desc->natts));
+    int n = 0, nkeys = 0, n_wal2json = 0, nkeys_wal2json = 0;
     for (int i = 0; i < desc->natts; i++) {
         Form_pg_attribute attr = TupleDescAttr(desc, i);
-        if (attr->attisdropped || attr->attgenerated)
+        if (attr->attisdropped)
             continue;
-        Column *col = &info->columns[n];
+        // Stored generated columns: wal2json lists them, the default format does not.
+        Column *col = &info->wal2json_columns[n_wal2json];
         col->attnum = attr->attnum;
         col->kind = value_kind(attr->atttypid);
         col->varlena = attr->attlen == -1;
@@ -154,6 +157,15 @@ void build(RelationInfo *info, Relation relation) {
         col->type_json = json_string(type_name);
         col->type = attr->atttypid;
         col->wal2json_type_json = wal2json_type_json(type_name, col->type_json);
+        if (col->is_key)
+            info->wal2json_key_columns[nkeys_wal2json++] = n_wal2json;
+        n_wal2json++;
+        if (attr->attgenerated)
+            continue;
+        // Its own output function state: the two formats' caches stay apart.
+        info->columns[n] = *col;
+        fmgr_info_cxt(col->output.fn_oid, &info->columns[n].output, info->context);
+        col = &info->columns[n];
         names[n] = col->name_json;
         types[n] = col->type_json;
         if (col->is_key) {
@@ -165,6 +177,8 @@ void build(RelationInfo *info, Relation relation) {
     }
     info->ncolumns = n;
     info->nkeys = nkeys;
+    info->wal2json_ncolumns = n_wal2json;
+    info->wal2json_nkeys = nkeys_wal2json;
     info->names_json = json_array(names, n, &info->names_json_len);
     info->types_json = json_array(types, n, &info->types_json_len);
     info->key_names_json = json_array(key_names, nkeys, &info->key_names_json_len);

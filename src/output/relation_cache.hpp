@@ -55,6 +55,12 @@ struct RelationInfo {
     int key_names_json_len;
     const char *key_types_json;
     int key_types_json_len;
+    // The format=wal2json-v2 columns: the same plus stored generated ones
+    // (wal2json lists them); key columns as indexes into them.
+    int wal2json_ncolumns;
+    Column *wal2json_columns;
+    int wal2json_nkeys;
+    int *wal2json_key_columns;
 
     // What the stream role may see (row_access.hpp). Rebuilt on its own after
     // role changes and every few seconds (expire_access), without the rest.

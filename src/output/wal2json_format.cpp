@@ -88,14 +88,14 @@ void write_wal2json_value(JsonWriter &w, const Column &col, Datum value, bool is
 }
 
 // An array of {"name":..,"type":..,"value":..}, one per column of `columns`
-// (indexes into info->columns; all of them when null) that is not an
+// (indexes into info->wal2json_columns; all of them when null) that is not an
 // unchanged TOAST value.
 void write_columns(JsonWriter &w, const ChangeFormat &format, const char *key, const RelationInfo *info,
                    const int *columns, int ncolumns, const Datum *values, const bool *nulls) {
     w.Key(key);
     w.StartArray();
     for (int i = 0; i < ncolumns; i++) {
-        const Column &col = info->columns[columns ? columns[i] : i];
+        const Column &col = info->wal2json_columns[columns ? columns[i] : i];
         const int a = col.attnum - 1;
         if (is_unchanged_toast(col, values[a], nulls[a]))
             continue;
@@ -118,9 +118,9 @@ void write_columns(JsonWriter &w, const ChangeFormat &format, const char *key, c
 void write_identity(JsonWriter &w, const ChangeFormat &format, const RelationInfo *info, const Datum *values,
                     const bool *nulls) {
     if (info->identity == Identity::Key)
-        write_columns(w, format, "identity", info, info->key_columns, info->nkeys, values, nulls);
+        write_columns(w, format, "identity", info, info->wal2json_key_columns, info->wal2json_nkeys, values, nulls);
     else
-        write_columns(w, format, "identity", info, nullptr, info->ncolumns, values, nulls);
+        write_columns(w, format, "identity", info, nullptr, info->wal2json_ncolumns, values, nulls);
 }
 
 }  // namespace
@@ -139,7 +139,7 @@ void write_wal2json_change(JsonWriter &w, const ChangeFormat &format, int action
     write_header(w, code, txn, lsn);
     write_relation(w, info);
     if (new_values)
-        write_columns(w, format, "columns", info, nullptr, info->ncolumns, new_values, new_nulls);
+        write_columns(w, format, "columns", info, nullptr, info->wal2json_ncolumns, new_values, new_nulls);
     if (old_values)
         write_identity(w, format, info, old_values, old_nulls);
     else if (action == REORDER_BUFFER_CHANGE_UPDATE && new_values && info->identity == Identity::Key)
