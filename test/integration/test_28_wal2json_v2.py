@@ -345,6 +345,32 @@ def test_privileges_and_row_security_apply(cluster, wal2json_allowed):
         cluster.sql("DROP ROLE w2j_r1")
 
 
+def test_messages_filter_applies(cluster, wal2json_allowed):
+    """messages= with format=wal2json-v2: a transaction left with nothing sends no B/C."""
+    slot = "w2j_msgs"
+    cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
+    try:
+        cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'x')")
+        xid = cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'y')",
+                               "SELECT pg_logical_emit_message(true, 'keep', 'z')")
+
+        async def main():
+            uri = (f"ws://localhost:{cluster.ws_port}{STREAM_PATH}?slotName={slot}&messages=keep"
+                   f"&format={FORMAT}")
+            ws = await websockets.connect(uri, max_size=None, ping_interval=None, open_timeout=10)
+            client = StreamClient(ws, slot)
+            try:
+                recs = await recv_records(client, 3)
+                assert [(r["action"], r["xid"]) for r in recs] == [("B", xid), ("M", xid), ("C", xid)]
+                assert (recs[1]["prefix"], recs[1]["content"]) == ("keep", "z")
+            finally:
+                await client.close()
+
+        run(main())
+    finally:
+        cluster.drop_slot_quietly(slot)
+
+
 def test_unknown_format_is_400(cluster):
     slot = "w2j_bad"
     cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
