@@ -19,6 +19,7 @@ import websockets
 from cdcws import STREAM_PATH, StreamClient, http_request, loads, lsn_int, wait_confirmed
 from conftest import wait_for
 from test_03_http import check_refusal
+from test_26_messages_heartbeats import slot  # noqa: F401  (a pgcdcws slot named after the test)
 
 FORMAT = "wal2json-v2"
 # The wal2json options whose output the format reproduces.
@@ -70,10 +71,10 @@ def wal2json_records(cluster, slot):
     return drop_empty_transactions([loads(r[0]) for r in rows])
 
 
-async def open_w2j(cluster, slot, timeout=30):
-    """A StreamClient of the wal2json-v2 format, retrying while the slot's previous decoder
-    still holds it (409)."""
-    uri = f"ws://localhost:{cluster.ws_port}{STREAM_PATH}?slotName={slot}&format={FORMAT}"
+async def open_w2j(cluster, slot, query=f"format={FORMAT}", timeout=30):
+    """A StreamClient whose URL carries `query` (by default the wal2json-v2 format), retrying
+    while the slot's previous decoder still holds it (409)."""
+    uri = f"ws://localhost:{cluster.ws_port}{STREAM_PATH}?slotName={slot}&{query}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -109,6 +110,18 @@ def compare(ours, theirs):
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def with_client(cluster, slot, body, query=f"format={FORMAT}"):
+    """Runs `await body(client)` on a stream of `slot` opened with `query`; its result."""
+    async def main():
+        client = await open_w2j(cluster, slot, query)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return run(main())
 
 
 # ---------------------------------------------------------------------------- tables
@@ -193,14 +206,10 @@ def test_records_equal_wal2json(cluster, wal2json_allowed, tables):
         big = write_everything(cluster)
         theirs = wal2json_records(cluster, theirs_slot)
 
-        async def main():
-            client = await open_w2j(cluster, ours_slot)
-            try:
-                return await recv_records(client, len(theirs))
-            finally:
-                await client.close()
+        async def body(client):
+            return await recv_records(client, len(theirs))
 
-        ours = run(main())
+        ours = with_client(cluster, ours_slot, body)
         compare(ours, theirs)
 
         # Spot checks of the shape, so that a wal2json change cannot make both sides wrong.
@@ -239,70 +248,52 @@ def test_records_equal_wal2json(cluster, wal2json_allowed, tables):
         assert messages[2]["xid"] is None and messages[2]["timestamp"] is None
 
 
-def test_acks_and_reconnect(cluster, wal2json_allowed):
+def test_acks_and_reconnect(cluster, slot):
     cluster.sql("CREATE TABLE w2j_ack (id int PRIMARY KEY)")
-    slot = "w2j_ack"
-    cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
     try:
         x1 = cluster.exec_txn("INSERT INTO w2j_ack VALUES (1)")
         x2 = cluster.exec_txn("INSERT INTO w2j_ack VALUES (2)", "INSERT INTO w2j_ack VALUES (3)")
 
-        async def first():
-            client = await open_w2j(cluster, slot)
-            try:
-                recs = await recv_records(client, 7)
-                assert [(r["action"], r["xid"]) for r in recs] == [
-                    ("B", x1), ("I", x1), ("C", x1), ("B", x2), ("I", x2), ("I", x2), ("C", x2)]
-                await client.ack(recs[2]["nextlsn"])
-                await wait_confirmed(cluster, slot, recs[2]["nextlsn"], timeout=5, below=recs[6]["nextlsn"])
-                await client.ack(recs[6]["nextlsn"])
-                await wait_confirmed(cluster, slot, recs[6]["nextlsn"], timeout=5)
-                return recs[6]["nextlsn"]
-            finally:
-                await client.close()
+        async def first(client):
+            recs = await recv_records(client, 7)
+            assert [(r["action"], r["xid"]) for r in recs] == [
+                ("B", x1), ("I", x1), ("C", x1), ("B", x2), ("I", x2), ("I", x2), ("C", x2)]
+            await client.ack(recs[2]["nextlsn"])
+            await wait_confirmed(cluster, slot, recs[2]["nextlsn"], timeout=5, below=recs[6]["nextlsn"])
+            await client.ack(recs[6]["nextlsn"])
+            await wait_confirmed(cluster, slot, recs[6]["nextlsn"], timeout=5)
+            return recs[6]["nextlsn"]
 
-        acked = run(first())
+        acked = with_client(cluster, slot, first)
         x3 = cluster.exec_txn("INSERT INTO w2j_ack VALUES (4)")
 
-        async def second():
-            client = await open_w2j(cluster, slot)
-            try:
-                recs = await recv_records(client, 3)
-                assert [(r["action"], r["xid"]) for r in recs] == [("B", x3), ("I", x3), ("C", x3)]
-                assert recs[1]["columns"] == [{"name": "id", "type": "integer", "value": 4}]
-                assert lsn_int(recs[0]["lsn"]) > lsn_int(acked)
-                # An lsn beyond the last C sent is refused like any too-far ack.
-                await client.ack("FFFFFFFF/0")
-                obj, raw = await client.recv_frame(10)
-                assert set(obj) == {"error"} and "beyond the last transaction sent" in obj["error"], raw
-            finally:
-                await client.close()
+        async def second(client):
+            recs = await recv_records(client, 3)
+            assert [(r["action"], r["xid"]) for r in recs] == [("B", x3), ("I", x3), ("C", x3)]
+            assert recs[1]["columns"] == [{"name": "id", "type": "integer", "value": 4}]
+            assert lsn_int(recs[0]["lsn"]) > lsn_int(acked)
+            # An lsn beyond the last C sent is refused like any too-far ack.
+            await client.ack("FFFFFFFF/0")
+            obj, raw = await client.recv_frame(10)
+            assert set(obj) == {"error"} and "beyond the last transaction sent" in obj["error"], raw
 
-        run(second())
+        with_client(cluster, slot, second)
     finally:
-        cluster.drop_slot_quietly(slot)
         cluster.sql("DROP TABLE w2j_ack")
 
 
-def test_heartbeats_keep_their_shape(cluster, wal2json_allowed):
-    slot = "w2j_heartbeat"
-    cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
+def test_heartbeats_keep_their_shape(cluster, slot):
     cluster.alter_system("pgcdcws.heartbeat_interval", 1, expect_show="1s")
     try:
-        async def main():
-            client = await open_w2j(cluster, slot)
-            try:
-                obj, raw = await client.recv_frame(10)
-                assert set(obj) == {"heartbeat", "lsn"} and obj["heartbeat"] is True, raw
-                await client.ack(obj["lsn"])
-                await wait_confirmed(cluster, slot, obj["lsn"], timeout=5)
-            finally:
-                await client.close()
+        async def body(client):
+            obj, raw = await client.recv_frame(10)
+            assert set(obj) == {"heartbeat", "lsn"} and obj["heartbeat"] is True, raw
+            await client.ack(obj["lsn"])
+            await wait_confirmed(cluster, slot, obj["lsn"], timeout=5)
 
-        run(main())
+        with_client(cluster, slot, body)
     finally:
         cluster.alter_system("pgcdcws.heartbeat_interval", None, expect_show="10s")
-        cluster.drop_slot_quietly(slot)
 
 
 def test_privileges_and_row_security_apply(cluster, wal2json_allowed):
@@ -324,20 +315,16 @@ def test_privileges_and_row_security_apply(cluster, wal2json_allowed):
                                "INSERT INTO w2j_rls VALUES (1, 'w2j_r1'), (2, 'other')",
                                "TRUNCATE w2j_secret")
 
-        async def main():
-            client = await open_w2j(cluster, slot)
-            try:
-                recs = await recv_records(client, 4)
-                assert [(r["action"], r["xid"], r.get("table"), r.get("columns")) for r in recs] == [
-                    ("B", xid, None, None),
-                    ("I", xid, "w2j_open", [{"name": "id", "type": "integer", "value": 1}]),
-                    ("I", xid, "w2j_rls", [{"name": "id", "type": "integer", "value": 1},
-                                           {"name": "owner", "type": "text", "value": "w2j_r1"}]),
-                    ("C", xid, None, None)]
-            finally:
-                await client.close()
+        async def body(client):
+            recs = await recv_records(client, 4)
+            assert [(r["action"], r["xid"], r.get("table"), r.get("columns")) for r in recs] == [
+                ("B", xid, None, None),
+                ("I", xid, "w2j_open", [{"name": "id", "type": "integer", "value": 1}]),
+                ("I", xid, "w2j_rls", [{"name": "id", "type": "integer", "value": 1},
+                                       {"name": "owner", "type": "text", "value": "w2j_r1"}]),
+                ("C", xid, None, None)]
 
-        run(main())
+        with_client(cluster, slot, body)
     finally:
         cluster.drop_slot_quietly(slot)
         cluster.sql("DROP TABLE w2j_open, w2j_secret, w2j_rls")
@@ -345,60 +332,37 @@ def test_privileges_and_row_security_apply(cluster, wal2json_allowed):
         cluster.sql("DROP ROLE w2j_r1")
 
 
-def test_messages_filter_applies(cluster, wal2json_allowed):
+def test_messages_filter_applies(cluster, slot):
     """messages= with format=wal2json-v2: a transaction left with nothing sends no B/C."""
-    slot = "w2j_msgs"
-    cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
-    try:
-        cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'x')")
-        xid = cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'y')",
-                               "SELECT pg_logical_emit_message(true, 'keep', 'z')")
+    cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'x')")
+    xid = cluster.exec_txn("SELECT pg_logical_emit_message(true, 'drop', 'y')",
+                           "SELECT pg_logical_emit_message(true, 'keep', 'z')")
 
-        async def main():
-            uri = (f"ws://localhost:{cluster.ws_port}{STREAM_PATH}?slotName={slot}&messages=keep"
-                   f"&format={FORMAT}")
-            ws = await websockets.connect(uri, max_size=None, ping_interval=None, open_timeout=10)
-            client = StreamClient(ws, slot)
-            try:
-                recs = await recv_records(client, 3)
-                assert [(r["action"], r["xid"]) for r in recs] == [("B", xid), ("M", xid), ("C", xid)]
-                assert (recs[1]["prefix"], recs[1]["content"]) == ("keep", "z")
-            finally:
-                await client.close()
+    async def body(client):
+        recs = await recv_records(client, 3)
+        assert [(r["action"], r["xid"]) for r in recs] == [("B", xid), ("M", xid), ("C", xid)]
+        assert (recs[1]["prefix"], recs[1]["content"]) == ("keep", "z")
 
-        run(main())
-    finally:
-        cluster.drop_slot_quietly(slot)
+    with_client(cluster, slot, body, f"messages=keep&format={FORMAT}")
 
 
-def test_unknown_format_is_400(cluster):
-    slot = "w2j_bad"
-    cluster.sql("SELECT * FROM cdc_init(%s, snapshot => false)", (slot,))
-    try:
-        for query, error in [
-                ("format=wal2json", "unknown format (the formats are default and wal2json-v2)"),
-                ("format=WAL2JSON-V2", "unknown format (the formats are default and wal2json-v2)"),
-                ("format=", "format parameter without a value (omit it for the default format)"),
-                ("format=default&format=wal2json-v2", "format given more than once in the query string")]:
-            resp = http_request(cluster.ws_port, f"{STREAM_PATH}?slotName={slot}&{query}")
-            assert check_refusal(resp, 400) == error, query
-        # format=default is the default format.
-        xid = cluster.exec_txn("SELECT pg_logical_emit_message(true, 'p', 'c')")
+def test_unknown_format_is_400(cluster, slot):
+    for query, error in [
+            ("format=wal2json", "unknown format (the formats are default and wal2json-v2)"),
+            ("format=WAL2JSON-V2", "unknown format (the formats are default and wal2json-v2)"),
+            ("format=", "format parameter without a value (omit it for the default format)"),
+            ("format=default&format=wal2json-v2", "format given more than once in the query string")]:
+        resp = http_request(cluster.ws_port, f"{STREAM_PATH}?slotName={slot}&{query}")
+        assert check_refusal(resp, 400) == error, query
+    # format=default is the default format.
+    xid = cluster.exec_txn("SELECT pg_logical_emit_message(true, 'p', 'c')")
 
-        async def main():
-            uri = f"ws://localhost:{cluster.ws_port}{STREAM_PATH}?slotName={slot}&format=default"
-            ws = await websockets.connect(uri, max_size=None, ping_interval=None, open_timeout=10)
-            client = StreamClient(ws, slot)
-            try:
-                txn = await client.recv_txn(10)
-                assert txn.xid == xid and txn.changes == [
-                    {"kind": "message", "transactional": True, "prefix": "p", "content": "c"}]
-            finally:
-                await client.close()
+    async def body(client):
+        txn = await client.recv_txn(10)
+        assert txn.xid == xid and txn.changes == [
+            {"kind": "message", "transactional": True, "prefix": "p", "content": "c"}]
 
-        run(main())
-    finally:
-        cluster.drop_slot_quietly(slot)
+    with_client(cluster, slot, body, "format=default")
 
 
 def test_plugin_option_format_version(cluster):
