@@ -61,3 +61,23 @@ SELECT count(*) AS messages_without_filter
        jsonb_array_elements(p.data::jsonb -> 'change') AS c;
 SELECT * FROM pg_logical_slot_peek_changes('regress_messages', NULL, NULL, 'add-msg-prefixes', 'a,,b');
 SELECT cdc_drop('regress_messages');
+
+-- format-version 2: wal2json's format-version 2 records (include-xids,
+-- include-timestamp, include-lsn), one per row; xid, timestamp and LSNs vary.
+CREATE TABLE regress_w2j (id int PRIMARY KEY, v text, b bytea, f float8);
+SELECT 'ok' FROM cdc_init('regress_w2j', snapshot => false);
+BEGIN;
+INSERT INTO regress_w2j VALUES (1, 'a', '\x00ff', 'NaN');
+UPDATE regress_w2j SET v = 'b';
+SELECT 'x' FROM pg_logical_emit_message(true, 'tx', 'in');
+DELETE FROM regress_w2j;
+COMMIT;
+SELECT 'x' FROM pg_logical_emit_message(false, 'wm', 'out');
+TRUNCATE regress_w2j;
+SELECT data::jsonb - 'xid' - 'timestamp' - 'lsn' - 'nextlsn' AS record,
+       data::jsonb ?& array['xid', 'timestamp', 'lsn'] AS has_keys,
+       data::jsonb ? 'nextlsn' AS has_nextlsn
+  FROM pg_logical_slot_peek_changes('regress_w2j', NULL, NULL, 'format-version', '2');
+SELECT * FROM pg_logical_slot_peek_changes('regress_w2j', NULL, NULL, 'format-version', '3');
+SELECT cdc_drop('regress_w2j');
+DROP TABLE regress_w2j;

@@ -255,6 +255,9 @@ void stream(const char *slot_name) {
     if (self.channel->message_prefixes[0] != '\0')
         options = lappend(options, makeDefElem(pstrdup("add-msg-prefixes"),
                                                (Node *)makeString(pstrdup(self.channel->message_prefixes)), -1));
+    // format= of the stream URL.
+    if (self.channel->format == protocol::StreamFormat::Wal2jsonV2)
+        options = lappend(options, makeDefElem(pstrdup("format-version"), (Node *)makeString(pstrdup("2")), -1));
     LogicalDecodingContext *ctx =
         CreateDecodingContext(InvalidXLogRecPtr, options, false, flushed_wal_routine(), prepare_ring_write, write_to_ring, nullptr);
     MemoryContextSwitchTo(old);

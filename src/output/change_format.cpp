@@ -197,6 +197,12 @@ void write_message_object(JsonWriter &w, StringInfoStream &stream, const ChangeF
     w.Bool(transactional);
     w.Key("prefix");
     write_database_text(w, prefix, static_cast<int>(std::strlen(prefix)));
+    write_message_content(w, stream, format, content, size);
+    w.EndObject();
+}
+
+void write_message_content(JsonWriter &w, StringInfoStream &stream, const ChangeFormat &format, const char *content,
+                           std::size_t size) {
     // Postgres' own check: NUL bytes and surrogates are not text.
     const bool text = pg_verify_mbstr(PG_UTF8, content, static_cast<int>(size), true);
     if (!text) {
@@ -212,7 +218,6 @@ void write_message_object(JsonWriter &w, StringInfoStream &stream, const ChangeF
     else
         write_base64_pieces(stream, format, content, size);
     appendStringInfoChar(stream.buf, '"');
-    w.EndObject();
 }
 
 void write_change_object(JsonWriter &w, const ChangeFormat &format, int action, const RelationInfo *info,

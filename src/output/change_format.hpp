@@ -40,6 +40,11 @@ constexpr std::size_t kMessagePieceBytes = 48 * 1024;
 void write_message_object(JsonWriter &w, StringInfoStream &stream, const ChangeFormat &format, bool transactional,
                           const char *prefix, const char *content, std::size_t size);
 
+// The "content" key of a message object and its value as above, preceded by
+// "encoding":"base64" when the content is not text.
+void write_message_content(JsonWriter &w, StringInfoStream &stream, const ChangeFormat &format, const char *content,
+                           std::size_t size);
+
 // Whether a column value is an unchanged TOAST value (a pointer to the stored
 // value: Postgres did not log it).
 inline bool is_unchanged_toast(const Column &col, Datum value, bool isnull) {

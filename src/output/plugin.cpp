@@ -6,6 +6,7 @@
 #include "output/json_writer.hpp"
 #include "output/relation_cache.hpp"
 #include "output/value_writer.hpp"
+#include "output/wal2json_format.hpp"
 #include "protocol/lsn.hpp"
 #include "protocol/message_prefixes.hpp"
 
@@ -20,11 +21,16 @@ struct PluginState {
     bool fragments;                // stream-fragments option
     bool broadcast;                // broadcast option: one body per change to the broadcast sink
     const char *message_prefixes;  // add-msg-prefixes option: the messages kept; nullptr: all
+    bool wal2json;                 // format-version 2: one wal2json record per write (wal2json_format.hpp)
+    // Default format: a transaction frame is open. wal2json: the B record of
+    // the transaction is sent (at its first record, so that a transaction
+    // that sends nothing sends no B/C either).
     bool frame_open;
     int changes_in_frame;
     int max_changes;
     XLogRecPtr finished_lsn;  // see finished_transaction_lsn()
     TransactionId xid;
+    XLogRecPtr commit_lsn;  // start of the commit record
     XLogRecPtr end_lsn;
     TimestampTz commit_time;
     int scratch_natts;
@@ -64,6 +70,16 @@ bool option_bool(DefElem *elem) {
     return value;
 }
 
+// format-version: 1 (the default format) or 2 (wal2json's format-version 2).
+bool option_wal2json(DefElem *elem) {
+    const char *value = elem->arg ? strVal(elem->arg) : "";
+    if (std::strcmp(value, "1") != 0 && std::strcmp(value, "2") != 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("could not parse value \"%s\" for parameter \"%s\"", value, elem->defname),
+                        errhint("Use 1 (pgcdcws's transaction frames) or 2 (wal2json's format-version 2).")));
+    return value[0] == '2';
+}
+
 // add-msg-prefixes: the logical messages kept (protocol/message_prefixes.hpp),
 // copied into the decoding context's memory.
 const char *option_prefix_list(LogicalDecodingContext *ctx, DefElem *elem) {
@@ -91,10 +107,12 @@ void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, b
             state->broadcast = option_bool(elem);
         else if (std::strcmp(elem->defname, "add-msg-prefixes") == 0)
             state->message_prefixes = option_prefix_list(ctx, elem);
+        else if (std::strcmp(elem->defname, "format-version") == 0)
+            state->wal2json = option_wal2json(elem);
         else
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
-                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set, and add-msg-prefixes (a list of logical message prefixes); the output format is described in docs/PROTOCOL.md.")));
+                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set, add-msg-prefixes (a list of logical message prefixes) and format-version (1 or 2); the output formats are described in docs/PROTOCOL.md.")));
     }
     // Broadcast bodies go to the broadcast decoder's engine, in its process only.
     if (state->broadcast && !is_init && broadcast_sink == nullptr)
@@ -116,6 +134,7 @@ void decode_shutdown(LogicalDecodingContext *ctx) {
 void decode_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     state->xid = txn->xid;
+    state->commit_lsn = txn->final_lsn;
     state->end_lsn = txn->end_lsn;
     state->commit_time = txn->xact_time.commit_time;
     state->max_changes = config::max_changes_per_message;
@@ -140,6 +159,15 @@ void open_frame(LogicalDecodingContext *ctx, PluginState *state) {
     state->changes_in_frame = 0;
 }
 
+// Hands the message built in ctx->out to the writer as its last write;
+// `finished`: the LSN the client may acknowledge once it has it, if any.
+void finish_message(LogicalDecodingContext *ctx, PluginState *state, XLogRecPtr finished) {
+    frame_stream.terminate();
+    state->finished_lsn = finished;
+    OutputPluginWrite(ctx, true);
+    state->finished_lsn = InvalidXLogRecPtr;
+}
+
 void close_frame(LogicalDecodingContext *ctx, PluginState *state, bool ends_transaction) {
     JsonWriter &w = *frame_writer;
     w.EndArray();
@@ -150,11 +178,33 @@ void close_frame(LogicalDecodingContext *ctx, PluginState *state, bool ends_tran
         w.String(lsn, static_cast<rapidjson::SizeType>(n));
     }
     w.EndObject();
-    frame_stream.terminate();
-    state->finished_lsn = ends_transaction ? state->end_lsn : InvalidXLogRecPtr;
-    OutputPluginWrite(ctx, true);
-    state->finished_lsn = InvalidXLogRecPtr;
+    finish_message(ctx, state, ends_transaction ? state->end_lsn : InvalidXLogRecPtr);
     state->frame_open = false;
+}
+
+// wal2json format: every record is a message of its own.
+void start_record(LogicalDecodingContext *ctx) {
+    OutputPluginPrepareWrite(ctx, true);
+    frame_stream.buf = ctx->out;
+    frame_writer->Reset(frame_stream);
+}
+
+Wal2jsonTransaction wal2json_transaction(const PluginState *state) {
+    Wal2jsonTransaction txn;
+    txn.xid = state->xid;
+    txn.commit_time = state->commit_time;
+    return txn;
+}
+
+// Before each record of a transaction: the transaction's B record first.
+void start_transaction_record(LogicalDecodingContext *ctx, PluginState *state) {
+    if (!state->frame_open) {
+        start_record(ctx);
+        write_wal2json_boundary(*frame_writer, 'B', wal2json_transaction(state), state->commit_lsn, state->end_lsn);
+        finish_message(ctx, state, InvalidXLogRecPtr);
+        state->frame_open = true;
+    }
+    start_record(ctx);
 }
 
 // Called before each change: opens a message, or rolls over to the next one.
@@ -253,10 +303,19 @@ void flush_fragment_hook(void *arg) {
 
 void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
                   ReorderBufferChange *change, int action, bool deformed) {
+    // wal2json sends no update or delete of a table without replica identity
+    // (it logs a WARNING for each).
+    if (state->wal2json && info->identity == Identity::None && action != REORDER_BUFFER_CHANGE_INSERT) {
+        MemoryContextReset(state->change_context);
+        return;
+    }
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     TupleDesc desc = RelationGetDescr(relation);
     ensure_scratch(state, desc->natts);
-    before_change(ctx, state);
+    if (state->wal2json)
+        start_transaction_record(ctx, state);
+    else
+        before_change(ctx, state);
     JsonWriter &w = *frame_writer;
 
     ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
@@ -276,13 +335,19 @@ void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo 
     ChangeFormat format;
     format.after_value = flush_fragment_hook;
     format.arg = ctx;
-    if (action == REORDER_BUFFER_CHANGE_INSERT || action == REORDER_BUFFER_CHANGE_UPDATE ||
-        action == REORDER_BUFFER_CHANGE_DELETE) {
-        write_change_object(w, format, action, info, use_new ? new_values : nullptr, new_nulls,
-                            use_old ? old_values : nullptr, old_nulls);
-        w.EndObject();
+    if (state->wal2json) {
+        write_wal2json_change(w, format, action, wal2json_transaction(state), change->lsn, info,
+                              use_new ? new_values : nullptr, new_nulls, use_old ? old_values : nullptr, old_nulls);
+        finish_message(ctx, state, InvalidXLogRecPtr);
+    } else {
+        if (action == REORDER_BUFFER_CHANGE_INSERT || action == REORDER_BUFFER_CHANGE_UPDATE ||
+            action == REORDER_BUFFER_CHANGE_DELETE) {
+            write_change_object(w, format, action, info, use_new ? new_values : nullptr, new_nulls,
+                                use_old ? old_values : nullptr, old_nulls);
+            w.EndObject();
+        }
+        maybe_flush_fragment(ctx, state);
     }
-    maybe_flush_fragment(ctx, state);
 
     MemoryContextSwitchTo(old);
     MemoryContextReset(state->change_context);
@@ -408,7 +473,7 @@ void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation rel
 }
 
 void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
-              ReorderBufferChange *) {
+              ReorderBufferChange *change) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     if (state->broadcast) {
         for (int i = 0; i < nrelations; i++)
@@ -422,11 +487,18 @@ void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelat
         // with or without row security.
         if (info->access == Access::None || state->end_lsn <= info->denied_before)
             continue;
+        if (state->wal2json) {
+            start_transaction_record(ctx, state);
+            write_wal2json_truncate(*frame_writer, wal2json_transaction(state), change->lsn, info);
+            finish_message(ctx, state, InvalidXLogRecPtr);
+            continue;
+        }
         before_change(ctx, state);
         write_prefix(*frame_writer, ChangeFormat(), "truncate", info);
         frame_writer->EndObject();
     }
-    maybe_flush_fragment(ctx, state);
+    if (!state->wal2json)
+        maybe_flush_fragment(ctx, state);
     MemoryContextSwitchTo(old);
     MemoryContextReset(state->change_context);
 }
@@ -449,7 +521,17 @@ void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr 
     format.after_value = flush_fragment_hook;
     format.arg = ctx;
     JsonWriter &w = *frame_writer;
-    if (transactional) {
+    if (state->wal2json) {
+        // A non-transactional message: acknowledging its lsn skips it on the next start.
+        Wal2jsonTransaction txn = wal2json_transaction(state);
+        txn.transactional = transactional;
+        if (transactional)
+            start_transaction_record(ctx, state);
+        else
+            start_record(ctx);
+        write_wal2json_message(w, frame_stream, format, txn, message_lsn, prefix, message, message_size);
+        finish_message(ctx, state, transactional ? InvalidXLogRecPtr : message_lsn);
+    } else if (transactional) {
         before_change(ctx, state);
         write_message_object(w, frame_stream, format, true, prefix, message, message_size);
         maybe_flush_fragment(ctx, state);
@@ -467,10 +549,7 @@ void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr 
         w.Key("lsn");
         w.String(lsn, static_cast<rapidjson::SizeType>(n));
         w.EndObject();
-        frame_stream.terminate();
-        state->finished_lsn = message_lsn;
-        OutputPluginWrite(ctx, true);
-        state->finished_lsn = InvalidXLogRecPtr;
+        finish_message(ctx, state, message_lsn);
     }
     MemoryContextSwitchTo(old);
     MemoryContextReset(state->change_context);
@@ -479,8 +558,16 @@ void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr 
 void decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
     auto *state = static_cast<PluginState *>(ctx->output_plugin_private);
     // A transaction without rows sends nothing; the decoder still confirms past it.
-    if (state->frame_open)
+    if (!state->frame_open)
+        return;
+    if (state->wal2json) {
+        start_record(ctx);
+        write_wal2json_boundary(*frame_writer, 'C', wal2json_transaction(state), state->commit_lsn, state->end_lsn);
+        finish_message(ctx, state, state->end_lsn);
+        state->frame_open = false;
+    } else {
         close_frame(ctx, state, true);
+    }
 }
 
 }  // namespace

@@ -67,6 +67,22 @@ const char *json_string(const char *text) {
     return buf.data;
 }
 
+// wal2json writes a type name that format_type() quoted ("MyType") as it is,
+// so the JSON string holds the name without quotes; other names are escaped.
+// Kept only where that is a valid JSON string (wal2json would write broken
+// JSON for "Schema".type).
+const char *wal2json_type_json(const char *type_name, const char *escaped) {
+    const std::size_t len = std::strlen(type_name);
+    if (len < 2 || type_name[0] != '"' || type_name[len - 1] != '"')
+        return escaped;
+    for (std::size_t i = 1; i + 1 < len; i++) {
+        const unsigned char c = static_cast<unsigned char>(type_name[i]);
+        if (c == '"' || c == '\\' || c < 0x20)
+            return escaped;
+    }
+    return pstrdup(type_name);
+}
+
 // Joins pre-rendered JSON strings into an array: ["a","b"].
 const char *json_array(const char *const *items, int n, int *length) {
     StringInfoData buf;
@@ -117,12 +133,15 @@ void build(RelationInfo *info, Relation relation) {
     const char **types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
     const char **key_names = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
     const char **key_types = static_cast<const char **>(palloc(sizeof(char *) * desc->natts));
-    int n = 0, nkeys = 0;
+    info->wal2json_columns = static_cast<Column *>(palloc0(sizeof(Column) * desc->natts));
+    info->wal2json_key_columns = static_cast<int *>(palloc0(sizeof(int) * desc->natts));
+    int n = 0, nkeys = 0, n_wal2json = 0, nkeys_wal2json = 0;
     for (int i = 0; i < desc->natts; i++) {
         Form_pg_attribute attr = TupleDescAttr(desc, i);
-        if (attr->attisdropped || attr->attgenerated)
+        if (attr->attisdropped)
             continue;
-        Column *col = &info->columns[n];
+        // Stored generated columns: wal2json lists them, the default format does not.
+        Column *col = &info->wal2json_columns[n_wal2json];
         col->attnum = attr->attnum;
         col->kind = value_kind(attr->atttypid);
         col->varlena = attr->attlen == -1;
@@ -134,7 +153,19 @@ void build(RelationInfo *info, Relation relation) {
         fmgr_info_cxt(output_fn, &col->output, info->context);
         col->name = pstrdup(NameStr(attr->attname));
         col->name_json = json_string(col->name);
-        col->type_json = json_string(format_type_with_typemod(attr->atttypid, attr->atttypmod));
+        const char *type_name = format_type_with_typemod(attr->atttypid, attr->atttypmod);
+        col->type_json = json_string(type_name);
+        col->type = attr->atttypid;
+        col->wal2json_type_json = wal2json_type_json(type_name, col->type_json);
+        if (col->is_key)
+            info->wal2json_key_columns[nkeys_wal2json++] = n_wal2json;
+        n_wal2json++;
+        if (attr->attgenerated)
+            continue;
+        // Its own output function state: the two formats' caches stay apart.
+        info->columns[n] = *col;
+        fmgr_info_cxt(col->output.fn_oid, &info->columns[n].output, info->context);
+        col = &info->columns[n];
         names[n] = col->name_json;
         types[n] = col->type_json;
         if (col->is_key) {
@@ -146,6 +177,8 @@ void build(RelationInfo *info, Relation relation) {
     }
     info->ncolumns = n;
     info->nkeys = nkeys;
+    info->wal2json_ncolumns = n_wal2json;
+    info->wal2json_nkeys = nkeys_wal2json;
     info->names_json = json_array(names, n, &info->names_json_len);
     info->types_json = json_array(types, n, &info->types_json_len);
     info->key_names_json = json_array(key_names, nkeys, &info->key_names_json_len);

@@ -28,6 +28,11 @@ struct Column {
     const char *name;       // attname, plain
     const char *name_json;  // attname as a JSON string, quotes included
     const char *type_json;  // format_type() as a JSON string
+    // For the wal2json-v2 format: the column's own type (a domain, not its
+    // base type, decides how wal2json writes a value), and its type name as
+    // wal2json writes it (wal2json_type_json()).
+    Oid type;
+    const char *wal2json_type_json;
 };
 
 struct RelationInfo {
@@ -50,6 +55,12 @@ struct RelationInfo {
     int key_names_json_len;
     const char *key_types_json;
     int key_types_json_len;
+    // The format=wal2json-v2 columns: the same plus stored generated ones
+    // (wal2json lists them); key columns as indexes into them.
+    int wal2json_ncolumns;
+    Column *wal2json_columns;
+    int wal2json_nkeys;
+    int *wal2json_key_columns;
 
     // What the stream role may see (row_access.hpp). Rebuilt on its own after
     // role changes and every few seconds (expire_access), without the rest.

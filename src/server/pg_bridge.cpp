@@ -250,7 +250,7 @@ Oid slot_role(const char *slot_name) {
 }
 
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
-                const char *message_prefixes) {
+                const char *message_prefixes, protocol::StreamFormat format) {
     if (!slots::plugin_allowed()) {
         refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
         return -1;
@@ -299,7 +299,7 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     if (index >= 0) {
         wait_for_previous = slot_has_other_channel_locked(slot_name, index);
         (void)shmem::allocate_channel_locked(index, slot_name, client_addr, role, info.confirmed_flush,
-                                            message_prefixes);
+                                            message_prefixes, format);
     }
     LWLockRelease(st->lock);
     if (index < 0) {

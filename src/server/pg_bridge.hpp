@@ -7,6 +7,7 @@
 
 #include "broadcast/wire.hpp"
 #include "pg/pg.hpp"
+#include "protocol/stream_format.hpp"
 #include "protocol/subscription_query.hpp"
 
 namespace pgcdcws::server::bridge {
@@ -55,9 +56,10 @@ Oid slot_role(const char *slot_name);
 // client until the slot's previous decoder has exited). On success returns the
 // channel index (>= 0); otherwise fills `refusal`. The stream shows what
 // `role` may SELECT; InvalidOid means the slot's owner (trust mode).
-// `message_prefixes`: the messages= prefix list (nullptr: every message).
+// `message_prefixes`: the messages= prefix list (nullptr: every message);
+// `format`: the format= of the stream.
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
-                const char *message_prefixes);
+                const char *message_prefixes, protocol::StreamFormat format);
 
 // The client is gone: the decoder releases the slot and exits; the channel is
 // freed by housekeeping once the decoder has stopped.

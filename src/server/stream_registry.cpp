@@ -9,6 +9,7 @@
 #include "pg/guard.hpp"
 #include "protocol/browser_policy.hpp"
 #include "protocol/message_prefixes.hpp"
+#include "protocol/stream_format.hpp"
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
 #include "server/pg_bridge.hpp"
@@ -69,6 +70,9 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
     const protocol::MessagePrefixParameter messages = protocol::message_prefixes_from_query(query_of(wsi));
     if (!messages.ok)
         return refuse(wsi, refuse_in_band, 400, messages.error);
+    const protocol::StreamFormatParameter format = protocol::stream_format_from_query(query_of(wsi));
+    if (!format.ok)
+        return refuse(wsi, refuse_in_band, 400, format.error);
     const std::string addr = peer_address(wsi);
 
     // Before the slot is looked up, so that others cannot tell which slots exist.
@@ -83,7 +87,7 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
     // Trust mode: InvalidOid, the slot's owner.
     pg::guarded([&] {
         channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role,
-                                      messages.list ? messages.list->c_str() : nullptr);
+                                      messages.list ? messages.list->c_str() : nullptr, format.format);
     });
     if (channel < 0)
         return refuse(wsi, refuse_in_band, refusal.status, refusal.message);

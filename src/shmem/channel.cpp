@@ -18,7 +18,8 @@ void set_status(Channel *ch, DecoderStatus status) {
 }  // namespace
 
 std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
-                                      std::uint64_t confirmed_lsn, const char *message_prefixes) {
+                                      std::uint64_t confirmed_lsn, const char *message_prefixes,
+                                      protocol::StreamFormat format) {
     Channel *ch = channel(index);
     ch->in_use = true;
     const std::uint32_t generation = ++ch->generation;
@@ -26,6 +27,7 @@ std::uint32_t allocate_channel_locked(int index, const char *slot_name, const ch
     strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
     ch->role = role;
     strlcpy(ch->message_prefixes, message_prefixes ? message_prefixes : "", sizeof ch->message_prefixes);
+    ch->format = format;
     ch->stop_requested.store(false);
     ch->drop_requested.store(false);
     ch->ack_request_lsn.store(0);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "pg/pg.hpp"
+#include "protocol/stream_format.hpp"
 #include "shmem/ring.hpp"
 
 namespace pgcdcws::shmem {
@@ -30,6 +31,7 @@ struct Channel {
     // The stream's messages= prefix list (protocol/message_prefixes.hpp), ""
     // for every logical message; set at allocation.
     char message_prefixes[1024 + 1];
+    protocol::StreamFormat format;  // the stream's format= (set at allocation)
 
     // Server -> decoder.
     std::atomic<bool> stop_requested;   // client gone: release (or drop, if temporary) and exit

@@ -3,13 +3,15 @@
 // (bearer_from_authorization, access_token_from_query, select_credential), the log
 // form of the request target (redact_access_token) and the Host header
 // (is_loopback_host, is_loopback_address) and the stream's messages= parameter
-// (message_prefixes_from_query, message_prefix_listed). Each result is checked against an
+// (message_prefixes_from_query, message_prefix_listed) and format= parameter
+// (stream_format_from_query). Each result is checked against an
 // independent reference or an invariant; a violated invariant aborts
 // (__builtin_trap) so libFuzzer saves the input as crash-<sha1>.
 #include "protocol/credentials.hpp"
 #include "protocol/host_header.hpp"
 #include "protocol/message_prefixes.hpp"
 #include "protocol/route.hpp"
+#include "protocol/stream_format.hpp"
 #include "protocol/slot_name.hpp"
 
 #include "fuzz_common.hpp"
@@ -171,6 +173,22 @@ void check_message_prefixes(std::string_view input) {
     CHECK(!proto::message_prefix_items(*p.list).empty(), *p.list);
 }
 
+// format=: accepted only when the parameter is absent or names a format; the
+// format of a refused query is the default.
+void check_stream_format(std::string_view input) {
+    const proto::StreamFormatParameter p = proto::stream_format_from_query(input);
+    CHECK(p.ok == p.error.empty(), input);
+    if (!p.ok)
+        CHECK(p.format == proto::StreamFormat::Default, input);
+    proto::StreamFormat named = proto::StreamFormat::Default;
+    if (proto::stream_format_from_name(input, &named))
+        CHECK(input == "default" || input == "wal2json-v2", input);
+    const std::string query = "format=" + std::string(input);
+    const proto::StreamFormatParameter q = proto::stream_format_from_query(query);
+    if (input == "wal2json-v2")
+        CHECK(q.ok && q.format == proto::StreamFormat::Wal2jsonV2, input);
+}
+
 void check_select(std::string_view input) {
     // Header value and query split at the first NUL.
     const std::size_t nul = input.find('\0');
@@ -274,6 +292,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check_query(input);
     check_select(input);
     check_message_prefixes(input);
+    check_stream_format(input);
     check_redact(input);
     check_host(input);
     return 0;
