@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "output/row_access.hpp"
+#include "pg/builtin_code.hpp"
 #include "pg/subtransaction.hpp"
 
 namespace pgcdcws::output {
@@ -75,25 +76,8 @@ bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const cha
 // system columns...) makes the policy unevaluable: the table is left out.
 //
 // A function (of a call, an operator, a cast, an I/O coercion, a NULLIF or IS
-// DISTINCT FROM; check_functions_in_node finds them all) must be compiled
-// into the server (prolang internal: no SQL body to inline or run through
-// SPI, which needs an active snapshot), IMMUTABLE (reads no snapshot, table,
-// session setting or clock) and not set-returning, and its OID must come from
-// pg_proc.dat: below FirstGenbkiObjectId (access/transam.h) only the
-// hand-assigned OIDs of the server's own catalog entries, never an object
-// created by SQL, initdb's scripts included.
-bool unsafe_function(Oid function, void *) {
-    if (function >= FirstGenbkiObjectId)
-        return true;
-    HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(function));
-    if (!HeapTupleIsValid(tuple))
-        return true;
-    const auto *form = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple));
-    const bool unsafe =
-        form->prolang != INTERNALlanguageId || form->provolatile != PROVOLATILE_IMMUTABLE || form->proretset;
-    ReleaseSysCache(tuple);
-    return unsafe;
-}
+// DISTINCT FROM; check_functions_in_node finds them all) must be built in and
+// immutable: pg::not_builtin_immutable (pg/builtin_code.hpp) says which.
 
 // Built-in functions reach user code through the types of their arguments (a
 // comparison calls the type's operator, record and array comparisons the
@@ -117,12 +101,7 @@ bool user_defined_type(Oid type) {
     return false;
 }
 
-// expression_tree_walker takes its callback as bool (*)(); through void (*)()
-// so that g++ accepts the cast (the call site passes the right arguments).
-template <typename Fn>
-bool (*as_walker(Fn fn))() {
-    return reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(fn));
-}
+using pg::as_walker;
 
 bool not_evaluable(Node *node, void *context) {
     if (node == nullptr)
@@ -187,7 +166,7 @@ bool not_evaluable(Node *node, void *context) {
         if (user_defined_type(exprType(node)) || exprCollation(node) >= FirstNormalObjectId ||
             exprInputCollation(node) >= FirstNormalObjectId)
             return true;
-        if (check_functions_in_node(node, unsafe_function, nullptr))
+        if (check_functions_in_node(node, pg::not_builtin_immutable, nullptr))
             return true;
     }
     return expression_tree_walker(node, as_walker(not_evaluable), context);

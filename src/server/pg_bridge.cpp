@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "server/pg_bridge.hpp"
+#include "pg/builtin_code.hpp"
 #include "pg/subtransaction.hpp"
 
 #include "config.hpp"
@@ -453,13 +454,15 @@ bool start_init(Oid role, const char *slot_name, bool temporary, bool export_sna
 
 namespace {
 
+// The longest a subscription's checks may run (type input functions, built-in
+// domain CHECKs: a regular expression, a repeat()) before the subscription is
+// refused: the single longest stall of the server's loop one subscribe causes
+// (each socket's share over time: request_limits.hpp).
+constexpr int kSubscribeCheckTimeoutMs = 500;
+
 // The search_path a subscription's unqualified table name is resolved with,
 // whatever the server's own session has: as for a default session of the
 // subscribing role ("$user" is the role), pg_temp last (as snapshot reads do).
-// The longest a subscription's checks may run (type input functions, domain
-// CHECKs) before the subscription is refused.
-constexpr int kSubscribeCheckTimeoutMs = 1000;
-
 constexpr const char *kSubscribeSearchPath = "pg_catalog, \"$user\", public, pg_temp";
 
 // `column.op.values` of a filter as the client wrote it, for messages: printable
@@ -628,6 +631,26 @@ void resolve_checks(Oid role, const protocol::SubscriptionQuery &q, broadcast::w
                      "filter %s: the comparison function of type %s is not built into PostgreSQL: filters on it "
                      "are not supported",
                      shown, format_type_be(type));
+            return;
+        }
+        // A domain's CHECKs run at input, in the server's one event loop that
+        // every client waits on: only built-in immutable code (comparisons,
+        // regular expressions, length(), ...), whose cost the value bounds.
+        // A function a user wrote may sleep or query; refused before it runs.
+        pg::DomainUserCode user_code;
+        pg::find_user_code_in_domain(type, &user_code);
+        if (user_code.found) {
+            refusal->status = 400;
+            const char *what = OidIsValid(user_code.function) ? format_procedure(user_code.function)
+                               : OidIsValid(user_code.type)   ? format_type_be(user_code.type)
+                                                              : "?";
+            snprintf(refusal->message, sizeof refusal->message,
+                     "filter %s: column \"%s\" has domain type %s, whose CHECK constraint \"%s\" uses %s %s, which "
+                     "is not built into PostgreSQL as an immutable function: filters on such domains are not "
+                     "supported (their checks would run in the server's event loop)",
+                     shown, filter.column.c_str(), format_type_be(type),
+                     user_code.constraint ? user_code.constraint : "?",
+                     OidIsValid(user_code.function) ? "the function" : "a value of type", what);
             return;
         }
         Oid input = InvalidOid, ioparam = InvalidOid;
