@@ -34,7 +34,7 @@ void set_close_reason(struct lws *wsi, int code, const std::string &reason) {
 
 BroadcastClient::BroadcastClient(struct lws *wsi, const Identity &identity, Oid role, std::size_t queue_bytes,
                                  std::uint64_t now_ms)
-    : wsi_(wsi), identity_(identity), role_(role), queue_(queue_bytes),
+    : limits(now_ms * 1000), wsi_(wsi), identity_(identity), role_(role), queue_(queue_bytes),
       reply_reserve_(std::min(queue_bytes / 4, kMaxReplyReserveBytes)), last_progress_ms_(now_ms) {}
 
 BroadcastClient::Receive BroadcastClient::on_receive(const char *data, std::size_t length, bool binary,

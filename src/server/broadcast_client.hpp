@@ -19,6 +19,7 @@
 #include "broadcast/subscription_index.hpp"
 #include "pg/pg.hpp"
 #include "server/authenticate.hpp"
+#include "server/request_limits.hpp"
 
 namespace pgcdcws::server {
 
@@ -123,6 +124,9 @@ public:
     std::uint64_t last_token_ms = 0;
     // The upgrade is complete: writable callbacks may be requested.
     bool established = false;
+    // Its budgets of subscribe/unsubscribe requests and of loop time spent
+    // checking its subscriptions (request_limits.hpp).
+    RequestLimits limits;
     bool queue_empty() const { return queue_.empty(); }
 
 private:

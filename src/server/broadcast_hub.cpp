@@ -69,6 +69,23 @@ constexpr int kTokenCloseCode = 4001;
 
 constexpr const char *kUrlSubscriptionId = "query";
 
+// Replies to requests beyond a socket's limits (request_limits.hpp; the
+// numbers are RequestLimits'; docs/PROTOCOL.md "Limits on /ws").
+constexpr const char *kRateRefusal =
+    "too many requests: at most 10 subscribe/unsubscribe messages per second per socket (100 at once)";
+constexpr const char *kCheckTimeRefusal =
+    "too many requests: this socket's subscription checks used their share of the server's event loop "
+    "(100 ms per second, 500 ms at once)";
+constexpr const char *kFloodCloseReason =
+    "too many requests: 20 in a row beyond this socket's limits on subscribe/unsubscribe";
+static_assert(RequestLimits::kRequestsPerSecond == 10 && RequestLimits::kRequestBurst == 100 &&
+                  RequestLimits::kCheckUsPerSecond == 100 * 1000 && RequestLimits::kCheckBurstUs == 500 * 1000 &&
+                  RequestLimits::kFloodRefusals == 20,
+              "the refusal texts above name these numbers");
+// The control queue is compacted (subscribes of subscriptions already gone
+// dropped) once it has grown to twice its last compacted length plus this.
+constexpr std::size_t kControlSlack = 256;
+
 std::string lsn_text(std::uint64_t lsn) {
     char buf[protocol::kLsnTextSize];
     return std::string(buf, protocol::format_lsn(lsn, buf));
@@ -98,10 +115,40 @@ std::string control_json(const char *type, const std::string *id, Members member
     return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-std::uint64_t steady_ms() {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+// Logs `line` unless `limiter` holds it back, with the count of lines it held back since.
+void log_rate_limited(LogRateLimiter &limiter, const std::string &line, std::uint64_t now_ms) {
+    const LogRateLimiter::Verdict verdict = limiter.admit(line, now_ms);
+    if (verdict.log)
+        log_guarded(LOG, verdict.held_back ? line + " (and " + std::to_string(verdict.held_back) +
+                                                 " more since the last such message)"
+                                           : line);
+}
+
+std::uint64_t steady_us() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                           std::chrono::steady_clock::now().time_since_epoch())
                                           .count());
+}
+
+std::uint64_t steady_ms() { return steady_us() / 1000; }
+
+// Checks a subscription (bridge::resolve_subscription) as `role`; false with
+// `why` when refused (a failure outside the checks: 500). `elapsed_us`: the
+// loop time it took, for the socket's budget (request_limits.hpp).
+bool check_subscription(Oid role, const protocol::SubscriptionQuery &query, broadcast::wire::Subscribe *resolved,
+                        bridge::Refusal *why, std::uint64_t *elapsed_us) {
+    const std::uint64_t start = steady_us();
+    bool ok = false;
+    bridge::prepare_subscribe(query, resolved);
+    try {
+        pg::guarded([&] { ok = bridge::resolve_subscription(role, query, resolved, why); });
+    } catch (const pg::Error &e) {
+        why->status = 500;
+        snprintf(why->message, sizeof why->message, "could not check the subscription: %s", e.what());
+        ok = false;
+    }
+    *elapsed_us = steady_us() - start;
+    return ok;
 }
 
 }  // namespace
@@ -156,18 +203,10 @@ BroadcastHub::Refusal BroadcastHub::open(struct lws *wsi, const Identity &identi
         return refusal;
     }
     broadcast::wire::Subscribe resolved;
+    std::uint64_t check_us = 0;
     if (request.query) {
         bridge::Refusal why;
-        bool ok = false;
-        bridge::prepare_subscribe(*request.query, &resolved);
-        try {
-            pg::guarded([&] { ok = bridge::resolve_subscription(role, *request.query, &resolved, &why); });
-        } catch (const pg::Error &e) {
-            refusal.status = 500;
-            refusal.message = std::string("could not check the subscription: ") + e.what();
-            return refusal;
-        }
-        if (!ok) {
+        if (!check_subscription(role, *request.query, &resolved, &why, &check_us)) {
             refusal.status = why.status;
             refusal.message = why.message;
             return refusal;
@@ -177,8 +216,13 @@ BroadcastHub::Refusal BroadcastHub::open(struct lws *wsi, const Identity &identi
         wsi, identity, role, static_cast<std::size_t>(config::client_queue_kb) * 1024, steady_ms());
     BroadcastClient &ref = *client;
     clients_[wsi] = std::move(client);
-    if (request.query)
+    if (request.query) {
+        // The URL's subscription counts as the socket's first request.
+        const std::uint64_t now = steady_us();
+        (void)ref.limits.admit(true, now);
+        ref.limits.charge_check(check_us, now);
         add_subscription(ref, kUrlSubscriptionId, std::move(resolved), request.since, true);
+    }
     return refusal;
 }
 
@@ -297,11 +341,7 @@ void BroadcastHub::close_slow(BroadcastClient &client) {
                              std::to_string(config::client_queue_kb) +
                              "kB) was full and it read nothing for 1 s (or sent requests faster than it read "
                              "their replies)";
-    const LogRateLimiter::Verdict verdict = slow_log_.admit(line, now_ms_);
-    if (verdict.log)
-        log_guarded(LOG, verdict.held_back ? line + " (and " + std::to_string(verdict.held_back) +
-                                                 " more since the last such message)"
-                                           : line);
+    log_rate_limited(slow_log_, line, now_ms_);
 }
 
 // ---- messages from the client ----
@@ -320,12 +360,41 @@ void BroadcastHub::handle_message(BroadcastClient &client) {
         refresh_token(client, msg.token);
         return;
     case protocol::ClientMessage::Kind::Subscribe:
-        subscribe(client, msg.id, msg.subscription, msg.since);
+        if (admit_request(client, msg.id, true))
+            subscribe(client, msg.id, msg.subscription, msg.since);
         return;
     case protocol::ClientMessage::Kind::Unsubscribe:
-        unsubscribe(client, msg.id);
+        if (admit_request(client, msg.id, false))
+            unsubscribe(client, msg.id);
         return;
     }
+}
+
+// The socket's request limits (request_limits.hpp): a refused request gets an
+// error with retry_after_ms; the kFloodRefusals-th refusal in a row closes
+// the socket with 1008.
+bool BroadcastHub::admit_request(BroadcastClient &client, const std::string &id, bool checks) {
+    const std::uint64_t now = steady_us();
+    const RequestLimits::Verdict verdict = client.limits.admit(checks, now);
+    if (verdict == RequestLimits::Verdict::Admit)
+        return true;
+    if (verdict == RequestLimits::Verdict::Close) {
+        const std::string line = "closed a /ws client (" + peer_address(client.wsi()) + ") with 1008: " +
+                                 std::to_string(RequestLimits::kFloodRefusals) +
+                                 " subscribe/unsubscribe requests in a row were beyond its limits";
+        log_rate_limited(flood_log_, line, now_ms_);
+        close(client, LWS_CLOSE_STATUS_POLICY_VIOLATION, kFloodCloseReason);
+        return false;
+    }
+    const std::uint64_t retry_ms = client.limits.retry_after_ms(checks, now);
+    const std::string error = verdict == RequestLimits::Verdict::RefuseRate ? kRateRefusal : kCheckTimeRefusal;
+    send_control(client, control_json("error", &id, [&](JsonWriter &w) {
+                     w.Key("error");
+                     write_string(w, error + "; retry in " + std::to_string(retry_ms) + " ms");
+                     w.Key("retry_after_ms");
+                     w.Uint64(retry_ms);
+                 }));
+    return false;
 }
 
 void BroadcastHub::subscribe(BroadcastClient &client, const std::string &id, const protocol::SubscriptionQuery &query,
@@ -340,15 +409,10 @@ void BroadcastHub::subscribe(BroadcastClient &client, const std::string &id, con
         return;
     }
     broadcast::wire::Subscribe resolved;
-    bridge::prepare_subscribe(query, &resolved);
     bridge::Refusal why;
-    bool ok = false;
-    try {
-        pg::guarded([&] { ok = bridge::resolve_subscription(client.role(), query, &resolved, &why); });
-    } catch (const pg::Error &e) {
-        send_error(client, &id, std::string("could not check the subscription: ") + e.what());
-        return;
-    }
+    std::uint64_t check_us = 0;
+    const bool ok = check_subscription(client.role(), query, &resolved, &why, &check_us);
+    client.limits.charge_check(check_us, steady_us());
     if (!ok) {
         send_error(client, &id, why.message);
         return;
@@ -370,7 +434,7 @@ void BroadcastHub::add_subscription(BroadcastClient &client, const std::string &
     e.request.has_since = since.has_value();
     e.request.since = since.value_or(0);
     client.subscriptions()[id] = handle;
-    control_.push_back({true, handle});
+    push_control({true, handle});
     idle_since_ms_ = 0;
     if (decoder_ == DecoderPhase::Running)
         flush_control();
@@ -395,7 +459,7 @@ void BroadcastHub::end_subscription(BroadcastClient &client, broadcast::Subscrip
     Entry *e = lookup(handle);
     if (e) {
         if (tell_decoder && (e->state == SubscriptionState::Sent || e->state == SubscriptionState::Live)) {
-            control_.push_back({false, handle});
+            push_control({false, handle});
             if (decoder_ == DecoderPhase::Running)
                 flush_control();
         }
@@ -434,6 +498,27 @@ void BroadcastHub::refresh_token(BroadcastClient &client, const std::string &tok
 
 // ---- decoder lifecycle and control ring ----
 
+// While the decoder starts or its control ring is full, a subscribe that the
+// client ends before it is sent stays queued (flush_control skips it): without
+// compaction a subscribe/unsubscribe loop would grow the queue without bound.
+// Compacted, it holds a subscribe per Pending subscription and an unsubscribe
+// per subscription that was Sent before the queue stalled (none is Sent while
+// it waits): bounded by the subscriptions. Compacting only once the queue has
+// doubled since the last time keeps the cost O(1) per item.
+void BroadcastHub::push_control(ControlItem item) {
+    control_.push_back(item);
+    if (control_.size() <= 2 * control_compacted_ + kControlSlack)
+        return;
+    std::deque<ControlItem> keep;
+    for (const ControlItem &queued : control_) {
+        const Entry *e = lookup(queued.handle);
+        if (!queued.subscribe || (e && e->state == SubscriptionState::Pending))
+            keep.push_back(queued);
+    }
+    control_.swap(keep);
+    control_compacted_ = control_.size();
+}
+
 void BroadcastHub::fail_pending(const std::string &reason) {
     for (std::uint32_t slot = 0; slot < entries_.size(); slot++) {
         Entry &e = entries_[slot];
@@ -449,6 +534,7 @@ void BroadcastHub::fail_pending(const std::string &reason) {
             send_error(client, &id, reason);
     }
     control_.clear();
+    control_compacted_ = 0;
 }
 
 // The decoder that had subscriptions stopped: they are gone with it.
@@ -478,6 +564,7 @@ void BroadcastHub::decoder_gone(const std::string &reason) {
         if (item.subscribe && lookup(item.handle))
             keep.push_back(item);
     control_.swap(keep);
+    control_compacted_ = control_.size();
     const std::string line = "the broadcast decoder ended: " + reason;
     if (decoder_log_.admit(line, now_ms_).log)
         log_guarded(LOG, line);
@@ -593,6 +680,8 @@ void BroadcastHub::flush_control() {
             e->request = broadcast::wire::Subscribe();
         }
     }
+    if (control_.empty())
+        control_compacted_ = 0;
     if (wrote)
         shmem::wake(shmem::broadcast_area()->decoder_latch);
 }

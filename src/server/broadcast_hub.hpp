@@ -106,6 +106,8 @@ private:
     std::size_t subscriptions() const { return entries_.size() - free_slots_.size(); }
 
     void handle_message(BroadcastClient &client);
+    // false: refused by the socket's limits (replied to, or closing with 1008).
+    bool admit_request(BroadcastClient &client, const std::string &id, bool checks);
     void subscribe(BroadcastClient &client, const std::string &id, const protocol::SubscriptionQuery &query,
                    const std::optional<std::uint64_t> &since);
     void add_subscription(BroadcastClient &client, const std::string &id, broadcast::wire::Subscribe request,
@@ -124,6 +126,7 @@ private:
     void fail_pending(const std::string &reason);
     void decoder_gone(const std::string &reason);
     void flush_control();
+    void push_control(ControlItem item);  // queues for flush_control, compacting what is stale
     void drain_output();  // drain_ring(), then flush the sockets it queued frames for
     void drain_ring();
     // false: a change waits for room (the caller holds it and stops draining).
@@ -141,6 +144,7 @@ private:
     std::vector<Entry> entries_;
     std::vector<std::uint32_t> free_slots_;
     std::deque<ControlItem> control_;  // to write to the control ring, in order
+    std::size_t control_compacted_ = 0;  // control_'s length after its last compaction (push_control)
     std::string scratch_;              // one encoded control message
     std::string assembling_;           // the output message whose records are arriving
     std::string held_;                 // the change that waits for room (empty: none)
@@ -160,6 +164,7 @@ private:
     bool shutting_down_ = false;  // close_all_for_shutdown ran
     LogRateLimiter slow_log_{10 * 1000, 4};
     LogRateLimiter decoder_log_{10 * 1000, 8};
+    LogRateLimiter flood_log_{10 * 1000, 4};
 };
 
 }  // namespace pgcdcws::server
