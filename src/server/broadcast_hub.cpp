@@ -76,11 +76,15 @@ constexpr const char *kRateRefusal =
 constexpr const char *kCheckTimeRefusal =
     "too many requests: this socket's subscription checks used their share of the server's event loop "
     "(100 ms per second, 500 ms at once)";
+constexpr const char *kRoleCheckTimeRefusal =
+    "too many requests: the subscription checks of this role's sockets used their share of the server's event "
+    "loop (500 ms per second, 1 s at once)";
 constexpr const char *kFloodCloseReason =
     "too many requests: 20 in a row beyond this socket's limits on subscribe/unsubscribe";
 static_assert(RequestLimits::kRequestsPerSecond == 10 && RequestLimits::kRequestBurst == 100 &&
                   RequestLimits::kCheckUsPerSecond == 100 * 1000 && RequestLimits::kCheckBurstUs == 500 * 1000 &&
-                  RequestLimits::kFloodRefusals == 20,
+                  RequestLimits::kFloodRefusals == 20 && RoleCheckTime::kBurstUs == 1000 * 1000 &&
+                  RoleCheckTime::kUsPerSecond == 500 * 1000,
               "the refusal texts above name these numbers");
 // The control queue is compacted (subscribes of subscriptions already gone
 // dropped) once it has grown to twice its last compacted length plus this.
@@ -205,8 +209,16 @@ BroadcastHub::Refusal BroadcastHub::open(struct lws *wsi, const Identity &identi
     broadcast::wire::Subscribe resolved;
     std::uint64_t check_us = 0;
     if (request.query) {
+        const std::uint64_t retry_ms = role_check_time_.retry_after_ms(role, steady_us());
+        if (retry_ms != 0) {
+            refusal.status = 429;
+            refusal.message = std::string(kRoleCheckTimeRefusal) + "; retry in " + std::to_string(retry_ms) + " ms";
+            return refusal;
+        }
         bridge::Refusal why;
-        if (!check_subscription(role, *request.query, &resolved, &why, &check_us)) {
+        const bool ok = check_subscription(role, *request.query, &resolved, &why, &check_us);
+        role_check_time_.charge(role, check_us, steady_us());
+        if (!ok) {
             refusal.status = why.status;
             refusal.message = why.message;
             return refusal;
@@ -375,7 +387,10 @@ void BroadcastHub::handle_message(BroadcastClient &client) {
 // the socket with 1008.
 bool BroadcastHub::admit_request(BroadcastClient &client, const std::string &id, bool checks) {
     const std::uint64_t now = steady_us();
-    const RequestLimits::Verdict verdict = client.limits.admit(checks, now);
+    const std::uint64_t role_retry_ms = checks ? role_check_time_.retry_after_ms(client.role(), now) : 0;
+    const RequestLimits::Verdict verdict = role_retry_ms != 0
+                                               ? client.limits.refuse(RequestLimits::Verdict::RefuseRole)
+                                               : client.limits.admit(checks, now);
     if (verdict == RequestLimits::Verdict::Admit)
         return true;
     if (verdict == RequestLimits::Verdict::Close) {
@@ -386,8 +401,10 @@ bool BroadcastHub::admit_request(BroadcastClient &client, const std::string &id,
         close(client, LWS_CLOSE_STATUS_POLICY_VIOLATION, kFloodCloseReason);
         return false;
     }
-    const std::uint64_t retry_ms = client.limits.retry_after_ms(checks, now);
-    const std::string error = verdict == RequestLimits::Verdict::RefuseRate ? kRateRefusal : kCheckTimeRefusal;
+    const std::uint64_t retry_ms = std::max(role_retry_ms, client.limits.retry_after_ms(checks, now));
+    const std::string error = verdict == RequestLimits::Verdict::RefuseRate    ? kRateRefusal
+                              : verdict == RequestLimits::Verdict::RefuseCheck ? kCheckTimeRefusal
+                                                                               : kRoleCheckTimeRefusal;
     send_control(client, control_json("error", &id, [&](JsonWriter &w) {
                      w.Key("error");
                      write_string(w, error + "; retry in " + std::to_string(retry_ms) + " ms");
@@ -413,6 +430,7 @@ void BroadcastHub::subscribe(BroadcastClient &client, const std::string &id, con
     std::uint64_t check_us = 0;
     const bool ok = check_subscription(client.role(), query, &resolved, &why, &check_us);
     client.limits.charge_check(check_us, steady_us());
+    role_check_time_.charge(client.role(), check_us, steady_us());
     if (!ok) {
         send_error(client, &id, why.message);
         return;

@@ -165,6 +165,7 @@ private:
     LogRateLimiter slow_log_{10 * 1000, 4};
     LogRateLimiter decoder_log_{10 * 1000, 8};
     LogRateLimiter flood_log_{10 * 1000, 4};
+    RoleCheckTime role_check_time_;  // loop time checking subscriptions, per role (request_limits.hpp)
 };
 
 }  // namespace pgcdcws::server

@@ -1,6 +1,7 @@
 #include "server/request_limits.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace pgcdcws::server {
 
@@ -43,6 +44,11 @@ std::uint64_t TokenBucket::wait_us(std::int64_t amount, std::uint64_t now_us) {
     return static_cast<std::uint64_t>((missing + per_second_ - 1) / per_second_);
 }
 
+bool TokenBucket::full(std::uint64_t now_us) {
+    refill(now_us);
+    return level_ >= capacity_;
+}
+
 RequestLimits::RequestLimits(std::uint64_t now_us)
     : requests_(kRequestBurst, kRequestsPerSecond, now_us), check_time_(kCheckBurstUs, kCheckUsPerSecond, now_us) {}
 
@@ -60,6 +66,10 @@ RequestLimits::Verdict RequestLimits::admit(bool checks, std::uint64_t now_us) {
     return ++refused_in_a_row_ >= kFloodRefusals ? Verdict::Close : refusal;
 }
 
+RequestLimits::Verdict RequestLimits::refuse(Verdict why) {
+    return ++refused_in_a_row_ >= kFloodRefusals ? Verdict::Close : why;
+}
+
 void RequestLimits::charge_check(std::uint64_t elapsed_us, std::uint64_t now_us) {
     check_time_.charge(static_cast<std::int64_t>(elapsed_us), now_us);
 }
@@ -70,6 +80,24 @@ std::uint64_t RequestLimits::retry_after_ms(bool checks, std::uint64_t now_us) {
         // "positive": a microsecond above zero.
         us = std::max(us, check_time_.wait_us(1, now_us));
     return (us + 999) / 1000;
+}
+
+std::uint64_t RoleCheckTime::retry_after_ms(std::uint32_t role, std::uint64_t now_us) {
+    auto it = roles_.find(role);
+    if (it == roles_.end())
+        return 0;
+    return (it->second.wait_us(1, now_us) + 999) / 1000;
+}
+
+void RoleCheckTime::charge(std::uint32_t role, std::uint64_t elapsed_us, std::uint64_t now_us) {
+    auto it = roles_.try_emplace(role, kBurstUs, kUsPerSecond, now_us).first;
+    it->second.charge(static_cast<std::int64_t>(elapsed_us), now_us);
+    // Pruned once it has doubled since the last prune: O(1) per charge.
+    if (roles_.size() <= 2 * pruned_size_ + 16)
+        return;
+    for (auto r = roles_.begin(); r != roles_.end();)
+        r = r->second.full(now_us) ? roles_.erase(r) : std::next(r);
+    pruned_size_ = roles_.size();
 }
 
 }  // namespace pgcdcws::server

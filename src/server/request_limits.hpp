@@ -13,10 +13,12 @@
 //   zero; checks resume when it is positive again.
 // A request beyond either budget is refused (the client may retry later); a
 // socket with kFloodRefusals refusals in a row, none admitted between them, is
-// flooding and is closed.
+// flooding and is closed. New sockets come with fresh budgets, so the sockets
+// of one role together have one more (RoleCheckTime): half the loop.
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 
 namespace pgcdcws::server {
 
@@ -36,6 +38,7 @@ public:
     std::int64_t level(std::uint64_t now_us);
     // Microseconds until the level reaches `amount` (0: it does now).
     std::uint64_t wait_us(std::int64_t amount, std::uint64_t now_us);
+    bool full(std::uint64_t now_us);
 
 private:
     static constexpr std::int64_t kScale = 1000 * 1000;
@@ -61,10 +64,14 @@ public:
         Admit,
         RefuseRate,   // beyond the request budget
         RefuseCheck,  // beyond the loop-time budget of subscription checks
+        RefuseRole,   // beyond the role's (RoleCheckTime; told by the caller)
         Close,        // refused, and the kFloodRefusals-th refusal in a row
     };
     // A request; `checks`: it resolves a subscription (needs loop time left).
     Verdict admit(bool checks, std::uint64_t now_us);
+    // A request refused for a reason outside this socket (`why`): counts as
+    // admit's refusals do; Close on the kFloodRefusals-th in a row.
+    Verdict refuse(Verdict why);
     // The loop time a subscription check of this socket took.
     void charge_check(std::uint64_t elapsed_us, std::uint64_t now_us);
     // After a refusal: milliseconds until the same request would be admitted.
@@ -74,6 +81,26 @@ private:
     TokenBucket requests_;
     TokenBucket check_time_;
     int refused_in_a_row_ = 0;
+};
+
+// Loop time spent checking the subscriptions of each role, all its sockets
+// and upgrades together: kBurstUs at once, then kUsPerSecond (half the loop),
+// so that opening sockets (each with fresh per-socket budgets) or a URL
+// subscription per connection cannot take more. A role that owes nothing is
+// forgotten: the map holds the roles in debt (and a few more between prunes).
+class RoleCheckTime {
+public:
+    static constexpr std::int64_t kBurstUs = 1000 * 1000;
+    static constexpr std::int64_t kUsPerSecond = 500 * 1000;
+
+    // 0: a check for `role` may start; else milliseconds until one may.
+    std::uint64_t retry_after_ms(std::uint32_t role, std::uint64_t now_us);
+    void charge(std::uint32_t role, std::uint64_t elapsed_us, std::uint64_t now_us);
+    std::size_t roles() const { return roles_.size(); }
+
+private:
+    std::unordered_map<std::uint32_t, TokenBucket> roles_;
+    std::size_t pruned_size_ = 0;  // roles_.size() after the last prune
 };
 
 }  // namespace pgcdcws::server

@@ -20,6 +20,8 @@ from conftest import wait_for
 RATE_REFUSAL = "too many requests: at most 10 subscribe/unsubscribe messages per second per socket (100 at once)"
 CHECK_REFUSAL = ("too many requests: this socket's subscription checks used their share of the server's event "
                  "loop (100 ms per second, 500 ms at once)")
+ROLE_REFUSAL = ("too many requests: the subscription checks of this role's sockets used their share of the "
+                "server's event loop (500 ms per second, 1 s at once)")
 FLOOD_CLOSE = "too many requests: 20 in a row beyond this socket's limits on subscribe/unsubscribe"
 # A change committed while another socket floods reaches a well-behaved subscriber within this
 # (without the limits the floods below would hold the loop for 20 s or more).
@@ -210,6 +212,39 @@ def test_check_time_budget_bounds_a_socket_share_of_the_loop(cluster):
     # ran, and each took 10 ms or more (3 x 20 MB).
     assert 1 <= len(replies) - 1 <= 50, replies
     assert all(f["type"] == "subscribed" for f in replies[:-1]), replies
+
+
+def test_new_connections_share_their_role_check_time(cluster):
+    """Each connection comes with fresh per-socket budgets, so the sockets of one role share one
+    more: 1 s of checks at once, then 500 ms per second. Connections opened one after another,
+    each with a costly URL subscription (the domain of the test above), soon get 429 with the
+    role's refusal; another client's change still arrives promptly meanwhile."""
+    cluster.sql("CREATE DOMAIN fl.heavy AS text CHECK (length(repeat(VALUE, 2000000)) > 0)")
+    cluster.sql("CREATE TABLE fl.h (id int PRIMARY KEY, v fl.heavy)")
+    target = "/ws?query=" + urllib.parse.quote(
+        "insert:fl.h:v.in." + ",".join(f"value{i:05d}" for i in range(3)), safe="")
+
+    async def run():
+        async with websockets.connect(ws_url(cluster)) as good:
+            await subscribed(good, "insert:fl.other", "other")
+            loop = asyncio.get_running_loop()
+            statuses = []
+            while not statuses or statuses[-1].status == 101:
+                statuses.append(await loop.run_in_executor(None, lambda: http_request(cluster.ws_port, target,
+                                                                                      timeout=30)))
+                assert len(statuses) <= 100, [r.status for r in statuses]
+            elapsed = await change_within(cluster, good, 1, PROMPT_S)
+            return statuses, elapsed
+
+    statuses, elapsed = asyncio.run(run())
+    print(f"role check time: {len(statuses) - 1} connections subscribed before the 429")
+    refused = statuses[-1]
+    assert refused.status == 429, refused
+    error = refused.json()["error"]
+    assert error.startswith(ROLE_REFUSAL + "; retry in ") and error.endswith(" ms"), error
+    assert 0 < int(error[len(ROLE_REFUSAL + "; retry in "):-len(" ms")]) <= 2000, error
+    assert len(statuses) >= 2, [r.status for r in statuses]
+    assert elapsed < PROMPT_S, elapsed
 
 
 SLOW_DOMAIN_REFUSAL = ('filter "v.eq.1": column "v" has domain type {domain}, whose CHECK constraint "{constraint}" '

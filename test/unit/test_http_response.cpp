@@ -78,6 +78,7 @@ TEST(HttpReasonPhrase, KnownAndUnknownStatuses) {
         {411, "Length Required"},
         {413, "Payload Too Large"},
         {426, "Upgrade Required"},
+        {429, "Too Many Requests"},
         {431, "Request Header Fields Too Large"},
         {500, "Internal Server Error"},
         {503, "Service Unavailable"},

@@ -106,3 +106,32 @@ TEST(RequestLimits, CheckTimeBudget) {
 }
 
 }  // namespace
+
+namespace {
+
+using pgcdcws::server::RoleCheckTime;
+
+TEST(RoleCheckTime, SharedBySocketsOfOneRoleOnly) {
+    RoleCheckTime roles;
+    EXPECT_EQ(roles.retry_after_ms(10, kStart), 0u);
+    // Many sockets of role 10, each within its own budget: 1.2 s of checks at once.
+    for (int i = 0; i < 4; i++)
+        roles.charge(10, 300 * 1000, kStart);
+    EXPECT_EQ(roles.retry_after_ms(10, kStart), 401u);  // 200 ms owed at 500 ms/s, +1 us
+    EXPECT_EQ(roles.retry_after_ms(11, kStart), 0u);    // another role is not held back
+    EXPECT_EQ(roles.retry_after_ms(10, kStart + 400 * 1000 + 2), 0u);
+}
+
+TEST(RoleCheckTime, RolesThatOweNothingAreForgotten) {
+    RoleCheckTime roles;
+    for (std::uint32_t role = 1; role <= 1000; role++)
+        roles.charge(role, 1000, kStart);
+    EXPECT_EQ(roles.roles(), 1000u);  // all in debt of 1 ms (of their 1 s burst, so none waits)
+    EXPECT_EQ(roles.retry_after_ms(500, kStart), 0u);
+    // 2 ms later every one is full again: the next charges prune them.
+    for (std::uint32_t role = 2001; role <= 3000; role++)
+        roles.charge(role, 1000, kStart + 2000 + role);
+    EXPECT_LE(roles.roles(), 1100u);
+}
+
+}  // namespace
