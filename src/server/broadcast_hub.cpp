@@ -72,7 +72,7 @@ constexpr const char *kUrlSubscriptionId = "query";
 // Replies to requests beyond a socket's limits (request_limits.hpp; the
 // numbers are RequestLimits'; docs/PROTOCOL.md "Limits on /ws").
 constexpr const char *kRateRefusal =
-    "too many requests: at most 10 subscribe/unsubscribe messages per second per socket (100 at once)";
+    "too many requests: at most 10 subscribe/unsubscribe messages per second per socket (200 at once)";
 constexpr const char *kCheckTimeRefusal =
     "too many requests: this socket's subscription checks used their share of the server's event loop "
     "(100 ms per second, 500 ms at once)";
@@ -81,7 +81,7 @@ constexpr const char *kRoleCheckTimeRefusal =
     "loop (500 ms per second, 1 s at once)";
 constexpr const char *kFloodCloseReason =
     "too many requests: 20 in a row beyond this socket's limits on subscribe/unsubscribe";
-static_assert(RequestLimits::kRequestsPerSecond == 10 && RequestLimits::kRequestBurst == 100 &&
+static_assert(RequestLimits::kRequestsPerSecond == 10 && RequestLimits::kRequestBurst == 200 &&
                   RequestLimits::kCheckUsPerSecond == 100 * 1000 && RequestLimits::kCheckBurstUs == 500 * 1000 &&
                   RequestLimits::kFloodRefusals == 20 && RoleCheckTime::kBurstUs == 1000 * 1000 &&
                   RoleCheckTime::kUsPerSecond == 500 * 1000,

@@ -52,7 +52,9 @@ private:
 
 class RequestLimits {
 public:
-    static constexpr std::int64_t kRequestBurst = 100;  // = the subscriptions one socket may hold
+    // Twice the subscriptions one socket may hold: a client sets up its whole
+    // set at once (and replaces it once), errors and unsubscribes included.
+    static constexpr std::int64_t kRequestBurst = 200;
     static constexpr std::int64_t kRequestsPerSecond = 10;
     static constexpr std::int64_t kCheckBurstUs = 500 * 1000;
     static constexpr std::int64_t kCheckUsPerSecond = 100 * 1000;

@@ -91,6 +91,15 @@ def test_r8_slow_domain_check_does_not_stall_other_clients(cluster):
         assert resp.status == 101, resp
         assert server_pid(cluster) == pid_before
         assert elapsed < 3.0, f"another client's upgrade waited {elapsed:.1f} s behind the slow CHECK"
+
+        # The slow subscription is refused before its CHECK runs (test_27), so the plain upgrade
+        # may have launched the decoder just now: wait until one is live, so that stop_decoder
+        # finds its slot instead of racing its start.
+        async def live():
+            async with websockets.connect(ws_url(cluster, "insert:r8.plain")) as ws:
+                assert (await recv_json(ws, 60))["type"] == "subscribed"
+
+        asyncio.run(live())
     finally:
         stop_decoder(cluster)
         cluster.sql("DROP SCHEMA r8 CASCADE")

@@ -45,9 +45,14 @@ TEST(TokenBucket, ClockGoingBackIsIgnored) {
     EXPECT_TRUE(bucket.try_take(1, kStart + kSecond));
 }
 
+TEST(RequestLimits, Numbers) {
+    EXPECT_EQ(RequestLimits::kRequestBurst, 200);
+    EXPECT_EQ(RequestLimits::kRequestsPerSecond, 10);
+}
+
 TEST(RequestLimits, BurstThenRateThenRefusedWithRetryAfter) {
     RequestLimits limits(kStart);
-    for (int i = 0; i < 100; i++)
+    for (int i = 0; i < RequestLimits::kRequestBurst; i++)
         ASSERT_EQ(limits.admit(i % 2 == 0, kStart), Verdict::Admit) << i;
     EXPECT_EQ(limits.admit(true, kStart), Verdict::RefuseRate);
     EXPECT_EQ(limits.retry_after_ms(true, kStart), 100u);
@@ -61,7 +66,7 @@ TEST(RequestLimits, BurstThenRateThenRefusedWithRetryAfter) {
 
 TEST(RequestLimits, TwentyRefusalsInARowClose) {
     RequestLimits limits(kStart);
-    for (int i = 0; i < 100; i++)
+    for (int i = 0; i < RequestLimits::kRequestBurst; i++)
         ASSERT_EQ(limits.admit(false, kStart), Verdict::Admit);
     for (int i = 1; i < RequestLimits::kFloodRefusals; i++)
         ASSERT_EQ(limits.admit(false, kStart), Verdict::RefuseRate) << i;
@@ -70,7 +75,7 @@ TEST(RequestLimits, TwentyRefusalsInARowClose) {
 
 TEST(RequestLimits, AnAdmittedRequestResetsTheRefusalCount) {
     RequestLimits limits(kStart);
-    for (int i = 0; i < 100; i++)
+    for (int i = 0; i < RequestLimits::kRequestBurst; i++)
         ASSERT_EQ(limits.admit(false, kStart), Verdict::Admit);
     // A client at 15 requests per second: a third refused, never 20 in a row.
     std::uint64_t now = kStart;
