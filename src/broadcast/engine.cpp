@@ -13,7 +13,6 @@
 #include "config.hpp"
 #include "output/relation_cache.hpp"
 #include "output/row_access.hpp"
-#include "pg/builtin_code.hpp"
 #include "pg/subtransaction.hpp"
 #include "shmem/broadcast_area.hpp"
 #include "shmem/state.hpp"
@@ -854,15 +853,6 @@ void prepare_body(void *) {
             ereport(ERROR, (errmsg("column %d of table %s.%s no longer exists", f.attnum, schema, table)));
         if (type != f.type_oid)
             ereport(ERROR, (errmsg("column \"%s\" of table %s.%s changed type", column, schema, table)));
-        // As the server checked (a domain altered since must not bring user
-        // code into the decoder, which every subscriber waits on).
-        pg::DomainUserCode user_code;
-        pg::find_user_code_in_domain(type, &user_code);
-        if (user_code.found)
-            ereport(ERROR, (errmsg("column \"%s\" of table %s.%s has domain type %s, whose CHECK constraint \"%s\" "
-                                   "now uses code that is not built into PostgreSQL as an immutable function",
-                                   column, schema, table, format_type_be(type),
-                                   user_code.constraint ? user_code.constraint : "?")));
         ValueTypeEntry *vt = value_type(type, collation);
         Oid input;
         Oid ioparam;
