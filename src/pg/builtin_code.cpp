@@ -48,6 +48,7 @@ struct Walk {
     DomainUserCode *out;
     const char *constraint;
     int depth;
+    List **walked;  // domains already walked (each once: CHECKs casting to one another many times stay linear)
 };
 
 void walk_domain(Oid type, Walk *walk);
@@ -65,7 +66,7 @@ bool user_code_walker(Node *node, void *context) {
     auto *walk = static_cast<Walk *>(context);
     if (IsA(node, CoerceToDomain)) {
         // Another domain's CHECKs run here.
-        Walk inner{walk->out, walk->constraint, walk->depth + 1};
+        Walk inner{walk->out, walk->constraint, walk->depth + 1, walk->walked};
         walk_domain(reinterpret_cast<CoerceToDomain *>(node)->resulttype, &inner);
         if (walk->out->found)
             return true;
@@ -85,8 +86,10 @@ void walk_domain(Oid type, Walk *walk) {
         walk->out->type = type;
         return;
     }
-    if (get_typtype(type) != TYPTYPE_DOMAIN)
+    if (get_typtype(type) != TYPTYPE_DOMAIN || list_member_oid(*walk->walked, type))
         return;
+    *walk->walked = lappend_oid(*walk->walked, type);
+    CHECK_FOR_INTERRUPTS();  // the check's statement timeout applies here too
     if (type_runs_user_code(type, walk->depth)) {
         walk->out->found = true;
         walk->out->type = type;
@@ -116,8 +119,10 @@ void walk_domain(Oid type, Walk *walk) {
 
 void find_user_code_in_domain(Oid type, DomainUserCode *out) {
     *out = DomainUserCode();
-    Walk walk{out, nullptr, 0};
+    List *walked = NIL;
+    Walk walk{out, nullptr, 0, &walked};
     walk_domain(type, &walk);
+    list_free(walked);
 }
 
 }  // namespace pgcdcws::pg

@@ -388,9 +388,12 @@ void BroadcastHub::handle_message(BroadcastClient &client) {
 bool BroadcastHub::admit_request(BroadcastClient &client, const std::string &id, bool checks) {
     const std::uint64_t now = steady_us();
     const std::uint64_t role_retry_ms = checks ? role_check_time_.retry_after_ms(client.role(), now) : 0;
-    const RequestLimits::Verdict verdict = role_retry_ms != 0
-                                               ? client.limits.refuse(RequestLimits::Verdict::RefuseRole)
-                                               : client.limits.admit(checks, now);
+    // The socket's own limits first (they count toward its 1008); the role's
+    // budget may have been spent by another socket of the role, so a refusal
+    // for it is never this socket's flood.
+    RequestLimits::Verdict verdict = client.limits.admit(checks, now);
+    if (verdict == RequestLimits::Verdict::Admit && role_retry_ms != 0)
+        verdict = RequestLimits::Verdict::RefuseRole;
     if (verdict == RequestLimits::Verdict::Admit)
         return true;
     if (verdict == RequestLimits::Verdict::Close) {

@@ -66,10 +66,6 @@ RequestLimits::Verdict RequestLimits::admit(bool checks, std::uint64_t now_us) {
     return ++refused_in_a_row_ >= kFloodRefusals ? Verdict::Close : refusal;
 }
 
-RequestLimits::Verdict RequestLimits::refuse(Verdict why) {
-    return ++refused_in_a_row_ >= kFloodRefusals ? Verdict::Close : why;
-}
-
 void RequestLimits::charge_check(std::uint64_t elapsed_us, std::uint64_t now_us) {
     check_time_.charge(static_cast<std::int64_t>(elapsed_us), now_us);
 }

@@ -66,14 +66,11 @@ public:
         Admit,
         RefuseRate,   // beyond the request budget
         RefuseCheck,  // beyond the loop-time budget of subscription checks
-        RefuseRole,   // beyond the role's (RoleCheckTime; told by the caller)
+        RefuseRole,   // beyond the role's (RoleCheckTime; the caller's verdict, never counted here)
         Close,        // refused, and the kFloodRefusals-th refusal in a row
     };
     // A request; `checks`: it resolves a subscription (needs loop time left).
     Verdict admit(bool checks, std::uint64_t now_us);
-    // A request refused for a reason outside this socket (`why`): counts as
-    // admit's refusals do; Close on the kFloodRefusals-th in a row.
-    Verdict refuse(Verdict why);
     // The loop time a subscription check of this socket took.
     void charge_check(std::uint64_t elapsed_us, std::uint64_t now_us);
     // After a refusal: milliseconds until the same request would be admitted.
