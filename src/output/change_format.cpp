@@ -126,33 +126,9 @@ void write_new_row(JsonWriter &w, const ChangeFormat &format, const RelationInfo
 
 namespace {
 
-// JSON string escapes, as RapidJSON writes them: the two characters that must
-// be escaped, the control characters; everything else (valid UTF-8) as is.
-char *append_escaped(char *out, unsigned char c) {
-    static const char hex[] = "0123456789ABCDEF";
-    switch (c) {
-    case '"': *out++ = '\\'; *out++ = '"'; return out;
-    case '\\': *out++ = '\\'; *out++ = '\\'; return out;
-    case '\b': *out++ = '\\'; *out++ = 'b'; return out;
-    case '\f': *out++ = '\\'; *out++ = 'f'; return out;
-    case '\n': *out++ = '\\'; *out++ = 'n'; return out;
-    case '\r': *out++ = '\\'; *out++ = 'r'; return out;
-    case '\t': *out++ = '\\'; *out++ = 't'; return out;
-    default:
-        if (c < 0x20) {
-            std::memcpy(out, "\\u00", 4);
-            out[4] = hex[c >> 4];
-            out[5] = hex[c & 15];
-            return out + 6;
-        }
-        *out++ = static_cast<char>(c);
-        return out;
-    }
-}
-
 // Appends the escaped text of content[0, size) (valid UTF-8) in pieces.
 void write_text_pieces(StringInfoStream &stream, const ChangeFormat &format, const char *content, std::size_t size) {
-    constexpr std::size_t kEscapeMax = 6;  // \u00XX
+    constexpr std::size_t kEscapeMax = kMaxJsonEscape;
     constexpr std::size_t kInputPiece = kMessagePieceBytes / kEscapeMax;
     for (std::size_t done = 0; done < size;) {
         const std::size_t n = std::min(kInputPiece, size - done);
@@ -160,7 +136,7 @@ void write_text_pieces(StringInfoStream &stream, const ChangeFormat &format, con
         char *start = stream.buf->data + stream.buf->len;
         char *out = start;
         for (std::size_t i = 0; i < n; i++)
-            out = append_escaped(out, static_cast<unsigned char>(content[done + i]));
+            out = append_json_escaped(out, static_cast<unsigned char>(content[done + i]));
         stream.buf->len += static_cast<int>(out - start);
         done += n;
         if (format.after_value)

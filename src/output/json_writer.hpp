@@ -32,6 +32,15 @@ inline void PutUnsafe(StringInfoStream &s, char c) { s.buf->data[s.buf->len++] =
 using JsonWriter = rapidjson::Writer<StringInfoStream, rapidjson::UTF8<>, rapidjson::UTF8<>, rapidjson::CrtAllocator,
                                      rapidjson::kWriteNoFlags>;
 
+// The stream a writer appends to (RapidJSON keeps it protected; a member
+// pointer taken in a derived class's scope reaches it without a cast).
+inline StringInfoStream &writer_stream(JsonWriter &w) {
+    struct Access : JsonWriter {
+        static StringInfoStream *JsonWriter::*member() { return &Access::os_; }
+    };
+    return *(w.*Access::member());
+}
+
 // A process-lifetime writer bound to `stream` (see the file comment).
 JsonWriter *make_process_writer(StringInfoStream *stream);
 

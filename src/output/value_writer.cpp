@@ -10,6 +10,56 @@ int database_encoding = -1;
 
 }  // namespace
 
+char *append_json_escaped(char *out, unsigned char c) {
+    static const char hex[] = "0123456789ABCDEF";
+    switch (c) {
+    case '"': *out++ = '\\'; *out++ = '"'; return out;
+    case '\\': *out++ = '\\'; *out++ = '\\'; return out;
+    case '\b': *out++ = '\\'; *out++ = 'b'; return out;
+    case '\f': *out++ = '\\'; *out++ = 'f'; return out;
+    case '\n': *out++ = '\\'; *out++ = 'n'; return out;
+    case '\r': *out++ = '\\'; *out++ = 'r'; return out;
+    case '\t': *out++ = '\\'; *out++ = 't'; return out;
+    default:
+        if (c < 0x20) {
+            std::memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            return out + 6;
+        }
+        *out++ = static_cast<char>(c);
+        return out;
+    }
+}
+
+namespace {
+
+// RapidJSON reserves kMaxJsonEscape output bytes per input byte of a string at
+// once, counted in 32 bits (rapidjson::SizeType): from about 179 MB that asks a
+// StringInfo for more than its 1 GB, and from 716 MB the count wraps around and
+// the reservation is too small for what it then writes unchecked. A string
+// longer than this is escaped here a piece at a time, so the buffer grows with
+// what is written (up to StringInfo's own limit, an ERROR beyond).
+constexpr int kLongString = 64 * 1024;
+
+void write_long_string(JsonWriter &w, const char *data, std::size_t length) {
+    StringInfo buf = writer_stream(w).buf;
+    w.RawValue("\"", 1, rapidjson::kStringType);  // the separator before the value, and its opening quote
+    for (std::size_t done = 0; done < length;) {
+        const std::size_t n = std::min<std::size_t>(kLongString, length - done);
+        enlargeStringInfo(buf, static_cast<int>(n * kMaxJsonEscape));
+        char *const start = buf->data + buf->len;
+        char *out = start;
+        for (std::size_t i = 0; i < n; i++)
+            out = append_json_escaped(out, static_cast<unsigned char>(data[done + i]));
+        buf->len += static_cast<int>(out - start);
+        done += n;
+    }
+    appendStringInfoCharMacro(buf, '"');
+}
+
+}  // namespace
+
 void write_database_text(JsonWriter &w, const char *data, int length) {
     if (database_encoding < 0)
         database_encoding = GetDatabaseEncoding();
@@ -19,7 +69,10 @@ void write_database_text(JsonWriter &w, const char *data, int length) {
             length = static_cast<int>(std::strlen(converted));
         data = converted;
     }
-    w.String(data, static_cast<rapidjson::SizeType>(length));
+    if (length > kLongString)
+        write_long_string(w, data, static_cast<std::size_t>(length));
+    else
+        w.String(data, static_cast<rapidjson::SizeType>(length));
 }
 
 namespace {

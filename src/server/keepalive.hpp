@@ -18,6 +18,10 @@
 namespace pgcdcws::server {
 
 constexpr std::uint64_t kKeepaliveSweepMs = 250;
+// Bytes a silent peer must have acknowledged since its ping to count as reading
+// (more than pings and a heartbeat: a peer whose program stopped reading still
+// has its kernel acknowledge what fits its receive buffer, then nothing).
+constexpr std::uint64_t kReadingPeerBytes = 4096;
 
 class KeepaliveTable {
 public:
@@ -34,8 +38,14 @@ public:
         std::vector<const void *> hang_up;   // silent for hang_up_after_ms: close
     };
     // At most one ping per silence: a peer that stays silent after its ping is
-    // hung up once hang_up_after_ms have passed since it was last heard from.
-    void sweep(std::uint64_t now_ms, std::uint64_t ping_after_ms, std::uint64_t hang_up_after_ms, Sweep &out);
+    // hung up once hang_up_after_ms have passed since it was last heard from,
+    // unless it acknowledged kReadingPeerBytes more of ours since the ping (`bytes_acked`,
+    // may be null; 0: unknown): a peer busy reading a backlog cannot answer a
+    // ping queued behind it, but its TCP acknowledgements show it is there.
+    // Such a peer counts as heard from now.
+    using BytesAcked = std::uint64_t (*)(const void *connection);
+    void sweep(std::uint64_t now_ms, std::uint64_t ping_after_ms, std::uint64_t hang_up_after_ms, Sweep &out,
+               BytesAcked bytes_acked = nullptr);
 
     std::size_t size() const { return connections_.size(); }
 
@@ -45,6 +55,7 @@ private:
         bool pinged;       // a ping went out (or is owed) since it was last heard from
         bool ping_owed;    // take_ping() has not sent it yet
         bool hung_up;
+        std::uint64_t acked;  // the peer's acknowledged bytes when it was pinged
     };
     std::unordered_map<const void *, Entry> connections_;
 };

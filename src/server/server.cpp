@@ -8,6 +8,7 @@
 
 #include "server/server.hpp"
 #include "server/keepalive.hpp"
+#include "server/tcp_progress.hpp"
 
 #include "config.hpp"
 #include "pg/guard.hpp"
@@ -277,7 +278,9 @@ void Server::sweep_keepalive() {
         return;
     last_keepalive_sweep_ms_ = now;
     const std::uint64_t interval_ms = static_cast<std::uint64_t>(config::ping_interval_s) * 1000;
-    keepalive_.sweep(now, interval_ms, 2 * interval_ms, keepalive_sweep_);
+    keepalive_.sweep(now, interval_ms, 2 * interval_ms, keepalive_sweep_, [](const void *c) {
+        return tcp_bytes_acked(lws_get_socket_fd(static_cast<struct lws *>(const_cast<void *>(c))));
+    });
     for (const void *c : keepalive_sweep_.ping)
         lws_callback_on_writable(static_cast<struct lws *>(const_cast<void *>(c)));
     // Outside any lws callback: closed at once (the close callbacks remove it

@@ -4,7 +4,7 @@ import asyncio
 import math
 import time
 
-from cdcws import RssSampler, StreamClient, apoll, wait_confirmed
+from cdcws import RssSampler, StreamClient, apoll, loads, wait_confirmed
 
 ROWS = 1_000_000
 PER_MESSAGE = 1000
@@ -87,3 +87,59 @@ def test_million_row_transaction(cluster):
     assert any(sampler.types[p] == "pgcdcws decoder" for p in growth), report
     for pid, kb in growth.items():
         assert kb < MEMORY_LIMIT_KB, f"{sampler.types[pid]} (pid {pid}) grew by {kb // 1024} MB: {report}"
+
+
+def test_a_50_mb_value_and_a_long_message_prefix_on_a_stream(cluster):
+    """Long JSON strings are escaped a piece at a time (value_writer.cpp): a 50 MB text value
+    and a 200 kB logical message prefix (which any role may emit) reach the stream whole,
+    escaped."""
+    slot = "b_long_strings"
+    size = 50 * 1024 * 1024
+    cluster.sql("CREATE TABLE long_value (id int PRIMARY KEY, t text)")
+    cluster.sql("SELECT * FROM cdc_init(%s)", (slot,))
+    try:
+        async def main():
+            client = await StreamClient.open(cluster.ws_port, slot)
+            try:
+                # a quote and a control character at both ends, so the escaping is checked too
+                cluster.sql("INSERT INTO long_value VALUES (1, '\"' || chr(1) || repeat('x', %s) || chr(10) || '\\')",
+                            (size,))
+                cluster.sql("SELECT pg_logical_emit_message(true, repeat('p', 200000) || '\"', 'content')")
+                got = []
+                deadline = time.monotonic() + 300
+                while len(got) < 2:
+                    obj, _ = await client.recv_frame(max(1, deadline - time.monotonic()))
+                    assert "error" not in obj, obj
+                    got += obj.get("change", [])
+                return got
+            finally:
+                await client.close()
+
+        value_change, message = asyncio.run(main())
+        value = value_change["columnvalues"][1]
+        assert len(value) == size + 4, len(value)
+        assert value[:2] == '"\x01' and value[-2:] == '\n\\' and value.count("x") == size
+        assert message["kind"] == "message" and message["prefix"] == "p" * 200000 + '"'
+        assert message["content"] == "content"
+    finally:
+        cluster.drop_slot_quietly(slot)
+
+
+def test_a_190_mb_value_through_the_sql_interface(cluster):
+    """A 190 MB text value: RapidJSON alone reserves 6 bytes per byte of a string at once, more
+    than a StringInfo's 1 GB here (an ERROR that stopped the slot for good), and from 716 MB its
+    32-bit count wraps around (a heap overflow). Written a piece at a time, the change comes out
+    whole (pg_logical_slot_get_changes with the pgcdcws plugin builds it in one buffer)."""
+    slot = "b_sql_long_value"
+    size = 190 * 1024 * 1024
+    cluster.sql("CREATE TABLE sql_long_value (id int PRIMARY KEY, t text)")
+    cluster.sql("SELECT pg_create_logical_replication_slot(%s, 'pgcdcws')", (slot,))
+    try:
+        cluster.sql("INSERT INTO sql_long_value VALUES (1, chr(1) || repeat('y', %s) || '\"')", (size,))
+        rows = cluster.sql("SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL)", (slot,))
+        changes = [c for (data,) in rows for c in loads(data).get("change", [])]
+        assert [c["table"] for c in changes] == ["sql_long_value"], [c.get("table") for c in changes]
+        value = changes[0]["columnvalues"][1]
+        assert len(value) == size + 2 and value[0] == "\x01" and value[-1] == '"' and value.count("y") == size
+    finally:
+        cluster.sql("SELECT pg_drop_replication_slot(%s)", (slot,))

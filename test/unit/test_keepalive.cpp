@@ -65,4 +65,36 @@ TEST(Keepalive, APongAfterThePingStartsANewSilence) {
     EXPECT_FALSE(t.take_ping(&b));
 }
 
+// A peer reading a backlog answers no ping (it is queued behind the data) but
+// acknowledges our bytes: it is kept while the count grows, hung up once it stops.
+std::uint64_t fake_acked = 0;
+std::uint64_t fake_bytes_acked(const void *) { return fake_acked; }
+
+TEST(Keepalive, APeerThatAcknowledgesOurBytesIsKept) {
+    KeepaliveTable t;
+    KeepaliveTable::Sweep s;
+    t.add(&a, 0);
+    fake_acked = 100;
+    t.sweep(2000, 2000, 4000, s, fake_bytes_acked);
+    ASSERT_EQ(s.ping.size(), 1u);  // pinged at 100 bytes acknowledged
+    fake_acked = 100 + 3;  // the ping itself, taken by a kernel whose program reads nothing
+    t.sweep(3000, 2000, 4000, s, fake_bytes_acked);
+    fake_acked = 5000;
+    t.sweep(4000, 2000, 4000, s, fake_bytes_acked);
+    EXPECT_TRUE(s.hang_up.empty());  // it read on: heard from now
+    t.sweep(6000, 2000, 4000, s, fake_bytes_acked);
+    ASSERT_EQ(s.ping.size(), 1u);  // a new silence, a new ping
+    t.sweep(8000, 2000, 4000, s, fake_bytes_acked);
+    ASSERT_EQ(s.hang_up.size(), 1u);  // nothing acknowledged since that ping
+    EXPECT_EQ(s.hang_up[0], &a);
+    // Without a probe (or 0: unknown) the rule is the plain one.
+    KeepaliveTable u;
+    u.add(&b, 0);
+    fake_acked = 0;
+    u.sweep(2000, 2000, 4000, s, fake_bytes_acked);
+    u.sweep(4000, 2000, 4000, s, fake_bytes_acked);
+    ASSERT_EQ(s.hang_up.size(), 1u);
+}
+
 }  // namespace
+
