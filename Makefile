@@ -10,7 +10,7 @@ PGFILEDESC = "pgcdcws - Postgres changes over WebSocket, decoded in-server"
 SRCS = $(wildcard src/*.cpp src/*/*.cpp)
 OBJS = $(SRCS:.cpp=.o)
 
-REGRESS = init ack plugin snapshot slots errors auth
+REGRESS = init ack plugin publications snapshot slots errors auth
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=pgcdcws
 
 PG_CONFIG ?= pg_config

@@ -14,6 +14,10 @@ void write_prefix(JsonWriter &w, const ChangeFormat &format, const char *kind, c
     }
     w.Key("kind");
     w.String(kind);
+    if (format.converted_from_update) {
+        w.Key("converted_from");
+        w.String("update");
+    }
     w.Key("schema");
     w.String(info->schema);
     w.Key("table");

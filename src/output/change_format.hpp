@@ -13,6 +13,9 @@ namespace pgcdcws::output {
 // How a change object is written.
 struct ChangeFormat {
     bool with_type = false;  // "type":"change" first (broadcast)
+    // "converted_from":"update" after the kind: an update a filter sends as
+    // an insert or a delete (docs/PROTOCOL.md).
+    bool converted_from_update = false;
     // Called after each column value: the stream hands long messages to its
     // writer in fragments there. May be null.
     void (*after_value)(void *arg) = nullptr;

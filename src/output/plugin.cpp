@@ -109,12 +109,17 @@ void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, b
             state->message_prefixes = option_prefix_list(ctx, elem);
         else if (std::strcmp(elem->defname, "format-version") == 0)
             state->wal2json = option_wal2json(elem);
+        else if (std::strcmp(elem->defname, "publication-names") == 0)
+            set_publication_names(elem->arg ? strVal(elem->arg) : "");
         else
             ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                             errmsg("option \"%s\" is unknown to output plugin pgcdcws", elem->defname),
-                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set, add-msg-prefixes (a list of logical message prefixes) and format-version (1 or 2); the output formats are described in docs/PROTOCOL.md.")));
+                            errhint("The options are stream-fragments and broadcast (booleans), which pgcdcws decoders set, add-msg-prefixes (a list of logical message prefixes), format-version (1 or 2) and publication-names (a list of publications, as pgoutput's publication_names); the output formats are described in docs/PROTOCOL.md.")));
     }
     // Broadcast bodies go to the broadcast decoder's engine, in its process only.
+    if (state->broadcast && publications_given())
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("option \"publication-names\" of output plugin pgcdcws does not apply to the broadcast decoder")));
     if (state->broadcast && !is_init && broadcast_sink == nullptr)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("option \"broadcast\" of output plugin pgcdcws is only for the pgcdcws broadcast decoder")));
@@ -258,39 +263,51 @@ OldRow old_row_visibility(const RelationInfo *info, const char *table, bool has_
     return OldRow::Unknown;
 }
 
-// A change of a table with row security, as the stream role sees it: the
-// action to send (REORDER_BUFFER_CHANGE_INSERT/UPDATE/DELETE), or -1 for
-// nothing. An update that moves a row into the role's view is sent as an
-// insert (nothing of the old row), one that moves it out as a delete of the
-// old row; see docs/PROTOCOL.md.
-int filtered_action(const RelationInfo *info, const char *table, ReorderBufferChange *change, TupleDesc desc,
-                    Datum *new_values, bool *new_nulls, Datum *old_values, bool *old_nulls) {
-    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
-    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
-    const int natts = desc->natts;
-    if (newtuple)
-        heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
-    if (oldtuple)
-        heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
-    switch (change->action) {
+// A row change as the stream sends it: the action (REORDER_BUFFER_CHANGE_INSERT,
+// _UPDATE, _DELETE; -1 for nothing), judged on the deformed rows (in the row
+// type of `info`) by the publication row filter of the change's action
+// (`published`, nullptr: none) and the stream role's row security (when
+// info->access is Access::Filtered). An update that moves a row into view
+// is sent as an insert (nothing of the old row), one that moves it out as a
+// delete of the old row; see docs/PROTOCOL.md ("converted_from"). Without an
+// old row (the key did not change) a publication filter judges the new row
+// alone, as pgoutput does.
+int judge_change(const RelationInfo *info, int action, RowFilter *published, bool has_new, const Datum *new_values,
+                 const bool *new_nulls, bool has_old, const Datum *old_values, const bool *old_nulls, int natts) {
+    const char *table = info->table;
+    const bool rls = info->access == Access::Filtered;
+    auto passes = [&](RowFilter *f, const Datum *values, const bool *nulls) {
+        return f == nullptr || row_visible(f, table, values, nulls, natts);
+    };
+    const bool new_published = has_new && passes(published, new_values, new_nulls);
+    const bool new_rls = has_new && (!rls || row_visible(info->filter, table, new_values, new_nulls, natts));
+    switch (action) {
     case REORDER_BUFFER_CHANGE_INSERT:
-        return newtuple && row_visible(info->filter, table, new_values, new_nulls, natts) ? change->action : -1;
+        return new_published && new_rls ? action : -1;
     case REORDER_BUFFER_CHANGE_UPDATE: {
-        const bool new_visible = newtuple && row_visible(info->filter, table, new_values, new_nulls, natts);
-        const OldRow old_row =
-            old_row_visibility(info, table, oldtuple != nullptr, old_values, old_nulls, natts, new_visible);
+        const bool new_visible = new_published && new_rls;
+        const bool old_published = has_old ? passes(published, old_values, old_nulls) : new_published;
+        OldRow old_row = OldRow::Visible;
+        if (!old_published)
+            old_row = OldRow::Hidden;
+        else if (rls)
+            old_row = old_row_visibility(info, table, has_old, old_values, old_nulls, natts, new_rls);
         if (new_visible)
             // An old key of a row the role may not have seen is not sent.
-            return old_row == OldRow::Hidden || (old_row == OldRow::Unknown && oldtuple)
-                       ? REORDER_BUFFER_CHANGE_INSERT
-                       : REORDER_BUFFER_CHANGE_UPDATE;
-        return old_row == OldRow::Visible && oldtuple ? REORDER_BUFFER_CHANGE_DELETE : -1;
+            return old_row == OldRow::Hidden || (old_row == OldRow::Unknown && has_old) ? REORDER_BUFFER_CHANGE_INSERT
+                                                                                        : REORDER_BUFFER_CHANGE_UPDATE;
+        return old_row == OldRow::Visible && has_old ? REORDER_BUFFER_CHANGE_DELETE : -1;
     }
-    case REORDER_BUFFER_CHANGE_DELETE:
-        return old_row_visibility(info, table, oldtuple != nullptr, old_values, old_nulls, natts, false) ==
-                       OldRow::Visible
-                   ? change->action
+    case REORDER_BUFFER_CHANGE_DELETE: {
+        // No old row (REPLICA IDENTITY NOTHING): a filter cannot pass it.
+        if (has_old ? !passes(published, old_values, old_nulls) : published != nullptr)
+            return -1;
+        if (!rls)
+            return action;
+        return old_row_visibility(info, table, has_old, old_values, old_nulls, natts, false) == OldRow::Visible
+                   ? action
                    : -1;
+    }
     default:
         return -1;
     }
@@ -301,72 +318,177 @@ void flush_fragment_hook(void *arg) {
     maybe_flush_fragment(ctx, static_cast<PluginState *>(ctx->output_plugin_private));
 }
 
-void write_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
-                  ReorderBufferChange *change, int action, bool deformed) {
+// The deformed rows of a change, in the row type of the relation it is sent
+// as; nullptr where there is none.
+struct ChangeRows {
+    const Datum *new_values = nullptr;
+    const bool *new_nulls = nullptr;
+    const Datum *old_values = nullptr;
+    const bool *old_nulls = nullptr;
+};
+
+// Writes a change of `info` as `action`; `converted`: an update sent as an
+// insert or a delete (judge_change). Resets the change context.
+void write_change(LogicalDecodingContext *ctx, PluginState *state, const RelationInfo *info, XLogRecPtr change_lsn,
+                  int action, bool converted, ChangeRows rows) {
     // wal2json sends no update or delete of a table without replica identity
     // (it logs a WARNING for each).
     if (state->wal2json && info->identity == Identity::None && action != REORDER_BUFFER_CHANGE_INSERT) {
         MemoryContextReset(state->change_context);
         return;
     }
+    // Only what the action writes: no new row for a delete, no old one for
+    // an insert, or without a replica identity.
+    if (action == REORDER_BUFFER_CHANGE_DELETE)
+        rows.new_values = nullptr;
+    if (action == REORDER_BUFFER_CHANGE_INSERT || info->identity == Identity::None)
+        rows.old_values = nullptr;
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
-    TupleDesc desc = RelationGetDescr(relation);
-    ensure_scratch(state, desc->natts);
     if (state->wal2json)
         start_transaction_record(ctx, state);
     else
         before_change(ctx, state);
     JsonWriter &w = *frame_writer;
-
-    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
-    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
-    Datum *new_values = state->values[0], *old_values = state->values[1];
-    bool *new_nulls = state->nulls[0], *old_nulls = state->nulls[1];
-    // Only what the action writes is deformed (the old row of an update only
-    // with a replica identity).
-    const bool use_new = newtuple && action != REORDER_BUFFER_CHANGE_DELETE;
-    const bool use_old = oldtuple && info->identity != Identity::None && action != REORDER_BUFFER_CHANGE_INSERT;
-    if (!deformed) {
-        if (use_new)
-            heap_deform_tuple(&newtuple->tuple, desc, new_values, new_nulls);
-        if (use_old)
-            heap_deform_tuple(&oldtuple->tuple, desc, old_values, old_nulls);
-    }
     ChangeFormat format;
     format.after_value = flush_fragment_hook;
     format.arg = ctx;
     if (state->wal2json) {
-        write_wal2json_change(w, format, action, wal2json_transaction(state), change->lsn, info,
-                              use_new ? new_values : nullptr, new_nulls, use_old ? old_values : nullptr, old_nulls);
+        write_wal2json_change(w, format, action, wal2json_transaction(state), change_lsn, info, rows.new_values,
+                              rows.new_nulls, rows.old_values, rows.old_nulls);
         finish_message(ctx, state, InvalidXLogRecPtr);
     } else {
-        if (action == REORDER_BUFFER_CHANGE_INSERT || action == REORDER_BUFFER_CHANGE_UPDATE ||
-            action == REORDER_BUFFER_CHANGE_DELETE) {
-            write_change_object(w, format, action, info, use_new ? new_values : nullptr, new_nulls,
-                                use_old ? old_values : nullptr, old_nulls);
-            w.EndObject();
-        }
+        format.converted_from_update = converted;
+        write_change_object(w, format, action, info, rows.new_values, rows.new_nulls, rows.old_values, rows.old_nulls);
+        w.EndObject();
         maybe_flush_fragment(ctx, state);
     }
-
     MemoryContextSwitchTo(old);
     MemoryContextReset(state->change_context);
 }
 
-// A change of a table with row security: deformed once, judged, then written
-// as the action the role sees.
-void filtered_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
-                     ReorderBufferChange *change) {
-    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+// The common case: every change of the relation is sent as it is.
+void write_whole_change(LogicalDecodingContext *ctx, PluginState *state, const RelationInfo *info, Relation relation,
+                        ReorderBufferChange *change) {
     TupleDesc desc = RelationGetDescr(relation);
     ensure_scratch(state, desc->natts);
-    const int action = filtered_action(info, info->table, change, desc, state->values[0], state->nulls[0],
-                                       state->values[1], state->nulls[1]);
+    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
+    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
+    const int action = change->action;
+    ChangeRows rows;
+    if (newtuple && action != REORDER_BUFFER_CHANGE_DELETE) {
+        heap_deform_tuple(&newtuple->tuple, desc, state->values[0], state->nulls[0]);
+        rows.new_values = state->values[0];
+        rows.new_nulls = state->nulls[0];
+    }
+    if (oldtuple && info->identity != Identity::None && action != REORDER_BUFFER_CHANGE_INSERT) {
+        heap_deform_tuple(&oldtuple->tuple, desc, state->values[1], state->nulls[1]);
+        rows.old_values = state->values[1];
+        rows.old_nulls = state->nulls[1];
+    }
+    write_change(ctx, state, info, change->lsn, action, false, rows);
+}
+
+// Deforms `tuple` of `desc` into values/nulls of `natts` attributes, through
+// `map` (publications.hpp, Publishing::to_ancestor) when there is one.
+void deform_row(HeapTuple tuple, TupleDesc desc, const AttrMap *map, int natts, Datum *values, bool *nulls) {
+    if (map == nullptr) {
+        heap_deform_tuple(tuple, desc, values, nulls);
+        return;
+    }
+    auto *own_values = static_cast<Datum *>(palloc(sizeof(Datum) * desc->natts));
+    auto *own_nulls = static_cast<bool *>(palloc(sizeof(bool) * desc->natts));
+    heap_deform_tuple(tuple, desc, own_values, own_nulls);
+    for (int i = 0; i < natts; i++) {
+        const AttrNumber from = i < map->maplen ? map->attnums[i] : 0;
+        values[i] = from > 0 ? own_values[from - 1] : 0;
+        nulls[i] = from <= 0 || own_nulls[from - 1];
+    }
+}
+
+// The new row with the values of unchanged TOAST columns taken from the old
+// row where it has them (REPLICA IDENTITY FULL): what a filter judges, and
+// what an update sent as an insert carries (as in pgoutput). `values` itself
+// when nothing is taken.
+const Datum *with_old_toast_values(TupleDesc desc, const Datum *values, const bool *nulls, const Datum *old_values,
+                                   const bool *old_nulls) {
+    Datum *patched = nullptr;
+    for (int i = 0; i < desc->natts; i++) {
+        if (TupleDescAttr(desc, i)->attlen != -1 || nulls[i] || old_nulls[i])
+            continue;
+        if (!VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])) ||
+            VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(old_values[i])))
+            continue;
+        if (patched == nullptr) {
+            patched = static_cast<Datum *>(palloc(sizeof(Datum) * desc->natts));
+            std::memcpy(patched, values, sizeof(Datum) * desc->natts);
+        }
+        patched[i] = old_values[i];
+    }
+    return patched ? patched : values;
+}
+
+// A change that publications or the stream role's row security filter:
+// deformed (as the relation it is sent as), judged, then written as the
+// action the stream sends, if any.
+void selective_change(LogicalDecodingContext *ctx, PluginState *state, RelationInfo *info, Relation relation,
+                      ReorderBufferChange *change) {
+    RowFilter *published = nullptr;
+    Relation target = relation;
+    const RelationInfo *out = info;
+    const AttrMap *map = nullptr;
+    if (publications_given()) {
+        const Publishing &pub = info->publishing;
+        const int a = published_action(change->action);
+        if (!pub.actions[a])
+            return;
+        published = pub.filters[a];
+        if (pub.as_relid != RelationGetRelid(relation)) {
+            // publish_via_partition_root: sent as the ancestor, in its row type.
+            target = RelationIdGetRelation(pub.as_relid);
+            if (!RelationIsValid(target))
+                elog(ERROR, "could not open relation with OID %u", pub.as_relid);
+            out = relation_info(target);
+            map = pub.to_ancestor;
+        }
+    }
+    if (out->access == Access::None || state->end_lsn <= out->denied_before) {
+        if (target != relation)
+            RelationClose(target);
+        return;
+    }
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    TupleDesc desc = RelationGetDescr(relation);
+    TupleDesc out_desc = RelationGetDescr(target);
+    const int natts = out_desc->natts;
+    ensure_scratch(state, natts);
+    ReorderBufferTupleBuf *newtuple = change->data.tp.newtuple;
+    ReorderBufferTupleBuf *oldtuple = change->data.tp.oldtuple;
+    ChangeRows rows;
+    if (newtuple) {
+        deform_row(&newtuple->tuple, desc, map, natts, state->values[0], state->nulls[0]);
+        rows.new_values = state->values[0];
+        rows.new_nulls = state->nulls[0];
+    }
+    if (oldtuple) {
+        deform_row(&oldtuple->tuple, desc, map, natts, state->values[1], state->nulls[1]);
+        rows.old_values = state->values[1];
+        rows.old_nulls = state->nulls[1];
+    }
+    const Datum *judged_new = rows.new_values;
+    if (rows.new_values && rows.old_values)
+        judged_new = with_old_toast_values(out_desc, rows.new_values, rows.new_nulls, rows.old_values, rows.old_nulls);
+    const int action = judge_change(out, change->action, published, rows.new_values != nullptr, judged_new,
+                                    rows.new_nulls, rows.old_values != nullptr, rows.old_values, rows.old_nulls, natts);
     MemoryContextSwitchTo(old);
+    const bool converted = action != change->action;
+    if (action == REORDER_BUFFER_CHANGE_INSERT && converted)
+        rows.new_values = judged_new;
     if (action >= 0)
-        write_change(ctx, state, info, relation, change, action, true);
+        write_change(ctx, state, out, change->lsn, action, converted, rows);
     else
         MemoryContextReset(state->change_context);
+    if (target != relation)
+        RelationClose(target);
 }
 
 // Broadcast mode: the change's body ({"type":"change",... "xid":..,"lsn":".."
@@ -463,13 +585,11 @@ void decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation rel
     RelationInfo *info = relation_info(relation);
     // The common case costs these tests of one cached entry; a change left
     // out opens no message, so a transaction left with none sends nothing.
-    if (info->access != Access::All || info->denied_before != InvalidXLogRecPtr) {
-        if (info->access == Access::None || state->end_lsn <= info->denied_before)
-            return;
-        if (info->access == Access::Filtered)
-            return filtered_change(ctx, state, info, relation, change);
-    }
-    write_change(ctx, state, info, relation, change, change->action, false);
+    if (publications_given() || info->access != Access::All || info->denied_before != InvalidXLogRecPtr)
+        return selective_change(ctx, state, info, relation, change);
+    MemoryContext old = MemoryContextSwitchTo(state->change_context);
+    write_whole_change(ctx, state, info, relation, change);
+    MemoryContextSwitchTo(old);
 }
 
 void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelations, Relation relations[],
@@ -483,6 +603,11 @@ void decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *, int nrelat
     MemoryContext old = MemoryContextSwitchTo(state->change_context);
     for (int i = 0; i < nrelations; i++) {
         RelationInfo *info = relation_info(relations[i]);
+        // Publications: one that publishes truncates, and a partition only
+        // when it is not sent as its root (the root's own truncate is).
+        if (publications_given() &&
+            (!info->publishing.actions[kPublishTruncate] || info->publishing.as_relid != info->relid))
+            continue;
         // A truncate shows no row: sent to a role that may SELECT the table,
         // with or without row security.
         if (info->access == Access::None || state->end_lsn <= info->denied_before)

@@ -40,6 +40,13 @@ void invalidate_access(Datum, int, uint32) {
 // forget everything (renames are rare; pgoutput does the same).
 void invalidate_all(Datum, int, uint32) { invalidate(0, InvalidOid); }
 
+// A publication created, altered or dropped: read them again, and decide
+// again what they send of every relation (pgoutput does the same).
+void invalidate_publications(Datum, int, uint32) {
+    forget_publications();
+    invalidate(0, InvalidOid);
+}
+
 void ensure_cache() {
     if (cache)
         return;
@@ -52,6 +59,9 @@ void ensure_cache() {
     CacheRegisterRelcacheCallback(invalidate, 0);
     CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, 0);
     CacheRegisterSyscacheCallback(TYPEOID, invalidate_all, 0);
+    CacheRegisterSyscacheCallback(PUBLICATIONOID, invalidate_publications, 0);
+    CacheRegisterSyscacheCallback(PUBLICATIONRELMAP, invalidate_all, 0);
+    CacheRegisterSyscacheCallback(PUBLICATIONNAMESPACEMAP, invalidate_all, 0);
     CacheRegisterSyscacheCallback(AUTHOID, invalidate_access, 0);
     CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, invalidate_access, 0);
 }
@@ -126,6 +136,13 @@ void build(RelationInfo *info, Relation relation) {
         key_attrs = RelationGetIdentityKeyBitmap(relation);
         info->identity = bms_is_empty(key_attrs) ? Identity::None : Identity::Key;
     }
+    info->identity_attrs = info->identity == Identity::Key ? key_attrs : nullptr;
+    // What the stream's publications send of it: only the columns of their
+    // column list are listed below.
+    std::memset(&info->publishing, 0, sizeof info->publishing);
+    if (publications_given())
+        decide_publishing(relation, info->context, &info->publishing);
+    const Bitmapset *column_list = info->publishing.columns;
 
     info->columns = static_cast<Column *>(palloc0(sizeof(Column) * desc->natts));
     info->key_columns = static_cast<int *>(palloc0(sizeof(int) * desc->natts));
@@ -138,7 +155,7 @@ void build(RelationInfo *info, Relation relation) {
     int n = 0, nkeys = 0, n_wal2json = 0, nkeys_wal2json = 0;
     for (int i = 0; i < desc->natts; i++) {
         Form_pg_attribute attr = TupleDescAttr(desc, i);
-        if (attr->attisdropped)
+        if (attr->attisdropped || (column_list && !bms_is_member(attr->attnum, column_list)))
             continue;
         // Stored generated columns: wal2json lists them, the default format does not.
         Column *col = &info->wal2json_columns[n_wal2json];
@@ -200,8 +217,8 @@ void build_access(RelationInfo *info, Relation relation) {
     bool *key_attr = nullptr;
     if (info->identity == Identity::Key) {
         key_attr = static_cast<bool *>(MemoryContextAllocZero(info->access_context, sizeof(bool) * desc->natts));
-        for (int k = 0; k < info->nkeys; k++)
-            key_attr[info->columns[info->key_columns[k]].attnum - 1] = true;
+        for (int i = 0; i < desc->natts; i++)
+            key_attr[i] = bms_is_member(i + 1 - FirstLowInvalidHeapAttributeNumber, info->identity_attrs);
     }
     info->access = decide_access(relation, info->access_context, key_attr, &info->filter);
     // The current catalogs were checked when the WAL first named the table;

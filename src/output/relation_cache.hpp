@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "pg/pg.hpp"
+#include "output/publications.hpp"
 #include "output/row_access.hpp"
 #include "output/value_writer.hpp"
 
@@ -42,6 +43,10 @@ struct RelationInfo {
     const char *schema;
     const char *table;
     Identity identity;
+    Bitmapset *identity_attrs;  // replica identity key columns (attnum - FirstLowInvalidHeapAttributeNumber)
+    // With publications (publications.hpp): what they send of this
+    // relation. The column list is applied to the columns below.
+    Publishing publishing;
     int ncolumns;
     Column *columns;
     int nkeys;

@@ -49,7 +49,8 @@ constexpr long kErrorLogIntervalMs = 10000;
 // what it held and is only logged (rate limited): a policy must never stop the
 // stream. Returns false when body raised an error. Allocations body makes stay
 // in the caller's memory context. No C++ objects live in this frame.
-bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const char *table, const char *what) {
+bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const char *table, const char *what,
+                         const char *filter_kind) {
     // current_user in a policy is the client's role; nothing it runs may
     // change the session (SECURITY_RESTRICTED_OPERATION).
     ErrorData *edata = pg::run_as_role(as_role, body, arg, pg::OnSuccess::Commit);
@@ -59,8 +60,8 @@ bool run_as_role_guarded(Oid as_role, void (*body)(void *), void *arg, const cha
     if (TimestampDifferenceExceeds(last_error_log, now, kErrorLogIntervalMs)) {
         last_error_log = now;
         const char *role_name = GetUserNameFromId(as_role, true);
-        ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its row security policies failed for role %s: %s",
-                             what, table, role_name ? role_name : "(dropped)", edata->message)));
+        ereport(LOG, (errmsg("pgcdcws: %s of table \"%s\" was left out: its %s failed for role %s: %s",
+                             what, table, filter_kind, role_name ? role_name : "(dropped)", edata->message)));
     }
     FreeErrorData(edata);
     return false;
@@ -547,21 +548,12 @@ void evaluate_filter(void *arg) {
 
 }  // namespace
 
-namespace {
-
-// The row filter of a role subject to row security on `relation`; Access
-// None when a policy cannot be evaluated or prepared here.
-Access build_row_filter(Oid as_role, Relation relation, MemoryContext context, const bool *key_attr,
-                        RowFilter **filter) {
+RowFilter *make_row_filter(Oid as_role, Relation relation, Expr *qual, MemoryContext context, const bool *key_attr,
+                           const char *kind) {
     MemoryContext old = MemoryContextSwitchTo(context);
-    bool evaluable = false;
-    Expr *qual = combined_policy_qual(relation, as_role, &evaluable);
-    if (!evaluable) {
-        MemoryContextSwitchTo(old);
-        return Access::None;
-    }
     auto *f = static_cast<RowFilter *>(palloc0(sizeof(RowFilter)));
     f->role = as_role;
+    f->kind = kind;
     Bitmapset *attrs = nullptr;
     (void)collect_attrs(reinterpret_cast<Node *>(qual), &attrs);
     f->attrs = static_cast<AttrNumber *>(palloc(sizeof(AttrNumber) * (bms_num_members(attrs) + 1)));
@@ -576,18 +568,31 @@ Access build_row_filter(Oid as_role, Relation relation, MemoryContext context, c
     // resource owner would have to release.
     TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(relation));
     f->slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
-    // Constant folding evaluates the policy's immutable calls, and
+    // Constant folding evaluates the expression's immutable calls, and
     // ExecInitExpr checks EXECUTE on its functions: both can fail (1/0 in a
     // policy, a revoked EXECUTE), so like evaluation they run as the client's
-    // role, guarded. A policy that cannot be prepared leaves the table out.
+    // role, guarded. A filter that cannot be prepared is none.
     InitFilter init{f, qual};
     const bool prepared =
-        run_as_role_guarded(as_role, init_filter_expr, &init, RelationGetRelationName(relation), "every change");
+        run_as_role_guarded(as_role, init_filter_expr, &init, RelationGetRelationName(relation), "every change", kind);
     MemoryContextSwitchTo(old);
-    if (!prepared)
+    return prepared ? f : nullptr;
+}
+
+namespace {
+
+// The row filter of a role subject to row security on `relation`; Access
+// None when a policy cannot be evaluated or prepared here.
+Access build_row_filter(Oid as_role, Relation relation, MemoryContext context, const bool *key_attr,
+                        RowFilter **filter) {
+    MemoryContext old = MemoryContextSwitchTo(context);
+    bool evaluable = false;
+    Expr *qual = combined_policy_qual(relation, as_role, &evaluable);
+    MemoryContextSwitchTo(old);
+    if (!evaluable)
         return Access::None;
-    *filter = f;
-    return Access::Filtered;
+    *filter = make_row_filter(as_role, relation, qual, context, key_attr, "row security policies");
+    return *filter ? Access::Filtered : Access::None;
 }
 
 }  // namespace
@@ -650,7 +655,7 @@ bool row_visible(RowFilter *filter, const char *table, const Datum *values, cons
     // An ERROR (a failed cast, a division by zero) leaves just this change out.
     Evaluation evaluation{filter->expr, false};
     const bool visible =
-        run_as_role_guarded(filter->role, evaluate_filter, &evaluation, table, "a change") && evaluation.visible;
+        run_as_role_guarded(filter->role, evaluate_filter, &evaluation, table, "a change", filter->kind) && evaluation.visible;
     ResetExprContext(expr_context);
     ExecClearTuple(slot);
     return visible;

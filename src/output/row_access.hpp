@@ -18,9 +18,11 @@ enum class Access : std::uint8_t {
     None,      // nothing of the relation is sent
 };
 
-// The combined USING expression of the role's SELECT policies, ready to run.
+// An expression over a relation's row, ready to run: the combined USING
+// expression of a role's SELECT policies, or a publication's row filter.
 struct RowFilter {
-    Oid role;  // whose policies, evaluated as that role
+    Oid role;  // evaluated as that role
+    const char *kind;  // for log lines: "row security policies", "publication row filter"
     ExprState *expr;
     TupleTableSlot *slot;  // virtual slot of the relation's row type
     int nattrs;
@@ -88,6 +90,14 @@ Access decide_access(Relation relation, MemoryContext context, const bool *key_a
 // denied_before), which only the stream role has.
 Access decide_role_access(Oid role, Relation relation, MemoryContext context, const bool *key_attr,
                           RowFilter **filter);
+
+// A filter of `qual` (an expression over the relation's row, Vars of
+// varno 1) evaluated as `as_role`, prepared in `context` as that role in a
+// security-restricted operation (row_visible() evaluates it); nullptr when
+// it cannot be prepared (the ERROR is logged, rate-limited). key_attr as for
+// decide_access().
+RowFilter *make_row_filter(Oid as_role, Relation relation, Expr *qual, MemoryContext context, const bool *key_attr,
+                           const char *kind);
 
 bool row_visible(RowFilter *filter, const char *table, const Datum *values, const bool *nulls, int natts);
 

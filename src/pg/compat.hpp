@@ -26,3 +26,10 @@
 // listed in output_plugin_libraries. Probed at run time by name (GetConfigOption)
 // so one build works on every minor release.
 #define PGCDCWS_OUTPUT_PLUGIN_LIBRARIES_GUC "output_plugin_libraries"
+
+// build_attrmap_by_name_if_req gained `missing_ok` in 16.
+#if PG_VERSION_NUM >= 160000
+#define PGCDCWS_ATTRMAP_BY_NAME_IF_REQ(in, out) build_attrmap_by_name_if_req((in), (out), false)
+#else
+#define PGCDCWS_ATTRMAP_BY_NAME_IF_REQ(in, out) build_attrmap_by_name_if_req((in), (out))
+#endif
