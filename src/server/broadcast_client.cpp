@@ -22,6 +22,12 @@ constexpr std::size_t kBatchBytes = 64 * 1024;
 // to its own frames: replies to its messages, subscribed, gap and error frames
 // still fit while a burst of changes keeps the queue full.
 constexpr std::size_t kMaxReplyReserveBytes = 64 * 1024;
+// Bytes written after a poll() found the socket with room before the next
+// poll(): a socket that poll() calls writable has at least a third of its
+// send buffer (16 kB unless the kernel is short of memory) free, so a few
+// small frames (the usual flush at a steady rate: one frame of a few hundred
+// bytes) go without a poll() each, which cost as much as the send() itself.
+constexpr std::size_t kUnpolledBytes = 2048;
 // A close frame carries at most 123 bytes of reason.
 constexpr std::size_t kMaxCloseReason = 123;
 
@@ -110,10 +116,25 @@ void BroadcastClient::note_written(std::uint64_t now_ms) {
     }
 }
 
+bool BroadcastClient::socket_has_room(std::size_t next_bytes) {
+    if (lws_partial_buffered(wsi_))
+        return false;  // lws holds an unsent rest: it goes first
+    if (unpolled_bytes_ + next_bytes <= kUnpolledBytes)
+        return true;
+    if (lws_send_pipe_choked(wsi_))
+        return false;
+    unpolled_bytes_ = 0;
+    return true;
+}
+
 int BroadcastClient::flush(std::uint64_t now_ms, std::vector<unsigned char> &batch) {
     std::size_t sent = 0;
-    while (sent < kMaxBytesPerFlush && close_code_ == 0 && !queue_.empty() && !lws_send_pipe_choked(wsi_)) {
-        if (queue_.frames() == 1 || queue_.front()->size() > kBatchBytes / 2) {
+    while (sent < kMaxBytesPerFlush && close_code_ == 0 && !queue_.empty()) {
+        const bool alone = queue_.frames() == 1 || queue_.front()->size() > kBatchBytes / 2;
+        // At most what the next write sends: the frame, or a batch.
+        if (!socket_has_room(alone ? queue_.front()->size() : std::min(queue_.bytes(), kBatchBytes)))
+            break;
+        if (alone) {
             // Alone, in place: lws writes the header into the frame's headroom.
             // The reference keeps the bytes alive across lws_write, which
             // copies what the socket does not take.
@@ -123,6 +144,7 @@ int BroadcastClient::flush(std::uint64_t now_ms, std::vector<unsigned char> &bat
             if (lws_write(wsi_, frame->payload(), size, LWS_WRITE_TEXT) < static_cast<int>(size))
                 return -1;
             sent += size;
+            unpolled_bytes_ += size;
             continue;
         }
         // Several whole frames, each with its header, in one write. lws sends
@@ -142,6 +164,7 @@ int BroadcastClient::flush(std::uint64_t now_ms, std::vector<unsigned char> &bat
         if (lws_write(wsi_, batch.data() + LWS_PRE, size, LWS_WRITE_HTTP) < static_cast<int>(size))
             return -1;
         sent += size;
+        unpolled_bytes_ += size;
     }
     return 0;
 }

@@ -76,7 +76,7 @@ public:
     // share per call (kMaxBytesPerFlush). Frames up to kBatchBytes leave
     // together: framed into `batch` (the caller's scratch, LWS_PRE bytes in
     // front) and written with one send(). Stops once the socket is choked
-    // (poll(), once per write): lws then rarely holds an unsent rest, which it
+    // (socket_has_room): lws then rarely holds an unsent rest, which it
     // handles badly (a client's close frame behind it is answered with a plain
     // kill; no close frame of ours follows it). Returns -1 when the socket failed.
     int flush(std::uint64_t now_ms, std::vector<unsigned char> &batch);
@@ -132,6 +132,11 @@ public:
 private:
     // A queued frame (the front of lsns_) went to the socket.
     void note_written(std::uint64_t now_ms);
+    // Whether the socket takes `next_bytes` more without lws keeping a rest:
+    // lws holds none, and a poll() (at most every kUnpolledBytes written)
+    // found room.
+    bool socket_has_room(std::size_t next_bytes);
+    std::size_t unpolled_bytes_ = SIZE_MAX / 2;  // no poll() yet
 
     struct lws *wsi_;
     Identity identity_;
