@@ -263,8 +263,7 @@ def test_http_init_with_publication(cluster, pubs):
 
 # ------------------------------------------------------------------- end to end
 def test_stream_follows_for_table_publication(cluster, pubs):
-    """NEEDS THE OUTPUT PLUGIN'S PUBLICATION SUPPORT (option publication-names, issue 9):
-    until it lands the decoder refuses the option and this test fails. A stream with
+    """The server's list reaches the output plugin (option publication-names): a stream with
     publication=pp_pub (FOR TABLE pp_one) gets pp_one's changes and nothing of pp_two; a
     slot whose default is pp_pub streams the same without the parameter."""
     slot = "pp_e2e"
