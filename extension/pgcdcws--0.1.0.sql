@@ -2,12 +2,12 @@
 \echo Use "CREATE EXTENSION pgcdcws" to load this file. \quit
 
 CREATE FUNCTION cdc_init(slot_name text DEFAULT NULL, temporary boolean DEFAULT false,
-                         snapshot boolean DEFAULT true)
+                         snapshot boolean DEFAULT true, publication text DEFAULT NULL)
 RETURNS TABLE(slot_name text, lsn pg_lsn, snapshot_name text)
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_init'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT;
-COMMENT ON FUNCTION cdc_init(text, boolean, boolean) IS
-  'Create a pgcdcws logical slot and (unless snapshot => false) export a snapshot consistent with its start LSN';
+COMMENT ON FUNCTION cdc_init(text, boolean, boolean, text) IS
+  'Create a pgcdcws logical slot and (unless snapshot => false) export a snapshot consistent with its start LSN; publication: the slot''s default publications';
 
 CREATE FUNCTION cdc_ack(slot_name text, lsn pg_lsn)
 RETURNS pg_lsn
@@ -19,7 +19,7 @@ COMMENT ON FUNCTION cdc_ack(text, pg_lsn) IS
 CREATE FUNCTION cdc_slots()
 RETURNS TABLE(slot_name text, temporary boolean, active boolean, client_addr inet,
               confirmed_flush_lsn pg_lsn, restart_lsn pg_lsn, retained_wal_bytes numeric,
-              snapshot_name text, snapshot_held_since timestamptz)
+              snapshot_name text, snapshot_held_since timestamptz, publication text)
 AS 'MODULE_PATHNAME', 'pgcdcws_cdc_slots'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cdc_slots() IS 'The pgcdcws slots of this database and their stream clients';

@@ -30,3 +30,37 @@ SELECT * FROM cdc_init('regress_init');
 SELECT * FROM cdc_init('Bad-Name!');
 SELECT * FROM cdc_init(repeat('x', 64));
 SELECT * FROM cdc_init('');
+
+-- A default publication list: read as pgoutput's publication_names (unquoted
+-- names fold to lower case), every publication must exist; cdc_slots() shows it.
+CREATE PUBLICATION regress_pub FOR TABLE snap_t;
+CREATE PUBLICATION "Regress Pub" FOR ALL TABLES;
+SELECT slot_name FROM cdc_init('regress_pub_slot', snapshot => false, publication => ' REGRESS_PUB , "Regress Pub"');
+SELECT slot_name, publication FROM cdc_slots() WHERE slot_name IN ('regress_pub_slot', 'regress_temp') ORDER BY 1;
+SELECT slot_name FROM cdc_init('regress_pub_null', snapshot => false, publication => NULL);
+SELECT slot_name, publication IS NULL AS no_publication FROM cdc_slots() WHERE slot_name = 'regress_pub_null';
+SELECT cdc_drop('regress_pub_null');
+-- Refused: bad syntax (22023), a publication that does not exist (42704); no slot is made.
+SELECT * FROM cdc_init('regress_pub_bad', publication => 'a,,b');
+SELECT * FROM cdc_init('regress_pub_bad', publication => '"regress_pub');
+SELECT * FROM cdc_init('regress_pub_bad', publication => '  ');
+SELECT * FROM cdc_init('regress_pub_bad', publication => 'my pub');
+SELECT * FROM cdc_init('regress_pub_bad', publication => repeat('p', 64));
+SELECT * FROM cdc_init('regress_pub_bad', publication => 'regress_pub, no_such_pub');
+SELECT * FROM cdc_init('regress_pub_bad', publication => '"REGRESS_PUB"');
+DO $$
+BEGIN
+  PERFORM cdc_init('regress_pub_bad', publication => '"');
+EXCEPTION WHEN invalid_parameter_value THEN
+  RAISE NOTICE 'invalid_parameter_value: %', SQLERRM;
+END $$;
+DO $$
+BEGIN
+  PERFORM cdc_init('regress_pub_bad', publication => 'no_such_pub');
+EXCEPTION WHEN undefined_object THEN
+  RAISE NOTICE 'undefined_object: %', SQLERRM;
+END $$;
+SELECT count(*) AS refused_slots FROM pg_replication_slots WHERE slot_name = 'regress_pub_bad';
+-- The slot keeps its default after the publications go (a stream then gets 404).
+DROP PUBLICATION regress_pub, "Regress Pub";
+SELECT slot_name, publication FROM cdc_slots() WHERE slot_name = 'regress_pub_slot';

@@ -3,7 +3,7 @@ SELECT 'ok' FROM cdc_init('regress_slots_a');
 SELECT slot_name, temporary, active, client_addr,
        confirmed_flush_lsn IS NOT NULL AS has_confirmed,
        restart_lsn IS NOT NULL AS has_restart,
-       retained_wal_bytes >= 0 AS retained_ok
+       retained_wal_bytes >= 0 AS retained_ok, publication
   FROM cdc_slots() WHERE slot_name LIKE 'regress_%' ORDER BY slot_name;
 
 -- Slots of other plugins are not listed.

@@ -255,6 +255,12 @@ void stream(const char *slot_name) {
     if (self.channel->message_prefixes[0] != '\0')
         options = lappend(options, makeDefElem(pstrdup("add-msg-prefixes"),
                                                (Node *)makeString(pstrdup(self.channel->message_prefixes)), -1));
+    // publication= of the stream URL, or the slot's default (cdc_init()):
+    // checked by the server, and already in the text form of pgoutput's
+    // publication_names (every name quoted).
+    if (self.channel->publications[0] != '\0')
+        options = lappend(options, makeDefElem(pstrdup("publication-names"),
+                                               (Node *)makeString(pstrdup(self.channel->publications)), -1));
     // format= of the stream URL.
     if (self.channel->format == protocol::StreamFormat::Wal2jsonV2)
         options = lappend(options, makeDefElem(pstrdup("format-version"), (Node *)makeString(pstrdup("2")), -1));

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "protocol/lsn.hpp"
+#include "protocol/publication_names.hpp"
 #include "protocol/rapidjson_config.hpp"
 #include "protocol/slot_name.hpp"
 #include "protocol/utf8.hpp"
@@ -90,10 +91,20 @@ ParsedInitRequest parse_init_request(const char *data, std::size_t length) {
             if (!m->value.IsBool())
                 return invalid("\"" + std::string(name) + "\" must be true or false");
             (name == "temporary" ? out.request.temporary : out.request.snapshot) = m->value.GetBool();
+        } else if (name == "publication") {
+            if (m->value.IsNull())
+                continue;  // none, as cdc_init(publication => NULL)
+            if (!m->value.IsString())
+                return invalid("\"publication\" must be a string (publication names separated by commas) or null");
+            char canonical[kMaxPublicationListBytes + 1];
+            const std::string_view text(m->value.GetString(), m->value.GetStringLength());
+            if (const char *why = publication_list_write(text, PublicationQuoting::Always, canonical))
+                return invalid(std::string("invalid publication: ") + why);
+            out.request.publications = canonical;
         } else {
             return invalid(valid_utf8(name) && name.size() <= 64
-                               ? "unknown field \"" + std::string(name) + "\" (fields: slotName, temporary, snapshot)"
-                               : std::string("unknown field (fields: slotName, temporary, snapshot)"));
+                               ? "unknown field \"" + std::string(name) + "\" (fields: slotName, temporary, snapshot, publication)"
+                               : std::string("unknown field (fields: slotName, temporary, snapshot, publication)"));
         }
     }
     out.ok = true;

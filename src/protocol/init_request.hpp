@@ -1,5 +1,5 @@
 // The body of POST /v1/init (docs/PROTOCOL.md, "Creating a slot over HTTP"):
-//   {"slotName": "s", "temporary": false, "snapshot": true}
+//   {"slotName": "s", "temporary": false, "snapshot": true, "publication": "a,b"}
 // every member optional; an empty body is {}. Pure function: no Postgres headers,
 // unit-tested (test/unit/test_init_request.cpp) and fuzzed (test/fuzz/fuzz_protocol.cpp).
 #pragma once
@@ -18,6 +18,9 @@ struct InitRequest {
     std::string slot_name;       // valid per slot_name_error when has_slot_name
     bool temporary = false;
     bool snapshot = true;
+    // The slot's default publications, as cdc_init()'s publication argument:
+    // a canonical list (protocol/publication_names.hpp); empty for none.
+    std::string publications;
 };
 
 struct ParsedInitRequest {

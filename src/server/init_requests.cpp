@@ -113,7 +113,8 @@ int InitRequests::start(struct lws *wsi, Client &client) {
     try {
         pg::guarded([&] {
             ok = bridge::start_init(client.role, req.has_slot_name ? req.slot_name.c_str() : nullptr, req.temporary,
-                                    req.snapshot, &started, &refusal);
+                                    req.snapshot, req.publications.empty() ? nullptr : req.publications.c_str(),
+                                    &started, &refusal);
         });
     } catch (const pg::Error &e) {
         clients_.erase(wsi);

@@ -11,6 +11,7 @@
 #include "shmem/broadcast_area.hpp"
 #include "shmem/channel.hpp"
 #include "shmem/state.hpp"
+#include "slots/publications.hpp"
 #include "slots/slots.hpp"
 #include "snapshot/init.hpp"
 #include "snapshot/worker.hpp"
@@ -250,8 +251,24 @@ Oid slot_role(const char *slot_name) {
     return owner != InvalidOid ? owner : BOOTSTRAP_SUPERUSERID;
 }
 
+namespace {
+
+// 404 when a publication of `list` does not exist. In a transaction of its
+// own, after the slot privilege check: others cannot probe for publication
+// names (which pg_publication shows every role anyway).
+bool publications_exist(const char *list, Refusal *refusal) {
+    char missing[NAMEDATALEN];
+    bool found_missing = false;
+    in_transaction([&] { found_missing = slots::find_missing_publication(list, missing); });
+    if (found_missing)
+        refuse(refusal, 404, "publication \"%s\" does not exist", missing);
+    return !found_missing;
+}
+
+}  // namespace
+
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
-                const char *message_prefixes, protocol::StreamFormat format) {
+                const char *message_prefixes, const char *publications, protocol::StreamFormat format) {
     if (!slots::plugin_allowed()) {
         refuse(refusal, 503, "%s", "pgcdcws is not listed in output_plugin_libraries; add it there and reload");
         return -1;
@@ -267,6 +284,23 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
                slot_name);
         return -1;
     }
+    // publication= of the URL, else the slot's default (cdc_init()), else every table.
+    char slot_default[protocol::kMaxPublicationListBytes + 1];
+    if (publications == nullptr) {
+        switch (slots::default_publications(slot_name, protocol::PublicationQuoting::Always, slot_default)) {
+        case slots::DefaultPublications::None:
+            break;
+        case slots::DefaultPublications::Set:
+            publications = slot_default;
+            break;
+        case slots::DefaultPublications::Unreadable:
+            refuse(refusal, 500, "the default publication of replication slot \"%s\" is unreadable (see the "
+                                 "file pgcdcws.publication in its directory)", slot_name);
+            return -1;
+        }
+    }
+    if (publications != nullptr && !publications_exist(publications, refusal))
+        return -1;
 
     // Trust mode: the stream runs as the role that called cdc_init(); a slot
     // pgcdcws did not create has no owner and is superuser-only.
@@ -300,7 +334,7 @@ int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal
     if (index >= 0) {
         wait_for_previous = slot_has_other_channel_locked(slot_name, index);
         (void)shmem::allocate_channel_locked(index, slot_name, client_addr, role, info.confirmed_flush,
-                                            message_prefixes, format);
+                                            message_prefixes, publications, format);
     }
     LWLockRelease(st->lock);
     if (index < 0) {
@@ -417,8 +451,8 @@ bool submit_snapshot_query(int index, std::uint32_t generation, const SnapshotQu
     return true;
 }
 
-bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
-                Refusal *refusal) {
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, const char *publications,
+                InitStarted *out, Refusal *refusal) {
     if (!may_create_slots(role)) {
         refuse(refusal, 403, "%s",
                "permission denied to create a replication slot: the role needs REPLICATION (or superuser)");
@@ -429,6 +463,8 @@ bool start_init(Oid role, const char *slot_name, bool temporary, bool export_sna
         return false;
     }
     CheckLogicalDecodingRequirements();
+    if (publications != nullptr && !publications_exist(publications, refusal))
+        return false;
     if (slot_name)
         strlcpy(out->slot_name, slot_name, sizeof out->slot_name);
     else
@@ -438,7 +474,7 @@ bool start_init(Oid role, const char *slot_name, bool temporary, bool export_sna
         refuse(refusal, 409, "replication slot \"%s\" already exists", out->slot_name);
         return false;
     }
-    out->index = snapshot::allocate_entry(out->slot_name, temporary, export_snapshot, role);
+    out->index = snapshot::allocate_entry(out->slot_name, temporary, export_snapshot, role, publications);
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     out->handle = snapshot::launch(out->index);
     MemoryContextSwitchTo(old);

@@ -57,9 +57,11 @@ Oid slot_role(const char *slot_name);
 // channel index (>= 0); otherwise fills `refusal`. The stream shows what
 // `role` may SELECT; InvalidOid means the slot's owner (trust mode).
 // `message_prefixes`: the messages= prefix list (nullptr: every message);
+// `publications`: the publication= list, canonical (nullptr: the slot's
+// default, if it has one; else every table), each of which must exist (404);
 // `format`: the format= of the stream.
 int open_stream(const char *slot_name, const char *client_addr, Refusal *refusal, Oid role,
-                const char *message_prefixes, protocol::StreamFormat format);
+                const char *message_prefixes, const char *publications, protocol::StreamFormat format);
 
 // The client is gone: the decoder releases the slot and exits; the channel is
 // freed by housekeeping once the decoder has stopped.
@@ -94,15 +96,17 @@ bool snapshot_alive(int entry, std::uint32_t generation);
 
 // POST/GET /v1/init: starts creating a slot owned by `role` (as cdc_init() does,
 // without waiting). slot_name nullptr: a generated name. On success fills *out
-// and returns true; otherwise fills `refusal` (403 without REPLICATION, 409 the
-// slot exists, 503 limits). May ERROR (pg::Error: see the caller's mapping).
+// and returns true; otherwise fills `refusal` (403 without REPLICATION, 404 a
+// publication that does not exist, 409 the slot exists, 503 limits).
+// `publications`: the slot's default publications, a canonical list (nullptr:
+// none). May ERROR (pg::Error: see the caller's mapping).
 struct InitStarted {
     int index;
     BackgroundWorkerHandle *handle;
     char slot_name[NAMEDATALEN];
 };
-bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, InitStarted *out,
-                Refusal *refusal);
+bool start_init(Oid role, const char *slot_name, bool temporary, bool export_snapshot, const char *publications,
+                InitStarted *out, Refusal *refusal);
 
 // GET /ws and {"subscribe": ...} (docs/PROTOCOL.md "Subscribing: what the server
 // checks"): resolves `query` as `role` in one short transaction, inside a

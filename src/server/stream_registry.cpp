@@ -9,6 +9,7 @@
 #include "pg/guard.hpp"
 #include "protocol/browser_policy.hpp"
 #include "protocol/message_prefixes.hpp"
+#include "protocol/publication_names.hpp"
 #include "protocol/stream_format.hpp"
 #include "protocol/slot_name.hpp"
 #include "server/http_io.hpp"
@@ -73,6 +74,9 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
     const protocol::StreamFormatParameter format = protocol::stream_format_from_query(query_of(wsi));
     if (!format.ok)
         return refuse(wsi, refuse_in_band, 400, format.error);
+    const protocol::PublicationParameter publications = protocol::publications_from_query(query_of(wsi));
+    if (!publications.ok)
+        return refuse(wsi, refuse_in_band, 400, publications.error);
     const std::string addr = peer_address(wsi);
 
     // Before the slot is looked up, so that others cannot tell which slots exist.
@@ -84,10 +88,11 @@ int StreamRegistry::open(struct lws *wsi, const Identity &identity, bool refuse_
     }
     bridge::Refusal refusal;
     int channel = -1;
-    // Trust mode: InvalidOid, the slot's owner.
+    // Trust mode: InvalidOid, the slot's owner. Unknown publications: 404, after the 403 above.
     pg::guarded([&] {
         channel = bridge::open_stream(slot, addr.c_str(), &refusal, identity.role,
-                                      messages.list ? messages.list->c_str() : nullptr, format.format);
+                                      messages.list ? messages.list->c_str() : nullptr,
+                                      publications.list ? publications.list->c_str() : nullptr, format.format);
     });
     if (channel < 0)
         return refuse(wsi, refuse_in_band, refusal.status, refusal.message);

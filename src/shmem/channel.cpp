@@ -3,6 +3,7 @@
 #include "shmem/channel.hpp"
 
 #include "protocol/message_prefixes.hpp"
+#include "protocol/publication_names.hpp"
 
 namespace pgcdcws::shmem {
 
@@ -10,6 +11,10 @@ namespace {
 
 static_assert(sizeof(Channel::message_prefixes) == protocol::kMaxMessagePrefixListBytes + 1,
               "a channel holds the longest messages= list");
+static_assert(sizeof(Channel::publications) == protocol::kMaxPublicationListBytes + 1,
+              "a channel holds the longest publication list");
+static_assert(sizeof(SnapshotEntry::publications) == protocol::kMaxPublicationListBytes + 1,
+              "a snapshot entry holds the longest publication list");
 
 void set_status(Channel *ch, DecoderStatus status) {
     ch->decoder_status.store(static_cast<std::uint32_t>(status), std::memory_order_release);
@@ -19,7 +24,7 @@ void set_status(Channel *ch, DecoderStatus status) {
 
 std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
                                       std::uint64_t confirmed_lsn, const char *message_prefixes,
-                                      protocol::StreamFormat format) {
+                                      const char *publications, protocol::StreamFormat format) {
     Channel *ch = channel(index);
     ch->in_use = true;
     const std::uint32_t generation = ++ch->generation;
@@ -27,6 +32,7 @@ std::uint32_t allocate_channel_locked(int index, const char *slot_name, const ch
     strlcpy(ch->client_addr, client_addr, sizeof ch->client_addr);
     ch->role = role;
     strlcpy(ch->message_prefixes, message_prefixes ? message_prefixes : "", sizeof ch->message_prefixes);
+    strlcpy(ch->publications, publications ? publications : "", sizeof ch->publications);
     ch->format = format;
     ch->stop_requested.store(false);
     ch->drop_requested.store(false);

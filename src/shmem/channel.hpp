@@ -14,11 +14,12 @@ namespace pgcdcws::shmem {
 // Server: reserves channel `index` for a new stream of `slot_name`. Caller
 // holds the lock and has checked the channel is free. Returns its generation.
 // `role` is the client's role, whose privileges decide what the stream shows;
-// `message_prefixes` the logical messages it keeps (nullptr: all), `format`
-// its output format.
+// `message_prefixes` the logical messages it keeps (nullptr: all),
+// `publications` the publications it follows (a canonical list; nullptr: every
+// table), `format` its output format.
 std::uint32_t allocate_channel_locked(int index, const char *slot_name, const char *client_addr, Oid role,
                                       std::uint64_t confirmed_lsn, const char *message_prefixes,
-                                      protocol::StreamFormat format);
+                                      const char *publications, protocol::StreamFormat format);
 
 // Server: frees the channel (its client and decoder are both gone). A stream
 // that never got a decoder is reported as Exited to anyone waiting on it.

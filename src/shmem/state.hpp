@@ -31,6 +31,10 @@ struct Channel {
     // The stream's messages= prefix list (protocol/message_prefixes.hpp), ""
     // for every logical message; set at allocation.
     char message_prefixes[1024 + 1];
+    // The publications the stream follows, in canonical form
+    // (protocol/publication_names.hpp: kMaxPublicationListBytes + 1), "" for
+    // every table; set at allocation.
+    char publications[2 * 1024 + 3 * 64];
     protocol::StreamFormat format;  // the stream's format= (set at allocation)
 
     // Server -> decoder.
@@ -105,6 +109,9 @@ struct SnapshotEntry {
     TimestampTz held_since;
     TimestampTz last_used;  // last HTTP read or cdc_snapshot() call (pgcdcws.snapshot_idle_timeout)
     bool export_snapshot;   // false for cdc_init(snapshot => false)
+    // cdc_init(publication => ...): the slot's default publications in
+    // canonical form, "" for none; the worker marks the slot with them.
+    char publications[2 * 1024 + 3 * 64];
     SnapshotEnd end_reason;
     TimestampTz ended_at;
     int error_code;

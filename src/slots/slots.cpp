@@ -23,6 +23,7 @@ namespace {
 // files; pg_basebackup and pg_rewind skip the directory's contents.
 constexpr const char *kOwnerFile = "pgcdcws.owner";
 constexpr const char *kTemporaryFile = "pgcdcws.temporary";
+constexpr const char *kPublicationFile = "pgcdcws.publication";
 
 // Slot names are [a-z0-9_]{1,63} (ReplicationSlotValidateName); anything else
 // names no slot, and must not make a path.
@@ -44,6 +45,47 @@ bool mark_path(const char *name, const char *file, char *out, std::size_t size) 
 }
 
 void slot_dir(const char *name, char *out, std::size_t size) { snprintf(out, size, "pg_replslot/%s", name); }
+
+// Writes the mark `file` of slot `name` as a whole: into a temporary file,
+// then fsync, rename and fsync of the directory, so that the mark survives a
+// crash and is never seen half written.
+void write_mark(const char *name, const char *file, const char *text, std::size_t len) {
+    char path[MAXPGPATH], tmp[MAXPGPATH];
+    if (!mark_path(name, file, path, sizeof path))
+        elog(ERROR, "invalid replication slot name \"%s\"", name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = OpenTransientFile(tmp, O_CREAT | O_TRUNC | O_WRONLY | PG_BINARY);
+    if (fd < 0)
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp)));
+    if (write(fd, text, len) != static_cast<ssize_t>(len)) {
+        const int save_errno = errno;
+        CloseTransientFile(fd);
+        errno = save_errno ? save_errno : ENOSPC;
+        ereport(ERROR, (errcode_for_file_access(), errmsg("could not write file \"%s\": %m", tmp)));
+    }
+    CloseTransientFile(fd);
+    (void)durable_rename(tmp, path, ERROR);
+}
+
+// Reads the mark `file` of slot `name` into out[size], NUL-terminated: its
+// length, 0 when it is missing or empty, -1 when it does not fit.
+ssize_t read_mark(const char *name, const char *file, char *out, std::size_t size) {
+    char path[MAXPGPATH];
+    out[0] = '\0';
+    if (!mark_path(name, file, path, sizeof path))
+        return 0;
+    int fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+    if (fd < 0)
+        return 0;
+    const ssize_t n = read(fd, out, size);
+    CloseTransientFile(fd);
+    if (n < 0 || static_cast<std::size_t>(n) >= size) {
+        out[0] = '\0';
+        return n < 0 ? 0 : -1;
+    }
+    out[n] = '\0';
+    return n;
+}
 }  // namespace
 
 bool find(const char *name, SlotInfo *out) {
@@ -124,44 +166,29 @@ void unmark_temporary(const char *name) {
 }
 
 void set_owner(const char *name, Oid role) {
-    char path[MAXPGPATH], tmp[MAXPGPATH], text[32];
-    if (!mark_path(name, kOwnerFile, path, sizeof path))
-        elog(ERROR, "invalid replication slot name \"%s\"", name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char text[32];
     const int len = snprintf(text, sizeof text, "%u\n", role);
-    int fd = OpenTransientFile(tmp, O_CREAT | O_TRUNC | O_WRONLY | PG_BINARY);
-    if (fd < 0)
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not create file \"%s\": %m", tmp)));
-    if (write(fd, text, len) != len) {
-        const int save_errno = errno;
-        CloseTransientFile(fd);
-        errno = save_errno ? save_errno : ENOSPC;
-        ereport(ERROR, (errcode_for_file_access(), errmsg("could not write file \"%s\": %m", tmp)));
-    }
-    CloseTransientFile(fd);
-    // fsyncs the file, renames, fsyncs the directory: the owner survives a crash.
-    (void)durable_rename(tmp, path, ERROR);
+    write_mark(name, kOwnerFile, text, static_cast<std::size_t>(len));
 }
 
 Oid owner(const char *name) {
-    char path[MAXPGPATH], text[32];
-    if (!mark_path(name, kOwnerFile, path, sizeof path))
-        return InvalidOid;
+    char text[32];
     // Missing (no slot, a slot pgcdcws did not create, a slot being dropped):
     // superusers only.
-    int fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
-    if (fd < 0)
+    if (read_mark(name, kOwnerFile, text, sizeof text) <= 0)
         return InvalidOid;
-    const ssize_t n = read(fd, text, sizeof text - 1);
-    CloseTransientFile(fd);
-    if (n <= 0)
-        return InvalidOid;
-    text[n] = '\0';
     char *end = nullptr;
     const unsigned long value = std::strtoul(text, &end, 10);
     if (end == text || (*end != '\n' && *end != '\0') || value > PG_UINT32_MAX)
         return InvalidOid;
     return static_cast<Oid>(value);
+}
+
+void set_publication(const char *name, const char *list) { write_mark(name, kPublicationFile, list, std::strlen(list)); }
+
+Mark publication(const char *name, char *out, std::size_t size) {
+    const ssize_t n = read_mark(name, kPublicationFile, out, size);
+    return n > 0 ? Mark::Present : n == 0 ? Mark::Absent : Mark::Unreadable;
 }
 
 bool is_temporary(const char *name) { return temporary_since(name) != 0; }

@@ -15,6 +15,10 @@
 //
 // Owner: the role that called cdc_init() (its OID). A slot without one was not
 // made by cdc_init() (superusers only).
+//
+// Publication: cdc_init(publication => ...), the publications the slot's
+// streams follow when the stream URL names none (a canonical list,
+// protocol/publication_names.hpp). A slot without one streams every table.
 #pragma once
 
 #include "pg/pg.hpp"
@@ -58,6 +62,12 @@ TimestampTz temporary_since(const char *name);
 // The slot's owner mark (see the file comment); InvalidOid when there is none.
 void set_owner(const char *name, Oid role);
 Oid owner(const char *name);
+
+// The slot's publication mark (see the file comment): set_publication writes
+// `list` durably; publication copies it into out[size] (NUL-terminated).
+void set_publication(const char *name, const char *list);
+enum class Mark { Absent, Present, Unreadable };
+Mark publication(const char *name, char *out, std::size_t size);
 
 // Slots that use the pgcdcws plugin, copied under the slot control lock: up to
 // max of them into out; returns how many.

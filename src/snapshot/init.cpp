@@ -9,7 +9,7 @@
 
 namespace pgcdcws::snapshot {
 
-int allocate_entry(const char *name, bool temporary, bool export_snapshot, Oid role) {
+int allocate_entry(const char *name, bool temporary, bool export_snapshot, Oid role, const char *publications) {
     shmem::SharedState *st = shmem::state();
     int found = -1;
     LWLockAcquire(st->lock, LW_EXCLUSIVE);
@@ -55,6 +55,7 @@ int allocate_entry(const char *name, bool temporary, bool export_snapshot, Oid r
         e->requester_pid = MyProcPid;
         e->database = MyDatabaseId;
         e->requester_role = role;
+        strlcpy(e->publications, publications ? publications : "", sizeof e->publications);
     }
     LWLockRelease(st->lock);
     if (found < 0)

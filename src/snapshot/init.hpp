@@ -12,8 +12,9 @@ namespace pgcdcws::snapshot {
 
 // Reserves a snapshot entry for creating slot `name` on behalf of `role` (who will
 // own the slot) in this process. ERRORs 42710 when another cdc_init() is creating
-// the same name, 54000 when every entry is in use.
-int allocate_entry(const char *name, bool temporary, bool export_snapshot, Oid role);
+// the same name, 54000 when every entry is in use. `publications`: the slot's
+// default publications (a canonical list, checked by the caller; nullptr: none).
+int allocate_entry(const char *name, bool temporary, bool export_snapshot, Oid role, const char *publications);
 
 // The requester is done with the entry: freed unless its worker still holds it.
 void free_entry(int index);

@@ -53,8 +53,12 @@ bool cancelled() {
 void persist(const char *name, bool temporary) {
     LWLockAcquire(shmem::state()->lock, LW_SHARED);
     const Oid owner = entry->requester_role;
+    char publications[sizeof entry->publications];
+    strlcpy(publications, entry->publications, sizeof publications);
     LWLockRelease(shmem::state()->lock);
     slots::set_owner(name, owner);
+    if (publications[0] != '\0')
+        slots::set_publication(name, publications);
     if (temporary)
         slots::mark_temporary(name);
     ReplicationSlotPersist();

@@ -4,12 +4,14 @@
 // call may ERROR (longjmp), and every entry point catches C++ exceptions.
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "pg/guard.hpp"
 
 #include "auth/authorize.hpp"
 #include "config.hpp"
 #include "shmem/state.hpp"
+#include "slots/publications.hpp"
 #include "slots/slots.hpp"
 #include "snapshot/init.hpp"
 #include "snapshot/worker.hpp"
@@ -105,8 +107,25 @@ struct InitWait {
     BackgroundWorkerHandle *handle;
 };
 
-int allocate_snapshot_entry(const char *name, bool temporary, bool export_snapshot) {
-    return snapshot::allocate_entry(name, temporary, export_snapshot, GetUserId());
+int allocate_snapshot_entry(const char *name, bool temporary, bool export_snapshot, const char *publications) {
+    return snapshot::allocate_entry(name, temporary, export_snapshot, GetUserId(), publications);
+}
+
+// cdc_init()'s publication argument, read as pgoutput's publication_names into
+// out (canonical form); every publication must exist in this database.
+void publication_arg(FunctionCallInfo fcinfo, int argno, char (&out)[protocol::kMaxPublicationListBytes + 1]) {
+    const char *list = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+    const std::string_view view(list, std::strlen(list));
+    if (const char *why = protocol::publication_list_write(view, protocol::PublicationQuoting::Always, out))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("invalid publication list: %s", why),
+                        errhint("Name publications separated by commas, as in START_REPLICATION's "
+                                "publication_names: names are folded to lower case unless double-quoted. "
+                                "Pass NULL to stream every table.")));
+    char missing[NAMEDATALEN];
+    if (slots::find_missing_publication(out, missing))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("publication \"%s\" does not exist", missing),
+                        errhint("Create it with CREATE PUBLICATION first; pg_publication lists the publications "
+                                "of this database.")));
 }
 
 void free_snapshot_entry(int index) { snapshot::free_entry(index); }
@@ -205,6 +224,9 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
         slot_name_arg(fcinfo, 0, name);
     const bool temporary = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
     const bool export_snapshot = PG_NARGS() < 3 || PG_ARGISNULL(2) ? true : PG_GETARG_BOOL(2);
+    char publications[protocol::kMaxPublicationListBytes + 1] = "";
+    if (PG_NARGS() >= 4 && !PG_ARGISNULL(3))
+        publication_arg(fcinfo, 3, publications);
 
     slots::SlotInfo existing;
     if (slots::find(name, &existing))
@@ -212,7 +234,7 @@ Datum cdc_init(FunctionCallInfo fcinfo) {
                         errhint("Choose another name, or drop the slot with cdc_drop().")));
 
     InitWait wait;
-    wait.index = allocate_snapshot_entry(name, temporary, export_snapshot);
+    wait.index = allocate_snapshot_entry(name, temporary, export_snapshot, publications[0] ? publications : nullptr);
     wait.handle = snapshot::launch(wait.index);
     if (wait.handle == nullptr) {
         free_snapshot_entry(wait.index);
@@ -613,8 +635,8 @@ Datum cdc_slots(FunctionCallInfo fcinfo) {
             strlcpy(client_addr, shmem::channel(index)->client_addr, sizeof client_addr);
         LWLockRelease(shmem::state()->lock);
 
-        Datum values[9];
-        bool nulls[9] = {false, false, false, false, false, false, false, false, false};
+        Datum values[10];
+        bool nulls[10] = {false, false, false, false, false, false, false, false, false, false};
         values[0] = CStringGetTextDatum(name);
         values[1] = BoolGetDatum(slots::is_temporary(name));
         values[2] = BoolGetDatum(active);
@@ -639,6 +661,13 @@ Datum cdc_slots(FunctionCallInfo fcinfo) {
         } else {
             nulls[7] = nulls[8] = true;
         }
+        // The default publications (cdc_init()), names quoted only where needed.
+        char publications[protocol::kMaxPublicationListBytes + 1];
+        if (slots::default_publications(name, protocol::PublicationQuoting::WhenNeeded, publications) ==
+            slots::DefaultPublications::Set)
+            values[9] = CStringGetTextDatum(publications);
+        else
+            nulls[9] = true;
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
     return (Datum)0;

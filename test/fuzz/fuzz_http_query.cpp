@@ -4,12 +4,14 @@
 // form of the request target (redact_access_token) and the Host header
 // (is_loopback_host, is_loopback_address) and the stream's messages= parameter
 // (message_prefixes_from_query, message_prefix_listed) and format= parameter
-// (stream_format_from_query). Each result is checked against an
+// (stream_format_from_query) and publication= parameter (publications_from_query,
+// publication_list_write, publication_list_next). Each result is checked against an
 // independent reference or an invariant; a violated invariant aborts
 // (__builtin_trap) so libFuzzer saves the input as crash-<sha1>.
 #include "protocol/credentials.hpp"
 #include "protocol/host_header.hpp"
 #include "protocol/message_prefixes.hpp"
+#include "protocol/publication_names.hpp"
 #include "protocol/route.hpp"
 #include "protocol/stream_format.hpp"
 #include "protocol/slot_name.hpp"
@@ -189,6 +191,43 @@ void check_stream_format(std::string_view input) {
         CHECK(q.ok && q.format == proto::StreamFormat::Wal2jsonV2, input);
 }
 
+// publication=: a list read from any text has 1 to 64 names of 1 to 63 bytes,
+// 1024 bytes together, none with a NUL; its canonical form fits shared memory,
+// reads back as the same names and is its own canonical form; the form quoted
+// only when needed reads back as the same names too.
+void check_publications(std::string_view input) {
+    char canonical[proto::kMaxPublicationListBytes + 1];
+    const char *why = proto::publication_list_write(input, proto::PublicationQuoting::Always, canonical);
+    if (why != nullptr) {
+        CHECK(why[0] != '\0' && canonical[0] == '\0', input);
+    } else {
+        const std::string text(canonical);
+        CHECK(text.size() <= proto::kMaxPublicationListBytes, input);
+        const std::vector<std::string> names = proto::publication_list_names(text);
+        CHECK(!names.empty() && names.size() <= proto::kMaxPublications, input);
+        std::size_t total = 0;
+        for (const std::string &name : names) {
+            CHECK(!name.empty() && name.size() <= proto::kMaxPublicationNameBytes, input);
+            CHECK(name.find('\0') == std::string::npos, input);
+            total += name.size();
+        }
+        CHECK(total <= proto::kMaxPublicationNamesBytes, input);
+        CHECK(proto::publication_list_names(input) == names, input);
+        char again[proto::kMaxPublicationListBytes + 1];
+        CHECK(proto::publication_list_write(text, proto::PublicationQuoting::Always, again) == nullptr, input);
+        CHECK(text == again, input);
+        CHECK(proto::publication_list_write(input, proto::PublicationQuoting::WhenNeeded, again) == nullptr, input);
+        CHECK(proto::publication_list_names(again) == names, input);
+    }
+    const proto::PublicationParameter p = proto::publications_from_query(input);
+    CHECK(p.ok == p.error.empty(), input);
+    if (p.ok && p.list) {
+        char again[proto::kMaxPublicationListBytes + 1];
+        CHECK(proto::publication_list_write(*p.list, proto::PublicationQuoting::Always, again) == nullptr, *p.list);
+        CHECK(*p.list == again, *p.list);
+    }
+}
+
 void check_select(std::string_view input) {
     // Header value and query split at the first NUL.
     const std::size_t nul = input.find('\0');
@@ -293,6 +332,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     check_select(input);
     check_message_prefixes(input);
     check_stream_format(input);
+    check_publications(input);
     check_redact(input);
     check_host(input);
     return 0;

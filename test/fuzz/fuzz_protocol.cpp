@@ -10,6 +10,7 @@
 #include "protocol/setting_list.hpp"
 #include "protocol/slot_name.hpp"
 #include "protocol/init_request.hpp"
+#include "protocol/publication_names.hpp"
 #include "protocol/snapshot_request.hpp"
 #include "protocol/ws_frame.hpp"
 
@@ -424,7 +425,8 @@ void check_client_frames(const std::uint8_t *data, std::size_t size) {
 }
 
 // Invariants of parse_init_request (POST /v1/init): an accepted body has a valid
-// slot name when it names one; a refusal has a message that fits a JSON reply.
+// slot name when it names one and a canonical publication list when it has one;
+// a refusal has a message that fits a JSON reply.
 void check_init_request(const std::uint8_t *data, std::size_t size) {
     const auto *chars = reinterpret_cast<const char *>(data);
     const std::string_view input(chars, size);
@@ -439,6 +441,13 @@ void check_init_request(const std::uint8_t *data, std::size_t size) {
         CHECK(proto::slot_name_error(p.request.slot_name) == nullptr, p.request.slot_name);
     else
         CHECK(p.request.slot_name.empty(), input);
+    if (!p.request.publications.empty()) {
+        char canonical[proto::kMaxPublicationListBytes + 1];
+        CHECK(proto::publication_list_write(p.request.publications, proto::PublicationQuoting::Always, canonical) ==
+                      nullptr &&
+                  p.request.publications == canonical,
+              p.request.publications);
+    }
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {

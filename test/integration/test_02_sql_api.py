@@ -326,7 +326,8 @@ def test_cdc_slots(cluster):
         finally:
             conn.close()
         assert names == ["slot_name", "temporary", "active", "client_addr", "confirmed_flush_lsn",
-                         "restart_lsn", "retained_wal_bytes", "snapshot_name", "snapshot_held_since"]
+                         "restart_lsn", "retained_wal_bytes", "snapshot_name", "snapshot_held_since",
+                         "publication"]
         # slots of other plugins are not listed
         assert cluster.sql("SELECT count(*) FROM cdc_slots() WHERE slot_name = 's_slots_td'") == [(0,)]
 

@@ -25,6 +25,7 @@ TEST(InitRequest, EmptyBodyAndEmptyObjectAreDefaults) {
         EXPECT_FALSE(p.request.has_slot_name);
         EXPECT_FALSE(p.request.temporary);
         EXPECT_TRUE(p.request.snapshot);
+        EXPECT_EQ(p.request.publications, "");
     }
 }
 
@@ -35,6 +36,15 @@ TEST(InitRequest, AllFields) {
     EXPECT_EQ(p.request.slot_name, "app_1");
     EXPECT_TRUE(p.request.temporary);
     EXPECT_FALSE(p.request.snapshot);
+}
+
+TEST(InitRequest, Publication) {
+    ParsedInitRequest p = parse(R"({"publication": "orders, \"My Pub\""})");
+    ASSERT_TRUE(p.ok) << p.error;
+    EXPECT_EQ(p.request.publications, "\"orders\",\"My Pub\"");  // canonical: every name quoted
+    p = parse(R"({"publication": null})");
+    ASSERT_TRUE(p.ok) << p.error;
+    EXPECT_EQ(p.request.publications, "");
 }
 
 TEST(InitRequest, Refusals) {
@@ -52,6 +62,14 @@ TEST(InitRequest, Refusals) {
         {R"({"slotname": "a"})", "unknown field \"slotname\""},
         {R"({"snapshot": true, "snapshot": false})", "duplicate \"snapshot\""},
         {"{} {}", "invalid JSON at offset 3"},
+        {R"({"publication": 1})", "\"publication\" must be a string (publication names separated by commas) or null"},
+        {R"({"publication": ["a"]})", "\"publication\" must be a string"},
+        {R"({"publication": ""})", "invalid publication: the publication list is empty"},
+        {R"({"publication": "a,,b"})", "invalid publication: a publication name is empty"},
+        {R"({"publication": "\"a"})", "invalid publication: a quoted publication name has no closing double quote"},
+        {R"({"publication": "a\u0000"})", "invalid publication: a publication name contains a NUL byte"},
+        {R"({"publication": "\udc00"})", "invalid publication: the publication list is not valid UTF-8"},
+        {R"({"publication": "a", "publication": "b"})", "duplicate \"publication\""},
     };
     for (const Case &c : cases) {
         const ParsedInitRequest p = parse(c.body);
