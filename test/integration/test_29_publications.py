@@ -24,7 +24,9 @@ import base64
 import contextlib
 import decimal
 
+import psycopg2
 import pytest
+import websockets.exceptions
 
 import pgoutput
 from cdcws import ProtocolError, StreamClient, commit_end_lsns, http_request, lsn_int, wait_confirmed
@@ -409,6 +411,37 @@ def test_column_lists(cluster):
                                    for name, oid, typmod in cols)}
         assert column_types_of(objs) == theirs
         assert theirs["public.p29_cl"] == {(("id", "integer"), ("a", "text"), ("b", "integer"))}
+
+
+def test_different_column_lists_stop_the_stream_as_they_stop_pgoutput(cluster):
+    with objects(cluster, [
+            "CREATE TABLE p29_cc (id int PRIMARY KEY, a text, b text)",
+            "CREATE PUBLICATION p29_cc_a FOR TABLE p29_cc (id, a)",
+            "CREATE PUBLICATION p29_cc_b FOR TABLE p29_cc (id, b)",
+    ], ["DROP PUBLICATION IF EXISTS p29_cc_a, p29_cc_b", "DROP TABLE IF EXISTS p29_cc"]), \
+            slots(cluster, "p29_colclash") as ((s1,), po):
+        cluster.exec_txn("INSERT INTO p29_cc VALUES (1, 'a', 'b')")
+        end_marker(cluster)
+        with pytest.raises(psycopg2.Error) as err:
+            pgoutput.peek(cluster, po, ["p29_cc_a", "p29_cc_b"])
+        assert 'cannot use different column lists for table "public.p29_cc" in different publications' \
+            in str(err.value)
+        # Each alone is fine.
+        assert pgoutput_units(cluster, po, ["p29_cc_a"])[0] == [[ins("p29_cc", row(id=1, a="a"))]]
+
+        async def main():
+            """(close code, reason) or the first frame received instead."""
+            client = await open_stream(cluster, s1, ["p29_cc_a", "p29_cc_b"])
+            try:
+                return await client.recv_raw(20)
+            except websockets.exceptions.ConnectionClosed as e:
+                return e.code, e.reason
+            finally:
+                await client.close()
+
+        got = asyncio.run(main())
+        assert isinstance(got, tuple), f"the stream sent {got[:300]} instead of closing"
+        assert got[0] == 1011 and "different column lists" in got[1], got
 
 
 def test_row_filters(cluster):
