@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import decimal
+import urllib.parse
 
 import psycopg2
 import pytest
@@ -131,7 +132,9 @@ def end_marker(cluster):
 
 # ------------------------------------------------------------------ the stream side
 def publication_query(publications):
-    return None if publications is None else "publication=" + ",".join(publications)
+    """publication=<list>, URL-encoded; a name in the list may be "double quoted" as in
+    pgoutput's publication_names."""
+    return None if publications is None else "publication=" + urllib.parse.quote(",".join(publications), safe=",")
 
 
 async def open_stream(cluster, slot, publications=None, extra_query=None):
@@ -339,8 +342,8 @@ def test_for_all_tables_and_tables_in_schema(cluster):
             "CREATE TABLE p29_plain (id int PRIMARY KEY)",
             "CREATE PUBLICATION p29_schema FOR TABLES IN SCHEMA p29_s1",
             "CREATE PUBLICATION p29_all FOR ALL TABLES",
-            "CREATE PUBLICATION p29_t FOR TABLE p29_s2.t",
-    ], ["DROP PUBLICATION IF EXISTS p29_schema, p29_all, p29_t",
+            'CREATE PUBLICATION "P29 T" FOR TABLE p29_s2.t',  # a quoted name
+    ], ['DROP PUBLICATION IF EXISTS p29_schema, p29_all, "P29 T"',
         "DROP SCHEMA IF EXISTS p29_s1, p29_s2 CASCADE", "DROP TABLE IF EXISTS p29_plain"]), \
             slots(cluster, "p29_schemas", n=3) as ((s1, s2, s3), po):
         cluster.exec_txn("INSERT INTO p29_s1.s VALUES (1, 'a')", 'INSERT INTO p29_s1."Odd Name" VALUES (1)',
@@ -362,7 +365,7 @@ def test_for_all_tables_and_tables_in_schema(cluster):
             later_ins,
             [s_upd, dele("p29_s2.t", row(id=1)), dele("p29_plain", row(id=1))],
         ])
-        compare(cluster, s3, po, ["p29_schema", "p29_t"], [
+        compare(cluster, s3, po, ["p29_schema", '"P29 T"'], [
             [s_ins, odd_ins, ins("p29_s2.t", row(id=1))],
             later_ins,
             [s_upd, dele("p29_s2.t", row(id=1))],
