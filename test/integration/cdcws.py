@@ -74,8 +74,11 @@ class ProtocolError(AssertionError):
     pass
 
 
-def stream_uri(port, slot):
-    return f"ws://localhost:{port}{STREAM_PATH}?slotName={urllib.parse.quote(slot, safe='')}"
+def stream_uri(port, slot, query=None):
+    """The stream URL of `slot`; `query` (already URL-encoded, e.g. "publication=a,b") is
+    appended to the query string."""
+    uri = f"ws://localhost:{port}{STREAM_PATH}?slotName={urllib.parse.quote(slot, safe='')}"
+    return uri + "&" + query if query else uri
 
 
 class StreamClient:
@@ -88,21 +91,22 @@ class StreamClient:
         self.last_nextlsn = None  # to check that nextlsn strictly increases
 
     @classmethod
-    async def open(cls, port, slot, timeout=10, max_queue=32):
-        """max_queue: messages the library reads ahead into its queue (websockets' default 32)."""
-        ws = await websockets.connect(stream_uri(port, slot), max_size=None, ping_interval=None,
+    async def open(cls, port, slot, timeout=10, max_queue=32, query=None):
+        """max_queue: messages the library reads ahead into its queue (websockets' default 32);
+        query: more URL parameters (see stream_uri)."""
+        ws = await websockets.connect(stream_uri(port, slot, query), max_size=None, ping_interval=None,
                                       open_timeout=timeout, close_timeout=2, max_queue=max_queue)
         return cls(ws, slot)
 
     @classmethod
-    async def open_retry(cls, port, slot, timeout=30, max_queue=32):
+    async def open_retry(cls, port, slot, timeout=30, max_queue=32, query=None):
         """Connect, retrying while the server is not up yet or the slot is still held by a
         previous consumer (409) / no worker is free yet (503)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return await cls.open(port, slot, timeout=max(1.0, deadline - time.monotonic()),
-                                      max_queue=max_queue)
+                                      max_queue=max_queue, query=query)
             except websockets.exceptions.InvalidStatusCode as e:
                 if e.status_code not in (409, 503) or time.monotonic() > deadline:
                     raise
