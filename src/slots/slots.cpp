@@ -198,7 +198,9 @@ TimestampTz temporary_since(const char *name) {
     struct stat st;
     if (!mark_path(name, kTemporaryFile, path, sizeof path) || stat(path, &st) != 0)
         return 0;
-    const TimestampTz since = time_t_to_timestamptz(static_cast<pg_time_t>(st.st_mtime));
+    // To the microsecond: compared with the cluster's start (drop_leftover_temporary).
+    const TimestampTz since =
+        time_t_to_timestamptz(static_cast<pg_time_t>(st.st_mtim.tv_sec)) + st.st_mtim.tv_nsec / 1000;
     return since != 0 ? since : 1;
 }
 
@@ -228,6 +230,10 @@ void drop_leftover_temporary() {
     const int n = list_ours(slots, max_replication_slots);
     for (int i = 0; i < n; i++) {
         if (slots[i].active_pid != 0 || !is_temporary(slots[i].name))
+            continue;
+        // One made since the cluster started (cdc_init() before the server's
+        // first start) is not a leftover: the temporary reaper sees to it.
+        if (temporary_since(slots[i].name) >= PgStartTime)
             continue;
         ReplicationSlotDrop(slots[i].name, true);
         ereport(LOG, (errmsg("pgcdcws: dropped temporary replication slot \"%s\" left from before the restart",

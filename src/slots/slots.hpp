@@ -77,7 +77,8 @@ struct Named {
 };
 int list_ours(Named *out, int max);
 
-// Drops every slot marked temporary that is not in use. Server start.
+// Drops every slot marked temporary before the cluster started that is not
+// in use. Server start.
 void drop_leftover_temporary();
 
 // A free readable name, cdc_<word><number>, into out[NAMEDATALEN].
