@@ -98,6 +98,10 @@ void decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, b
     options->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
     options->receive_rewrites = false;
 
+    // Options are per decoding call: a backend that decodes again without
+    // publication-names must not keep the last call's publications.
+    set_publication_names(nullptr);
+    forget_relations();
     ListCell *cell;
     foreach (cell, ctx->output_plugin_options) {
         DefElem *elem = static_cast<DefElem *>(lfirst(cell));

@@ -230,6 +230,8 @@ void build_access(RelationInfo *info, Relation relation) {
 
 }  // namespace
 
+void forget_relations() { invalidate(0, InvalidOid); }
+
 void expire_access() {
     if (!cache)
         return;

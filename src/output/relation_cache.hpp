@@ -85,4 +85,8 @@ RelationInfo *relation_info(Relation relation);
 // safety net behind the invalidation callbacks.
 void expire_access();
 
+// Forgets every relation's facts (decode_startup: the options, publications
+// among them, may differ from the previous decoding call of this backend).
+void forget_relations();
+
 }  // namespace pgcdcws::output
