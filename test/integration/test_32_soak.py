@@ -33,16 +33,18 @@ Checked at the end:
 - every pgcdcws process stayed below RSS_CEILING_MB of VmRSS (sampled every 0.2 s);
 - after every fault, both consumers made progress again within a deadline (no crash loop).
 
-Size: PGCDCWS_SOAK_SECONDS (default 100) of faults, and at least MIN_FAULTS faults; the run
-takes that plus about 30 s. The long size is PGCDCWS_SOAK_SECONDS=1800 (docs/TESTING.md).
-PGCDCWS_SOAK_SEED replays a run's random choices (the seed is printed and in every failure
-message; timing still differs between runs).
+Size: PGCDCWS_SOAK_SECONDS (default 90) of faults, and at least MIN_FAULTS faults (each crash
+takes a few seconds to recover: about 2 minutes in all at the default). The long size is
+PGCDCWS_SOAK_SECONDS=1800 (docs/TESTING.md). PGCDCWS_SOAK_SEED replays a run's random choices
+(the seed is printed and in every failure message; timing still differs between runs).
 """
 
 import asyncio
 import hashlib
 import os
 import random
+import socket
+import struct
 import sys
 import threading
 import time
@@ -54,7 +56,7 @@ import websockets.exceptions
 from cdcws import BroadcastClient, ProtocolError, StreamClient, lsn_int, lsn_str
 from conftest import logs_reported, started_cluster, wait_for
 
-SOAK_SECONDS = float(os.environ.get("PGCDCWS_SOAK_SECONDS", "100"))
+SOAK_SECONDS = float(os.environ.get("PGCDCWS_SOAK_SECONDS", "90"))
 SEED = int(os.environ.get("PGCDCWS_SOAK_SEED", str(random.SystemRandom().randrange(1 << 32))))
 MIN_FAULTS = 20
 WRITERS = 4
@@ -148,7 +150,7 @@ class SoakWriter(threading.Thread):
                 conn = psycopg2.connect(application_name=self.app, **self.cluster.dsn())
                 conn.autocommit = False
                 return conn
-            except psycopg2.OperationalError:
+            except psycopg2.Error:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
@@ -220,8 +222,8 @@ class SoakWriter(threading.Thread):
                     if cur.fetchone()[0] == 0:
                         cur.execute(f"SELECT count(*) FROM {COMMITS} WHERE w = %s AND seq = %s", (self.w, seq))
                         return cur.fetchone()[0] == 1
-            except psycopg2.OperationalError:
-                pass
+            except psycopg2.Error:
+                pass   # the cluster is restarting (again)
             finally:
                 if conn is not None:
                     conn.close()
@@ -245,7 +247,11 @@ class SoakWriter(threading.Thread):
                             cur.execute(q, p)
                     conn.commit()
                     committed = True
-                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                except psycopg2.Error as e:
+                    # Lost connections have no SQLSTATE (or 57xxx: terminated by the
+                    # postmaster, 08xxx: connection exception); anything else is a bug.
+                    if e.pgcode is not None and not e.pgcode.startswith(("57", "08")):
+                        raise
                     # the connection died (kill -9, restart): the outcome is unknown
                     try:
                         conn.close()
@@ -350,6 +356,18 @@ class Monitor(threading.Thread):
         return best
 
 
+def reset(ws):
+    """The client vanishes: its TCP connection is reset (SO_LINGER 0), no close frame."""
+    sock = ws.transport.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        return False   # already closed
+    ws.transport.abort()
+    return True
+
+
 # ------------------------------------------------------------ durable consumer
 class Consumer:
     """Streams `slot`, acks every 1-5 transactions, reconnects whenever cut off. Each
@@ -364,6 +382,7 @@ class Consumer:
         self.received = []      # [(conn no, xid, nextlsn int, (w, seq), changes)]
         self.closes = []        # close codes / reasons seen
         self.refusals = 0
+        self.acked = {}         # conn no -> highest lsn acknowledged on it
         self.max_nextlsn = 0
         self.error = None
 
@@ -399,13 +418,14 @@ class Consumer:
                         unacked += 1
                         if unacked >= ack_every:
                             await client.ack(txn.nextlsn)
+                            self.acked[no] = nl
                             unacked = 0
                             ack_every = self.rng.randint(1, 5)
                 except websockets.exceptions.ConnectionClosed as e:
                     self.closes.append((e.code, e.reason))
                 finally:
                     self.client = None
-                    client.abort()
+                    client.ws.transport.abort()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # noqa: BLE001 - reported by the test
@@ -413,10 +433,7 @@ class Consumer:
 
     def vanish(self):
         c = self.client
-        if c is not None:
-            c.abort()
-            return True
-        return False
+        return c is not None and reset(c.ws)
 
 
 # ---------------------------------------------------------- broadcast subscriber
@@ -493,10 +510,7 @@ class Subscriber:
 
     def vanish(self):
         c = self.client
-        if c is None:
-            return False
-        c.ws.transport.abort()
-        return True
+        return c is not None and reset(c.ws)
 
     def matches(self, change):
         kind, table, new, _, old = change
@@ -546,7 +560,9 @@ def inject(c, kind, rng, consumers, subscribers):
     if kind == "kill9_pgcdcws":
         rows = fresh_pids(c, "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pgcdcws%%' "
                              "ORDER BY pid")
-        pid, bt = rng.choice(rows)
+        # server, durable decoder or broadcast decoder alike, whatever their numbers
+        bt = rng.choice(sorted({bt for _, bt in rows}))
+        pid = rng.choice([p for p, t in rows if t == bt])
         c.kill9(pid)
         return f"kill -9 {bt} {pid}"
     if kind == "kill9_backend":
@@ -559,7 +575,8 @@ def inject(c, kind, rng, consumers, subscribers):
     if kind == "restart_immediate":
         c.restart("immediate")
         return "pg_ctl restart -m immediate"
-    victims = [x for x in consumers + subscribers]
+    # a durable consumer half of the time, else one of the broadcast subscribers
+    victims = list(consumers if rng.random() < 0.5 else subscribers)
     rng.shuffle(victims)
     for v in victims:
         if v.vanish():
@@ -706,6 +723,8 @@ def check_consumer(x, expected, monitor, fail):
     seq_list = []           # deduplicated: (nextlsn, xid, (w, seq), changes)
     index = {}              # nextlsn -> position in seq_list
     duplicates = 0
+    in_flight = 0           # re-deliveries the client had sent an ack for (lost with the connection)
+    acked_before = 0
     conn_start = dict((no, t) for t, no in x.connections)
     by_conn = {}
     for r in x.received:
@@ -713,6 +732,7 @@ def check_consumer(x, expected, monitor, fail):
     for no in sorted(by_conn):
         txns = by_conn[no]
         confirmed = monitor.confirmed_before(x.slot, conn_start[no])
+        acked_before = max([acked_before] + [v for n, v in x.acked.items() if n < no])
         pos = None
         for (_, xid, nl, ws, changes) in txns:
             if nl <= confirmed:
@@ -731,6 +751,7 @@ def check_consumer(x, expected, monitor, fail):
                          f"{(lsn_str(seq_list[pos][0]), seq_list[pos][1], seq_list[pos][2])} was (not a replay of the "
                          f"unacknowledged suffix)")
                 duplicates += 1
+                in_flight += nl <= acked_before
             else:
                 if seq_list and nl <= seq_list[-1][0]:
                     fail(f"{x.slot}: nextlsn {lsn_str(nl)} after {lsn_str(seq_list[-1][0])}")
@@ -756,8 +777,8 @@ def check_consumer(x, expected, monitor, fail):
             fail(f"{x.slot}: transaction {ws} (xid {xid}) differs from what committed: "
                  f"{len(changes)} vs {len(expected[ws])} changes; first differences (got, want): {diff}")
     say(f"{x.slot}: {len(seq_list)} transactions, {sum(len(t[3]) for t in seq_list)} changes in order; "
-        f"{len(by_conn)} connections ({x.refusals} refused attempts), {duplicates} re-deliveries of unacknowledged "
-        f"transactions; closes {summarize(x.closes)}")
+        f"{len(by_conn)} connections ({x.refusals} refused attempts), {duplicates} re-deliveries of transactions not "
+        f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut); closes {summarize(x.closes)}")
     return [(t[0], t[2]) for t in seq_list]
 
 
