@@ -43,6 +43,7 @@ import asyncio
 import hashlib
 import os
 import random
+import re
 import socket
 import struct
 import sys
@@ -708,6 +709,8 @@ def test_crash_soak(sc):
         f"{sum(1 for s in subscribers for g in s.segments if g['oldest'] is not None)} gap frames, "
         f"{sum(len(g['changes']) for s in subscribers for g in s.segments)} changes checked")
 
+    check_log(c.log(), fail)
+
     peak = max(monitor.peak_rss.values())
     top = sorted(((kb, monitor.types[p], p) for p, kb in monitor.peak_rss.items()), reverse=True)[:4]
     say(f"memory: {len(monitor.peak_rss)} pgcdcws processes over {monitor.rss_samples} samples; "
@@ -780,6 +783,26 @@ def check_consumer(x, expected, monitor, fail):
         f"{len(by_conn)} connections ({x.refusals} refused attempts), {duplicates} re-deliveries of transactions not "
         f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut); closes {summarize(x.closes)}")
     return [(t[0], t[2]) for t in seq_list]
+
+
+def check_log(text, fail):
+    """No process died of anything but the test's kill -9 (no crash of its own, no SIGKILL
+    sent by the postmaster to a process that ignored its shutdown signal), no PANIC. The
+    pgcdcws log lines that are not about a client coming or going are summarized."""
+    died = re.findall(r"\(PID \d+\) was terminated by signal (\d+)[^\n]*", text)
+    if any(sig != "9" for sig in died):
+        fail("a process was terminated by a signal the test did not send: "
+             + "; ".join(sorted({m.group(0) for m in re.finditer(r"[^\n]*terminated by signal (?!9\b)\d+[^\n]*", text)})))
+    for bad in ("PANIC:", "recalcitrant"):
+        if bad in text:
+            fail(f"server log has {bad!r}: " + "; ".join(l for l in text.splitlines() if bad in l)[:2000])
+    counts = {}
+    for line in text.splitlines():
+        m = re.search(r"\] (pgcdcws [a-z]+): (ERROR|WARNING|FATAL):\s+(.*)", line)
+        if m:
+            key = re.sub(r"[0-9A-F]+/[0-9A-F]+|\d+", "N", f"{m.group(1)} {m.group(2)} {m.group(3)}")[:160]
+            counts[key] = counts.get(key, 0) + 1
+    say(f"{len(died)} processes killed by kill -9; pgcdcws ERROR/WARNING/FATAL lines: {counts}")
 
 
 def summarize(closes):
