@@ -384,6 +384,7 @@ class Consumer:
         self.closes = []        # close codes / reasons seen
         self.refusals = 0
         self.acked = {}         # conn no -> highest lsn acknowledged on it
+        self.vanished = []      # [(conn no, its last ack)] of connections reset by the test
         self.max_nextlsn = 0
         self.error = None
 
@@ -433,8 +434,19 @@ class Consumer:
             self.error = e
 
     def vanish(self):
+        """Resets the connection. When every byte of the last ack had been written to the
+        socket (loopback: it is in the server's receive queue), that ack reached the server
+        and must be confirmed: remembered as (connection no, lsn) for the check."""
         c = self.client
-        return c is not None and reset(c.ws)
+        if c is None:
+            return False
+        flushed = c.ws.transport.get_write_buffer_size() == 0
+        no = len(self.connections)
+        if not reset(c.ws):
+            return False
+        if flushed and no in self.acked:
+            self.vanished.append((no, self.acked[no]))
+        return True
 
 
 # ---------------------------------------------------------- broadcast subscriber
@@ -556,8 +568,8 @@ def fresh_pids(c, query, params=None):
         conn.close()
 
 
-def inject(c, kind, rng, consumers, subscribers):
-    """Carries out one fault; returns a description. Blocking (runs in a thread)."""
+def inject(c, kind, rng):
+    """Carries out one fault on the cluster; returns a description. Blocking (runs in a thread)."""
     if kind == "kill9_pgcdcws":
         rows = fresh_pids(c, "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pgcdcws%%' "
                              "ORDER BY pid")
@@ -573,9 +585,12 @@ def inject(c, kind, rng, consumers, subscribers):
         pid, app = rng.choice(rows)
         c.kill9(pid)
         return f"kill -9 backend {pid} ({app})"
-    if kind == "restart_immediate":
-        c.restart("immediate")
-        return "pg_ctl restart -m immediate"
+    assert kind == "restart_immediate", kind
+    c.restart("immediate")
+    return "pg_ctl restart -m immediate"
+
+
+def vanish(rng, consumers, subscribers):
     # a durable consumer half of the time, else one of the broadcast subscribers
     victims = list(consumers if rng.random() < 0.5 else subscribers)
     rng.shuffle(victims)
@@ -625,7 +640,10 @@ def test_crash_soak(sc):
                 kind = plan[len(faults)] if len(faults) < len(plan) else rng.choice(FAULT_KINDS)
                 before = [x.progress() for x in consumers]
                 frng = random.Random(rng.randrange(1 << 32))
-                what = await loop.run_in_executor(None, inject, c, kind, frng, consumers, subscribers)
+                if kind == "client_vanish":   # in the event loop: the sockets belong to it
+                    what = vanish(frng, consumers, subscribers)
+                else:
+                    what = await loop.run_in_executor(None, inject, c, kind, frng)
                 faults.append((round(time.monotonic() - t0, 1), what))
                 say(f"fault {len(faults)} at {faults[-1][0]} s: {what}")
                 # no crash loop: both consumers move on
@@ -729,6 +747,7 @@ def check_consumer(x, expected, monitor, fail):
     in_flight = 0           # re-deliveries the client had sent an ack for (lost with the connection)
     acked_before = 0
     conn_start = dict((no, t) for t, no in x.connections)
+    vanished_ack = 0        # an ack that reached the server before the client vanished
     by_conn = {}
     for r in x.received:
         by_conn.setdefault(r[0], []).append(r)
@@ -736,11 +755,17 @@ def check_consumer(x, expected, monitor, fail):
         txns = by_conn[no]
         confirmed = monitor.confirmed_before(x.slot, conn_start[no])
         acked_before = max([acked_before] + [v for n, v in x.acked.items() if n < no])
+        vanished_ack = max([vanished_ack] + [v for n, v in x.vanished if n < no])
         pos = None
         for (_, xid, nl, ws, changes) in txns:
             if nl <= confirmed:
                 fail(f"{x.slot}: connection {no} delivered xid {xid} (nextlsn {lsn_str(nl)}) again although "
                      f"confirmed_flush_lsn was {lsn_str(confirmed)} before it connected")
+            if nl <= vanished_ack:
+                fail(f"{x.slot}: connection {no} delivered xid {xid} (nextlsn {lsn_str(nl)}) again although the "
+                     f"client had acked {lsn_str(vanished_ack)} before its connection was reset (the ack was in "
+                     f"the server's receive queue; docs/PROTOCOL.md: an ack that reached the server is confirmed "
+                     f"whatever the client does next)")
             if pos is None and seq_list and nl <= seq_list[-1][0]:
                 if nl not in index:
                     fail(f"{x.slot}: connection {no} started with xid {xid} at {lsn_str(nl)}, "
@@ -780,7 +805,7 @@ def check_consumer(x, expected, monitor, fail):
             fail(f"{x.slot}: transaction {ws} (xid {xid}) differs from what committed: "
                  f"{len(changes)} vs {len(expected[ws])} changes; first differences (got, want): {diff}")
     say(f"{x.slot}: {len(seq_list)} transactions, {sum(len(t[3]) for t in seq_list)} changes in order; "
-        f"{len(by_conn)} connections ({x.refusals} refused attempts), {duplicates} re-deliveries of transactions not "
+        f"{len(by_conn)} connections ({x.refusals} refused attempts, {len(x.vanished)} reset right after an ack), {duplicates} re-deliveries of transactions not "
         f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut); closes {summarize(x.closes)}")
     return [(t[0], t[2]) for t in seq_list]
 
