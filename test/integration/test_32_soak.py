@@ -401,6 +401,8 @@ class Consumer:
         self.refusals = 0
         self.acked = {}         # conn no -> highest lsn acknowledged on it
         self.vanished = []      # [(conn no, its last ack)] of connections reset by the test
+        self.ack_log = {}       # conn no -> [(monotonic time sent, lsn)]
+        self.ended = {}         # conn no -> monotonic time its end was seen
         self.max_nextlsn = 0
         self.error = None
 
@@ -437,10 +439,12 @@ class Consumer:
                         if unacked >= ack_every:
                             await client.ack(txn.nextlsn)
                             self.acked[no] = nl
+                            self.ack_log.setdefault(no, []).append((time.monotonic(), nl))
                             unacked = 0
                             ack_every = self.rng.randint(1, 5)
                 except websockets.exceptions.ConnectionClosed as e:
                     self.closes.append((e.code, e.reason))
+                    self.ended[no] = time.monotonic()
                 finally:
                     self.client = None
                     client.ws.transport.abort()
@@ -766,6 +770,7 @@ def check_consumer(x, expected, monitor, fail):
     index = {}              # nextlsn -> position in seq_list
     duplicates = 0
     in_flight = 0           # re-deliveries the client had sent an ack for (lost with the connection)
+    ages = []               # for those: seconds from the (first) ack that covered it to the cut
     acked_before = 0
     conn_start = dict((no, t) for t, no in x.connections)
     vanished_ack = 0        # an ack that reached the server before the client vanished
@@ -800,7 +805,9 @@ def check_consumer(x, expected, monitor, fail):
                          f"{(lsn_str(seq_list[pos][0]), seq_list[pos][1], seq_list[pos][2])} was (not a replay of the "
                          f"unacknowledged suffix)")
                 duplicates += 1
-                in_flight += nl <= acked_before
+                if nl <= acked_before:
+                    in_flight += 1
+                    ages.append(ack_age(x, no, nl))
             else:
                 if seq_list and nl <= seq_list[-1][0]:
                     fail(f"{x.slot}: nextlsn {lsn_str(nl)} after {lsn_str(seq_list[-1][0])}")
@@ -829,8 +836,21 @@ def check_consumer(x, expected, monitor, fail):
     n_bulk = sum(1 for t in seq_list if t[3][:1] == ("bulk",))
     say(f"{x.slot}: {len(seq_list)} transactions ({n_bulk} bulk), {n_changes} changes in order; "
         f"{len(by_conn)} connections ({x.refusals} refused attempts, {len(x.vanished)} reset right after an ack), {duplicates} re-deliveries of transactions not "
-        f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut); closes {summarize(x.closes)}")
+        f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut, at most "
+        f"{max(ages, default=0):.2f} s before the cut); closes {summarize(x.closes)}")
     return [(t[0], t[2]) for t in seq_list]
+
+
+def ack_age(x, no, nl):
+    """Seconds between the first ack covering nextlsn nl sent on a connection before `no` and
+    the end of that connection."""
+    for n in sorted(x.ack_log):
+        if n >= no:
+            break
+        for t, lsn in x.ack_log[n]:
+            if lsn >= nl:
+                return x.ended.get(n, t) - t
+    return 0.0
 
 
 def check_log(text, fail):
