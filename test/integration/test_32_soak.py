@@ -86,22 +86,33 @@ BULK = "soak_bulk"            # 1% of the transactions also insert BULK_ROWS row
 BULK_ROWS = 1200
 
 
+# Short runs keep every change in its normal form (readable failure messages); long runs keep
+# digests (memory: a 30-minute run sees about a million changes per client).
+FULL_DETAIL = SOAK_SECONDS <= 600
+
+
+def _digest(obj):
+    return hashlib.sha1(repr(obj).encode()).hexdigest()[:16]
+
+
 def pack(changes):
-    """A transaction's changes as kept for the comparison: as they are, or for a bulk
-    transaction (count, digest) to keep memory small in long runs."""
+    """A transaction's changes as kept for the comparison: as they are, or (for a bulk
+    transaction, or in a long run) ("digest", count, digest)."""
     changes = tuple(changes)
-    if len(changes) <= 64:
+    if FULL_DETAIL and len(changes) <= 64:
         return changes
-    return ("bulk", len(changes), hashlib.sha1(repr(changes).encode()).hexdigest())
-KEY = ("w", "k")
+    return ("digest", len(changes), _digest(changes))
 
 
-def say(msg):
-    sys.stderr.write(f"[soak seed={SEED}] {msg}\n")
-    sys.stderr.flush()
+def ckey(change):
+    """One change as kept by a broadcast subscriber and in its expectations."""
+    return change if FULL_DETAIL else _digest(change)
 
 
-# ------------------------------------------------------------------ normal form
+def txn_size(packed):
+    return packed[1] if packed[:1] == ("digest",) else len(packed)
+
+
 def _short(v):
     """Long strings (TOASTed values) compared by length and digest, to keep memory small."""
     if isinstance(v, str) and len(v) > 100:
@@ -279,7 +290,8 @@ class SoakWriter(threading.Thread):
                     committed = self.resolve(seq)
                     self.unknown_committed += committed
                 if committed:
-                    self.committed.append((seq, pack(expected), [ch for ch in expected if ch[1] != BULK]))
+                    self.committed.append((seq, pack(expected), [(ch[1], ckey(ch)) for ch in expected
+                                                                 if ch[1] != BULK]))
                     self.state = state
                 else:
                     self.failed_txns += 1
@@ -526,7 +538,7 @@ class Subscriber:
                             assert since is not None and lsn_int(f["since"]) == since, f"{self.query}: {f}"
                             seg["oldest"] = lsn_int(f["oldest"])
                         elif t == "change":
-                            seg["changes"].append((lsn_int(f["lsn"]), norm_change(f)))
+                            seg["changes"].append((lsn_int(f["lsn"]), ckey(norm_change(f))))
                         else:
                             raise ProtocolError(f"{self.query}: unexpected frame {f}")
                 except websockets.exceptions.ConnectionClosed as e:
@@ -545,14 +557,8 @@ class Subscriber:
         c = self.client
         return c is not None and reset(c.ws)
 
-    def matches(self, change):
-        kind, table, new, _, old = change
-        if table != self.table:
-            return False
-        if self.w is None:
-            return True
-        row = dict(new if new is not None else old)
-        return row["w"] == self.w
+    def matches(self, table, w):
+        return table == self.table and (self.w is None or w == self.w)
 
 
 # ------------------------------------------------------------------------ test
@@ -832,8 +838,8 @@ def check_consumer(x, expected, monitor, fail):
             diff = [(i, a, b) for i, (a, b) in enumerate(zip(changes, expected[ws])) if a != b][:2]
             fail(f"{x.slot}: transaction {ws} (xid {xid}) differs from what committed: "
                  f"{len(changes)} vs {len(expected[ws])} changes; first differences (got, want): {diff}")
-    n_changes = sum(t[3][1] if t[3][:1] == ("bulk",) else len(t[3]) for t in seq_list)
-    n_bulk = sum(1 for t in seq_list if t[3][:1] == ("bulk",))
+    n_changes = sum(txn_size(t[3]) for t in seq_list)
+    n_bulk = sum(1 for t in seq_list if txn_size(t[3]) > BULK_ROWS)
     say(f"{x.slot}: {len(seq_list)} transactions ({n_bulk} bulk), {n_changes} changes in order; "
         f"{len(by_conn)} connections ({x.refusals} refused attempts, {len(x.vanished)} reset right after an ack), {duplicates} re-deliveries of transactions not "
         f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut, at most "
@@ -881,16 +887,16 @@ def summarize(closes):
 
 
 def broadcast_expectations(consumer, writers):
-    """[(lsn, change)] of every committed change but the bulk rows, in commit order: the
+    """[(lsn, table, writer, change key)] of every committed change but the bulk rows, in commit order: the
     writers' records in the order of a consumer's stream (checked afterwards)."""
-    small = {(w.w, seq): changes for w in writers for seq, _, changes in w.committed}
+    small = {(w.w, seq): changes for w in writers for seq, _, changes in w.committed}   # [(table, key)]
     seen = set()
     out = []
     for _, _, nl, ws, _ in sorted(consumer.received, key=lambda r: r[2]):
         if nl in seen or ws not in small:
             continue
         seen.add(nl)
-        out += [(nl, ch) for ch in small[ws]]
+        out += [(nl, table, ws[0], key) for table, key in small[ws]]
     return out
 
 
@@ -900,15 +906,15 @@ def seg_expected(s, expected_bc):
     for i, seg in enumerate(s.segments):
         start = s.start_lsn(seg)
         end = s.segments[i + 1]["since"] if i + 1 < len(s.segments) else None
-        out.append([(nl, ch) for nl, ch in expected_bc if nl > start and (end is None or nl <= end)
-                    and s.matches(ch)])
+        out.append([(nl, key) for nl, table, w, key in expected_bc if nl > start and (end is None or nl <= end)
+                    and s.matches(table, w)])
     return out
 
 
 def last_segment_want(s, expected_bc):
     """How many changes the last connection of s must receive."""
     start = s.start_lsn(s.segments[-1])
-    return sum(1 for nl, ch in expected_bc if nl > start and s.matches(ch))
+    return sum(1 for nl, table, w, _ in expected_bc if nl > start and s.matches(table, w))
 
 
 def check_subscriber(s, expected_bc, fail):
