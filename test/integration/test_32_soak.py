@@ -113,6 +113,15 @@ def txn_size(packed):
     return packed[1] if packed[:1] == ("digest",) else len(packed)
 
 
+KEY = ("w", "k")
+
+
+def say(msg):
+    sys.stderr.write(f"[soak seed={SEED}] {msg}\n")
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ normal form
 def _short(v):
     """Long strings (TOASTed values) compared by length and digest, to keep memory small."""
     if isinstance(v, str) and len(v) > 100:
