@@ -334,6 +334,7 @@ class Monitor(threading.Thread):
         self.cluster = cluster
         self.slots = slots
         self.confirmed = {s: [] for s in slots}   # slot -> [(monotonic time after the read, lsn int)]
+        self.on_disk = {s: [] for s in slots}     # slot -> [(monotonic time before the read, lsn int)]
         self.types = {}                          # pid -> backend_type
         self.peak_rss = {}                       # pid -> max VmRSS kB
         self.peak_anon = {}                      # pid -> max RssAnon kB
@@ -370,6 +371,11 @@ class Monitor(threading.Thread):
                         except Exception:  # noqa: BLE001
                             pass
                     conn = None
+                for slot in self.slots:
+                    t = time.monotonic()
+                    lsn = slot_file_confirmed(self.cluster.datadir, slot)
+                    if lsn is not None:
+                        self.on_disk[slot].append((t, lsn))
                 for pid in list(self.types):
                     rss = _status_kb(pid, "VmRSS")
                     if rss is None:
@@ -384,10 +390,11 @@ class Monitor(threading.Thread):
             if conn is not None:
                 conn.close()
 
-    def confirmed_before(self, slot, t):
-        """The highest confirmed_flush_lsn of `slot` read before monotonic time t (0 if none)."""
+    def confirmed_before(self, slot, t, on_disk=True):
+        """The highest confirmed_flush_lsn of `slot` read before monotonic time t (0 if none):
+        from the slot's state file (what survives a crash), or from pg_replication_slots."""
         best = 0
-        for ts, lsn in self.confirmed[slot]:
+        for ts, lsn in (self.on_disk if on_disk else self.confirmed)[slot]:
             if ts >= t:
                 break
             best = max(best, lsn)
@@ -404,6 +411,22 @@ def reset(ws):
         return False   # already closed
     ws.transport.abort()
     return True
+
+
+def slot_file_confirmed(datadir, slot):
+    """confirmed_flush of the slot's state file, pg_replslot/<slot>/state (PostgreSQL 15's
+    ReplicationSlotOnDisk: 16 bytes of header, then ReplicationSlotPersistentData, whose
+    confirmed_flush is at offset 96), or None when it cannot be read (being replaced)."""
+    try:
+        with open(os.path.join(datadir, "pg_replslot", slot, "state"), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) < 120 or struct.unpack_from("<I", data, 0)[0] != 0x1051CA1:
+        return None
+    name = data[16:16 + 64].split(b"\0")[0].decode()
+    assert name == slot, (name, slot)
+    return struct.unpack_from("<Q", data, 16 + 96)[0]
 
 
 # ------------------------------------------------------------ durable consumer
@@ -704,6 +727,10 @@ def test_crash_soak(sc):
                                           for s in subscribers), 120,
                               "the broadcast subscribers to receive every change", interval=0.5)
             check_running()
+            # the state file reader agrees with pg_replication_slots once the acks are in
+            await apoll_async(lambda: all(slot_file_confirmed(c.datadir, sl) == lsn_int(c.confirmed_lsn(sl))
+                                          for sl in slots), 30, "the slots' state files to match pg_replication_slots",
+                              interval=0.2)
             return expected_bc
         finally:
             for t in tasks:
@@ -785,6 +812,7 @@ def check_consumer(x, expected, monitor, fail):
     index = {}              # nextlsn -> position in seq_list
     duplicates = 0
     in_flight = 0           # re-deliveries the client had sent an ack for (lost with the connection)
+    shown_not_durable = 0   # re-deliveries at or below a confirmed_flush_lsn pg_replication_slots had shown
     ages = []               # for those: seconds from the (first) ack that covered it to the cut
     acked_before = 0
     conn_start = dict((no, t) for t, no in x.connections)
@@ -795,13 +823,15 @@ def check_consumer(x, expected, monitor, fail):
     for no in sorted(by_conn):
         txns = by_conn[no]
         confirmed = monitor.confirmed_before(x.slot, conn_start[no])
+        shown = monitor.confirmed_before(x.slot, conn_start[no], on_disk=False)
         acked_before = max([acked_before] + [v for n, v in x.acked.items() if n < no])
         vanished_ack = max([vanished_ack] + [v for n, v in x.vanished if n < no])
         pos = None
         for (_, xid, nl, ws, changes) in txns:
             if nl <= confirmed:
                 fail(f"{x.slot}: connection {no} delivered xid {xid} (nextlsn {lsn_str(nl)}) again although "
-                     f"confirmed_flush_lsn was {lsn_str(confirmed)} before it connected")
+                     f"the slot's state file had confirmed_flush {lsn_str(confirmed)} before it connected")
+            shown_not_durable += nl <= shown
             if nl <= vanished_ack:
                 fail(f"{x.slot}: connection {no} delivered xid {xid} (nextlsn {lsn_str(nl)}) again although the "
                      f"client had acked {lsn_str(vanished_ack)} before its connection was reset (the ack was in "
@@ -852,7 +882,8 @@ def check_consumer(x, expected, monitor, fail):
     say(f"{x.slot}: {len(seq_list)} transactions ({n_bulk} bulk), {n_changes} changes in order; "
         f"{len(by_conn)} connections ({x.refusals} refused attempts, {len(x.vanished)} reset right after an ack), {duplicates} re-deliveries of transactions not "
         f"confirmed ({in_flight} of them acked by the client, the ack lost in the cut, at most "
-        f"{max(ages, default=0):.2f} s before the cut); closes {summarize(x.closes)}")
+        f"{max(ages, default=0):.2f} s before the cut; {shown_not_durable} at or below a confirmed_flush_lsn "
+        f"pg_replication_slots had shown, not yet on disk at the crash); closes {summarize(x.closes)}")
     return [(t[0], t[2]) for t in seq_list]
 
 
