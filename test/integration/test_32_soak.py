@@ -26,8 +26,9 @@ Checked at the end:
   row, unchanged TOAST columns, old key / old row), in commit order (nextlsn increasing, each
   writer's seq increasing), and nothing else; both consumers saw the same sequence;
 - a reconnected stream replays a suffix of what the previous connection received, identical,
-  and only transactions above the slot's confirmed_flush_lsn as last sampled before the
-  reconnect (an acknowledged transaction is never delivered again);
+  and only transactions above the confirmed_flush in the slot's state file as last sampled
+  before the reconnect (a confirmed ack survives every crash), and nothing at or below an ack
+  written to a socket before the test reset that socket (the ack reached the server);
 - each broadcast subscriber, per connection: exactly the matching committed changes after its
   start (the subscribed lsn; after a reconnect its since, or the gap frame's oldest), in order;
 - every pgcdcws process stayed below RSS_CEILING_MB of VmRSS (sampled every 0.2 s);
